@@ -1,0 +1,536 @@
+#include "bridge.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <uv.h>
+
+#include "pipegate/config.h"
+#include "pipegate/frame.h"
+#include "pipegate/log.h"
+#include "uv/connection.h"
+#include "uv/local_pipe.h"
+#include "uv/stream_link.h"
+
+namespace pipegate::bridge {
+
+using uvglue::Connection;
+using uvglue::LocalPipe;
+using uvglue::StreamLink;
+
+namespace {
+
+constexpr uint64_t kMountPollMs = 20;        // How often a FIFO mount looks for a local reader.
+constexpr uint64_t kReaderGoneGraceMs = 200; // After EOF, how long the old reader may linger.
+
+std::string Errno(int err) { return std::strerror(err); }
+
+Status Message(Code code, ErrorCode error, std::string_view reason) {
+  return Status(code, reason.empty() ? std::string(ErrorCodeName(error)) : std::string(reason));
+}
+
+}  // namespace
+
+class Client;
+
+/// @brief A bridge stream: a StreamLink plus the first error that ended it.
+class BridgeStream final : public StreamLink {
+ public:
+  BridgeStream(Client* client, uint32_t id, const std::string& name);
+  Status result;  ///< First error seen; OK if the stream ended cleanly.
+  bool accepted = false;
+};
+
+/// @brief Forwards readability of a waiting pipe (a mount's FIFO or listening socket).
+class Waiter final : public uvglue::LocalPipeEvents {
+ public:
+  explicit Waiter(Client* client) : client_(client) {}
+  void OnLocalReadable() override;
+  void OnLocalWritten(size_t) override {}
+  void OnLocalWriteError(const Status&) override {}
+
+ private:
+  Client* client_;
+};
+
+/// @brief One bridge process: one connection to the gateway and the command's streams.
+///
+/// Ownership: lives on RunBridge's stack; every handle it or its connection owns is closed
+/// before RunBridge returns. Thread: the one loop.
+class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLinkOwner {
+ public:
+  Client(uv_loop_t* loop, const BridgeOptions& options)
+      : loop_(loop), options_(options), waiter_(this) {
+    uv_timer_init(loop_, &timer_);
+    timer_.data = this;
+    uv_signal_init(loop_, &sigint_);
+    uv_signal_init(loop_, &sigterm_);
+    sigint_.data = sigterm_.data = this;
+  }
+
+  Status Run();
+
+  // StreamLinkOwner.
+  Connection* connection() override { return conn_; }
+  void PauseForBackpressure(StreamLink* link) override { paused_.push_back(link->id()); }
+
+  // ConnectionHandler.
+  void OnConnectionWritable() override {
+    std::vector<uint32_t> ids;
+    ids.swap(paused_);
+    for (uint32_t id : ids) {
+      if (BridgeStream* s = Find(id)) s->Resume();
+    }
+  }
+  void OnConnectionClosed(const Status& why) override {
+    if (why.code() == Code::kStreamLost && !ready_) {
+      Finish(Status(Code::kConnect, why.message()));
+    } else if (why.code() == Code::kStreamLost) {
+      Finish(Status(Code::kStreamLost, fmt::format("stream broke: {}", why.message())));
+    } else {
+      Finish(why);
+    }
+  }
+  void OnConnectionFreed() override { conn_ = nullptr; }
+
+  // MuxCallbacks.
+  void OnMuxReady() override;
+  void OnOpenRequest(uint32_t, const OpenPayload&) override {}
+  void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) override;
+  void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override {
+    if (BridgeStream* s = Find(id)) s->OnData(data, len);
+  }
+  void OnStreamFin(uint32_t id) override {
+    if (BridgeStream* s = Find(id)) s->OnFin();
+  }
+  void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override {
+    BridgeStream* s = Find(id);
+    if (s == nullptr || error == ErrorCode::kNoError) return;
+    if (s->result.ok()) s->result = Message(CodeForError(error), error, reason);
+  }
+  void OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) override {
+    BridgeStream* s = Find(id);
+    if (s == nullptr) return;
+    s->StopLocalReading();
+    if (s->result.ok() && error != ErrorCode::kNoError) {
+      s->result = Message(CodeForError(error), error, reason);
+    }
+  }
+  void OnStreamWritable(uint32_t id) override {
+    if (BridgeStream* s = Find(id)) s->Resume();
+  }
+  void OnStreamDelivered(uint32_t) override {}
+  void OnStreamClosed(uint32_t id) override;
+  void OnListRequest() override {}
+  void OnListReply(const std::vector<ListEntry>& entries, bool more) override;
+  void OnGoaway(const GoawayPayload& g) override {
+    PG_LOG(kInfo, "gateway is going away: {}", g.reason);
+  }
+
+  void OnWaiterReadable();
+
+ private:
+  BridgeStream* Find(uint32_t id) {
+    auto it = streams_.find(id);
+    return it == streams_.end() ? nullptr : it->second.get();
+  }
+  Result<BridgeStream*> OpenStream(Access access, LocalPipe* in, LocalPipe* out);
+  void Finish(const Status& status);
+  void StartSingle();
+  void StartMount(const ListEntry& entry);
+  Status PrepareFifoPath();
+  Status PrepareSocketPath();
+  void RemoveLocalPath();
+  void MountFifoWriteArm();
+  void MountTick();
+  void MountStreamEnded(const Status& result);
+  static void OnTimer(uv_timer_t* handle) noexcept;
+  static void OnSignal(uv_signal_t* handle, int signum) noexcept;
+
+  uv_loop_t* loop_;
+  BridgeOptions options_;
+  Connection* conn_ = nullptr;
+  bool ready_ = false;
+  bool finished_ = false;
+  Status result_;
+  uv_timer_t timer_{};
+  uv_signal_t sigint_{};
+  uv_signal_t sigterm_{};
+  std::unordered_map<uint32_t, std::unique_ptr<BridgeStream>> streams_;
+  std::vector<uint32_t> paused_;
+  std::vector<ListEntry> listing_;
+
+  // Mount state.
+  enum class MountState { kNone, kWaitReader, kStreaming, kWaitGone, kWaitWriter, kListening };
+  MountState mount_ = MountState::kNone;
+  ListEntry export_;
+  bool present_unix_ = false;
+  bool created_path_ = false;
+  dev_t created_dev_ = 0;
+  ino_t created_ino_ = 0;
+  Waiter waiter_;
+  LocalPipe* wait_pipe_ = nullptr;  ///< FIFO read end or listening socket, while waiting.
+  uint64_t stream_ended_ms_ = 0;
+};
+
+BridgeStream::BridgeStream(Client* client, uint32_t id, const std::string& name)
+    : StreamLink(client, id, name) {}
+
+void Waiter::OnLocalReadable() { client_->OnWaiterReadable(); }
+
+Status Client::Run() {
+  Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewClient(options_.tls);
+  if (!tls) {
+    Finish(tls.error());
+  } else {
+    uv_signal_start(&sigint_, &Client::OnSignal, SIGINT);
+    uv_signal_start(&sigterm_, &Client::OnSignal, SIGTERM);
+    uvglue::ConnectionOptions copt;
+    copt.mux.is_client = true;
+    conn_ = Connection::Connect(loop_, options_.address.host, options_.address.port, *tls, copt,
+                                this);
+  }
+  uv_run(loop_, UV_RUN_DEFAULT);
+  return result_;
+}
+
+void Client::Finish(const Status& status) {
+  if (finished_) return;
+  finished_ = true;
+  result_ = status;
+  streams_.clear();  // Closes every local pipe.
+  if (wait_pipe_ != nullptr) {
+    wait_pipe_->Close();
+    wait_pipe_ = nullptr;
+  }
+  RemoveLocalPath();
+  if (conn_ != nullptr) conn_->Close(status.ok() ? Status(Code::kOk, "done") : status);
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&timer_),
+                         reinterpret_cast<uv_handle_t*>(&sigint_),
+                         reinterpret_cast<uv_handle_t*>(&sigterm_)}) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }
+}
+
+void Client::OnSignal(uv_signal_t* handle, int /*signum*/) noexcept {
+  auto* self = static_cast<Client*>(handle->data);
+  if (self->options_.command == Command::kMount) {
+    self->Finish(Status::Ok());  // Stopping is how a mount ends.
+  } else {
+    self->Finish(Status(Code::kStreamLost, "interrupted"));
+  }
+}
+
+void Client::OnMuxReady() {
+  ready_ = true;
+  if (options_.command == Command::kLs || options_.command == Command::kMount) {
+    conn_->mux().RequestList();
+    conn_->Flush();
+    return;
+  }
+  StartSingle();
+}
+
+Result<BridgeStream*> Client::OpenStream(Access access, LocalPipe* in, LocalPipe* out) {
+  OpenPayload open;
+  open.access = static_cast<uint8_t>(access);
+  open.flags = options_.lines ? kOpenFlagLines : 0;
+  open.wait_ms = options_.wait_ms;
+  open.name = options_.address.name;
+  Result<uint32_t> id = conn_->mux().Open(open);
+  if (!id) return id.error();
+  auto stream = std::make_unique<BridgeStream>(this, *id, options_.address.name);
+  stream->Attach(in, out);
+  if (in != nullptr) in->set_events(stream.get());
+  if (out != nullptr) out->set_events(stream.get());
+  BridgeStream* raw = stream.get();
+  streams_[*id] = std::move(stream);
+  conn_->Flush();
+  return raw;
+}
+
+void Client::StartSingle() {
+  LocalPipe* in = nullptr;
+  LocalPipe* out = nullptr;
+  Access access = Access::kRead;
+  Command cmd = options_.command;
+  if (cmd == Command::kWrite || cmd == Command::kConnect) {
+    in = *LocalPipe::Open(loop_, STDIN_FILENO, LocalPipe::kRead, false, nullptr);
+  }
+  if (cmd == Command::kCat || cmd == Command::kConnect) {
+    out = *LocalPipe::Open(loop_, STDOUT_FILENO, LocalPipe::kWrite, false, nullptr);
+  }
+  if (cmd == Command::kWrite) access = Access::kWrite;
+  if (cmd == Command::kConnect) access = Access::kDuplex;
+  Result<BridgeStream*> s = OpenStream(access, in, out);
+  if (!s) {
+    if (in != nullptr) in->Close();
+    if (out != nullptr) out->Close();
+    Finish(s.error());
+  }
+}
+
+void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
+  BridgeStream* s = Find(id);
+  if (s == nullptr) return;
+  s->accepted = true;
+  // A fifo export serves one direction; a duplex request gets that one.
+  if (ok.access == static_cast<uint8_t>(Access::kRead)) s->DropInput();
+  if (ok.access == static_cast<uint8_t>(Access::kWrite)) s->DropOutput();
+  s->StartReading();
+}
+
+void Client::OnStreamClosed(uint32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  std::unique_ptr<BridgeStream> s = std::move(it->second);
+  streams_.erase(it);
+  std::erase(paused_, id);
+  Status result = s->result;
+  if (result.ok() && !s->local_error().ok()) result = s->local_error();
+  s.reset();  // Closes the local pipes.
+  if (options_.command == Command::kMount) {
+    MountStreamEnded(result);
+    return;
+  }
+  Finish(result);
+}
+
+void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
+  listing_.insert(listing_.end(), entries.begin(), entries.end());
+  if (more) return;
+  if (options_.command == Command::kLs) {
+    std::string out;
+    for (const ListEntry& e : listing_) {
+      out += fmt::format("{}\t{}\t{}\n", e.name, ExportKindName(static_cast<ExportKind>(e.kind)),
+                         AccessName(static_cast<Access>(e.access)));
+    }
+    if (fwrite(out.data(), 1, out.size(), stdout) != out.size() || fflush(stdout) != 0) {
+      Finish(Status(Code::kIo, "cannot write the listing to stdout"));
+      return;
+    }
+    Finish(Status::Ok());
+    return;
+  }
+  for (const ListEntry& e : listing_) {
+    if (e.name == options_.address.name) {
+      StartMount(e);
+      return;
+    }
+  }
+  // ls hides exports this identity may not use, so "no such pipe" covers both cases.
+  Finish(Status(Code::kNotFound, fmt::format("no such pipe '{}' (or access denied)",
+                                             options_.address.name)));
+}
+
+// ---- mount ----
+
+Status Client::PrepareFifoPath() {
+  const std::string& path = options_.local_path;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (S_ISFIFO(st.st_mode)) return Status::Ok();  // Use it; it is not ours to remove.
+    return Status(Code::kUsage, fmt::format("{} exists and is not a FIFO", path));
+  }
+  if (::mkfifo(path.c_str(), 0600) != 0) {
+    return Status(Code::kUsage, fmt::format("cannot create FIFO {}: {}", path, Errno(errno)));
+  }
+  if (::lstat(path.c_str(), &st) == 0) {
+    created_path_ = true;
+    created_dev_ = st.st_dev;
+    created_ino_ = st.st_ino;
+  }
+  return Status::Ok();
+}
+
+Status Client::PrepareSocketPath() {
+  const std::string& path = options_.local_path;
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sun.sun_path) {
+    return Status(Code::kUsage, fmt::format("socket path too long: {}", path));
+  }
+  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status(Code::kUsage, fmt::format("{} exists and is not a socket", path));
+    }
+    // A socket nobody answers on is stale (a crashed run): replace it. A live one is not ours.
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = ::connect(probe, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
+    int err = errno;
+    ::close(probe);
+    if (rc == 0 || err != ECONNREFUSED) {
+      return Status(Code::kUsage, fmt::format("{} is in use by a running program", path));
+    }
+    ::unlink(path.c_str());
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 || ::listen(fd, 128) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status(Code::kUsage, fmt::format("cannot listen on {}: {}", path, Errno(err)));
+  }
+  if (::lstat(path.c_str(), &st) == 0) {
+    created_path_ = true;
+    created_dev_ = st.st_dev;
+    created_ino_ = st.st_ino;
+  }
+  wait_pipe_ = *LocalPipe::Open(loop_, fd, LocalPipe::kRead, true, &waiter_);
+  wait_pipe_->WantRead(true);
+  return Status::Ok();
+}
+
+void Client::RemoveLocalPath() {
+  if (!created_path_) return;
+  created_path_ = false;
+  struct stat st {};
+  // Only what we made, and only if it is still the file we made.
+  if (::lstat(options_.local_path.c_str(), &st) == 0 && st.st_dev == created_dev_ &&
+      st.st_ino == created_ino_) {
+    ::unlink(options_.local_path.c_str());
+  }
+}
+
+void Client::StartMount(const ListEntry& entry) {
+  export_ = entry;
+  auto kind = static_cast<ExportKind>(entry.kind);
+  if (options_.present_as == "fifo" && kind == ExportKind::kUnix) {
+    Finish(Status(Code::kUsage, "a unix export cannot be presented as a FIFO (omit --as)"));
+    return;
+  }
+  present_unix_ = kind == ExportKind::kUnix || options_.present_as == "unix";
+  Status st = present_unix_ ? PrepareSocketPath() : PrepareFifoPath();
+  if (!st.ok()) {
+    Finish(st);
+    return;
+  }
+  if (present_unix_) {
+    mount_ = MountState::kListening;
+  } else if (static_cast<Access>(entry.access) == Access::kRead) {
+    mount_ = MountState::kWaitReader;
+    uv_timer_start(&timer_, &Client::OnTimer, 0, kMountPollMs);
+  } else {
+    MountFifoWriteArm();
+  }
+  PG_LOG(kInfo, "mounted {} at {}", options_.address.ToString(), options_.local_path);
+}
+
+void Client::MountFifoWriteArm() {
+  // Hold the read end open so local writers never block in open(); the first byte a writer
+  // puts in opens the remote stream.
+  int fd = ::open(options_.local_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    Finish(Status(Code::kIo, fmt::format("cannot open {}: {}", options_.local_path, Errno(errno))));
+    return;
+  }
+  mount_ = MountState::kWaitWriter;
+  wait_pipe_ = *LocalPipe::Open(loop_, fd, LocalPipe::kRead, true, &waiter_);
+  wait_pipe_->WantRead(true);
+}
+
+void Client::OnWaiterReadable() {
+  if (finished_ || conn_ == nullptr) return;
+  if (mount_ == MountState::kWaitWriter) {
+    LocalPipe* pipe = wait_pipe_;
+    wait_pipe_ = nullptr;
+    pipe->WantRead(false);
+    mount_ = MountState::kStreaming;
+    Result<BridgeStream*> s = OpenStream(Access::kWrite, pipe, nullptr);
+    if (!s) {
+      pipe->Close();
+      Finish(s.error());
+    }
+    return;
+  }
+  if (mount_ == MountState::kListening) {
+    for (int i = 0; i < 16; ++i) {
+      int fd = ::accept4(wait_pipe_->fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      LocalPipe* pipe = *LocalPipe::Open(loop_, fd, LocalPipe::kRead | LocalPipe::kWrite, true,
+                                         nullptr);
+      Result<BridgeStream*> s = OpenStream(Access::kDuplex, pipe, pipe);
+      if (!s) {
+        pipe->Close();
+        PG_LOG(kWarn, "{}: {}", options_.address.ToString(), s.error().message());
+      }
+    }
+  }
+}
+
+void Client::OnTimer(uv_timer_t* handle) noexcept {
+  static_cast<Client*>(handle->data)->MountTick();
+}
+
+void Client::MountTick() {
+  if (finished_ || conn_ == nullptr) return;
+  if (mount_ != MountState::kWaitReader && mount_ != MountState::kWaitGone) return;
+  int fd = ::open(options_.local_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENXIO) mount_ = MountState::kWaitReader;  // Nobody reads: wait for the next.
+    return;
+  }
+  if (mount_ == MountState::kWaitGone &&
+      uv_now(loop_) - stream_ended_ms_ < kReaderGoneGraceMs) {
+    ::close(fd);  // Most likely the reader that just saw EOF, still closing.
+    return;
+  }
+  mount_ = MountState::kStreaming;
+  LocalPipe* pipe = *LocalPipe::Open(loop_, fd, LocalPipe::kWrite, true, nullptr);
+  pipe->WatchHangup(true);
+  Result<BridgeStream*> s = OpenStream(Access::kRead, nullptr, pipe);
+  if (!s) {
+    pipe->Close();
+    Finish(s.error());
+  }
+}
+
+void Client::MountStreamEnded(const Status& result) {
+  if (finished_) return;
+  if (!result.ok()) {
+    fprintf(stderr, "pipegate: %s: %s\n", options_.address.ToString().c_str(),
+            result.message().c_str());
+  }
+  if (present_unix_) return;  // Each connection was its own stream; keep listening.
+  if (static_cast<Access>(export_.access) == Access::kRead) {
+    mount_ = MountState::kWaitGone;
+    stream_ended_ms_ = uv_now(loop_);
+    return;
+  }
+  MountFifoWriteArm();  // The stream's pipe is closed; serve the next writer.
+}
+
+Status RunBridge(const BridgeOptions& options) {
+  // libuv makes stdin/stdout non-blocking, which changes the shared file descriptions (a
+  // terminal, say): restore them on the way out.
+  int in_flags = fcntl(STDIN_FILENO, F_GETFL);
+  int out_flags = fcntl(STDOUT_FILENO, F_GETFL);
+  uv_loop_t loop;
+  PG_CHECK(uv_loop_init(&loop) == 0);
+  Status result;
+  {
+    Client client(&loop, options);
+    result = client.Run();
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop) != 0) {
+    PG_LOG(kError, "handles left open at exit");
+    uv_print_all_handles(&loop, stderr);
+  }
+  if (in_flags >= 0) fcntl(STDIN_FILENO, F_SETFL, in_flags);
+  if (out_flags >= 0) fcntl(STDOUT_FILENO, F_SETFL, out_flags);
+  return result;
+}
+
+}  // namespace pipegate::bridge

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "pipegate/address.h"
+#include "pipegate/status.h"
+#include "pipegate/tls.h"
+
+namespace pipegate::bridge {
+
+enum class Command { kLs, kCat, kWrite, kConnect, kMount };
+
+/// @brief Everything a bridge command needs, already parsed and validated by main.
+struct BridgeOptions {
+  Command command = Command::kCat;
+  PipeAddress address;
+  std::string local_path;        ///< mount: where the pipe appears.
+  std::string present_as;        ///< mount: "", "unix" or "fifo".
+  uint32_t wait_ms = 0;          ///< --wait, for busy and no reader.
+  bool lines = false;            ///< write --lines.
+  TlsClientOptions tls;
+};
+
+/// @brief Runs one bridge command to completion on a fresh loop.
+/// @return The status whose code gives the exit status; its message is the cause (without
+/// the address, which the caller adds).
+Status RunBridge(const BridgeOptions& options);
+
+}  // namespace pipegate::bridge

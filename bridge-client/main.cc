@@ -1,0 +1,127 @@
+// pipegate: parses flags and hands over to RunBridge; nothing else lives here.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "bridge.h"
+#include "pipegate/config.h"
+#include "pipegate/log.h"
+
+namespace {
+
+int Fail(const std::string& where, const pipegate::Status& st) {
+  if (where.empty()) {
+    fprintf(stderr, "pipegate: %s\n", st.message().c_str());
+  } else {
+    fprintf(stderr, "pipegate: %s: %s\n", where.c_str(), st.message().c_str());
+  }
+  return pipegate::ExitCodeFor(st.code());
+}
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // A vanished reader is an EPIPE to handle, never a crash.
+  using pipegate::bridge::Command;
+  CLI::App app{"pipegate: read, write, talk to or mount a remote pipe"};
+  app.require_subcommand(1);
+  std::string cert, key, ca, address, local, as;
+  double wait = 0;
+  bool verbose = false;
+  bool lines = false;
+  auto common = [&](CLI::App* a) {
+    a->add_option("--cert", cert, "Client certificate (PEM); default $PIPEGATE_CERT");
+    a->add_option("--key", key, "Client private key (PEM); default $PIPEGATE_KEY");
+    a->add_option("--ca", ca, "CA bundle for the gateway (PEM); default $PIPEGATE_CA");
+    a->add_option("--wait", wait, "Wait up to SECONDS for a busy pipe or a reader")
+        ->check(CLI::Range(0.0, 86400.0));
+    a->add_flag("-v,--verbose", verbose, "Log what happens");
+  };
+  common(&app);
+  app.set_version_flag("--version", std::string("pipegate ") + PIPEGATE_VERSION);
+  CLI::App* ls = app.add_subcommand("ls", "List the exports this identity may use");
+  ls->add_option("address", address, "pipe://HOST[:PORT]")->required();
+  CLI::App* cat = app.add_subcommand("cat", "Copy the remote pipe to stdout until EOF");
+  cat->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
+  CLI::App* write = app.add_subcommand("write", "Copy stdin to the remote pipe; exit 0 once delivered");
+  write->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
+  write->add_flag("--lines", lines, "Records are lines (each whole line in one write)");
+  CLI::App* connect = app.add_subcommand("connect", "Connect stdin and stdout to the remote pipe");
+  connect->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
+  CLI::App* mount = app.add_subcommand("mount", "Present the remote pipe at a local path");
+  mount->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
+  mount->add_option("local_path", local, "Where the FIFO or socket appears")->required();
+  mount->add_option("--as", as, "Present as 'unix' (socket) or 'fifo'")
+      ->check(CLI::IsMember({"unix", "fifo"}));
+  mount->add_flag("--lines", lines, "Records are lines (for a write export)");
+  for (CLI::App* sub : {ls, cat, write, connect, mount}) {
+    common(sub);
+  }
+  // CLI11 reports usage errors by exception; they are caught here, at the edge of main.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 1;
+  }
+  pipegate::InitLogging(verbose ? pipegate::LogLevel::kDebug : pipegate::LogLevel::kWarn,
+                        "pipegate");
+
+  pipegate::bridge::BridgeOptions options;
+  options.command = ls->parsed()        ? Command::kLs
+                    : cat->parsed()     ? Command::kCat
+                    : write->parsed()   ? Command::kWrite
+                    : connect->parsed() ? Command::kConnect
+                                        : Command::kMount;
+  auto parsed = pipegate::ParseAddress(address, options.command == Command::kLs
+                                                    ? pipegate::NameRule::kOptional
+                                                    : pipegate::NameRule::kRequired);
+  if (!parsed) return Fail(address, parsed.error());
+  options.address = *parsed;
+  options.local_path = local;
+  options.present_as = as;
+  options.lines = lines;
+  options.wait_ms = static_cast<uint32_t>(std::llround(wait * 1000));
+
+  // Flags beat the environment, which beats ~/.config/pipegate/config.toml.
+  pipegate::ClientDefaults defaults;
+  std::string home = Env("HOME");
+  std::string defaults_path = Env("XDG_CONFIG_HOME").empty()
+                                  ? home + "/.config/pipegate/config.toml"
+                                  : Env("XDG_CONFIG_HOME") + "/pipegate/config.toml";
+  if (!home.empty() && access(defaults_path.c_str(), R_OK) == 0) {
+    auto loaded = pipegate::LoadClientDefaults(defaults_path);
+    if (!loaded) return Fail("", loaded.error());
+    defaults = *loaded;
+  }
+  auto pick = [](const std::string& flag, const char* env, const std::string& file) {
+    if (!flag.empty()) return flag;
+    std::string e = Env(env);
+    return e.empty() ? file : e;
+  };
+  options.tls.cert = pick(cert, "PIPEGATE_CERT", defaults.cert);
+  options.tls.key = pick(key, "PIPEGATE_KEY", defaults.key);
+  options.tls.ca = pick(ca, "PIPEGATE_CA", defaults.ca);
+  for (auto [value, what] : {std::pair{&options.tls.cert, "a client certificate (--cert or PIPEGATE_CERT)"},
+                             std::pair{&options.tls.key, "a client key (--key or PIPEGATE_KEY)"},
+                             std::pair{&options.tls.ca, "a CA bundle (--ca or PIPEGATE_CA)"}}) {
+    if (value->empty()) {
+      return Fail(options.address.ToString(),
+                  pipegate::Status(pipegate::Code::kUsage, std::string("missing ") + what));
+    }
+  }
+  pipegate::Status st = pipegate::bridge::RunBridge(options);
+  if (!st.ok()) return Fail(options.address.ToString(), st);
+  return 0;
+}

@@ -1,0 +1,8 @@
+set(CPACK_PACKAGE_NAME pipegate)
+set(CPACK_PACKAGE_VENDOR "pipegate")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Remote pipe gateway: FIFOs and Unix sockets over mutual TLS")
+set(CPACK_PACKAGE_CONTACT "pipegate maintainers")
+set(CPACK_GENERATOR "TGZ;DEB")
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+include(CPack)

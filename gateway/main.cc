@@ -1,0 +1,51 @@
+// pipegated: parses flags and hands over to Gateway; nothing else lives here.
+#include <signal.h>
+
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "gateway.h"
+#include "pipegate/config.h"
+#include "pipegate/log.h"
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // A vanished reader is an EPIPE to handle, never a crash.
+  CLI::App app{"pipegated: export local FIFOs and Unix sockets over mutual TLS"};
+  std::string config;
+  std::string check;
+  bool verbose = false;
+  bool quiet = false;
+  app.add_option("--config,-c", config, "Serve this TOML configuration file");
+  app.add_option("--check-config", check, "Validate a configuration file and exit");
+  app.add_flag("-v,--verbose", verbose, "Log debug messages (categories: PIPEGATE_DEBUG)");
+  app.add_flag("-q,--quiet", quiet, "Log warnings and errors only");
+  app.set_version_flag("--version", std::string("pipegated ") + PIPEGATE_VERSION);
+  // CLI11 reports usage errors by exception; they are caught here, at the edge of main.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 1;
+  }
+  pipegate::InitLogging(verbose ? pipegate::LogLevel::kDebug
+                        : quiet ? pipegate::LogLevel::kWarn
+                                : pipegate::LogLevel::kInfo,
+                        "pipegated");
+  if (!check.empty()) {
+    pipegate::ConfigParseResult parsed = pipegate::LoadGatewayConfig(check);
+    if (!parsed.config) {
+      std::cerr << pipegate::FormatConfigErrors(check, parsed.errors);
+      return 1;
+    }
+    std::cout << check << ": OK (" << parsed.config->exports.size() << " export(s))\n";
+    return 0;
+  }
+  if (config.empty()) {
+    std::cerr << "pipegated: --config FILE is required (or --check-config FILE)\n";
+    return 1;
+  }
+  pipegate::gateway::Gateway gateway(config);
+  return gateway.Run();
+}

@@ -1,0 +1,194 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipegate/buffer.h"
+#include "pipegate/status.h"
+
+namespace pipegate {
+
+// Wire format of pipegate/1; docs/protocol.md is the prose version of this header.
+//
+// Every frame starts with a 12-byte big-endian header:
+//   type u8 | flags u8 | reserved u16 (0) | stream_id u32 | length u32 (payload bytes)
+inline constexpr size_t kFrameHeaderSize = 12;
+inline constexpr size_t kDataPrefixSize = 8;  ///< DATA payload starts with offset u64.
+inline constexpr uint32_t kDefaultMaxFramePayload = 16384 + kDataPrefixSize;
+inline constexpr uint32_t kMaxFramePayloadLimit = 1u << 20;  ///< Largest max_frame a peer may set.
+inline constexpr size_t kMaxControlPayload = 16384;  ///< Non-DATA frames are never longer.
+inline constexpr size_t kMaxReasonLength = 512;
+inline constexpr const char* kAlpn = "pipegate/1";
+
+enum class FrameType : uint8_t {
+  kData = 0x0,
+  kCredit = 0x1,
+  kOpen = 0x2,
+  kOpenOk = 0x3,
+  kReset = 0x4,
+  kStop = 0x5,
+  kPing = 0x6,
+  kSettings = 0x7,
+  kGoaway = 0x8,
+  kResume = 0x9,     ///< Reserved for stream resumption (SPEC §8); not sent by pipegate/1 yet.
+  kList = 0xA,
+  kListReply = 0xB,
+};
+inline constexpr uint8_t kMaxFrameType = 0xB;
+
+// Flags.
+inline constexpr uint8_t kFlagFin = 0x1;     ///< DATA: last byte of this direction.
+inline constexpr uint8_t kFlagMsgEnd = 0x2;  ///< DATA: a message ends here (message mode, later).
+inline constexpr uint8_t kFlagAck = 0x1;     ///< PING: this is the answer.
+inline constexpr uint8_t kFlagMore = 0x1;    ///< LIST_REPLY: more entries follow.
+
+/// @brief Error codes carried by RESET, STOP and GOAWAY.
+enum class ErrorCode : uint32_t {
+  kNoError = 0,
+  kProtocol = 1,
+  kAccessDenied = 2,
+  kNotFound = 3,
+  kBusy = 4,
+  kNoReader = 5,
+  kBrokenPipe = 6,
+  kInternal = 7,
+  kFlowControl = 8,
+  kLimit = 9,
+  kCancel = 10,
+  kIo = 11,
+  kShutdown = 12,
+  kFrameSize = 13,
+};
+
+/// @brief Maps a wire error to the user-facing Code (and so to an exit status).
+Code CodeForError(ErrorCode error) noexcept;
+/// @brief Maps a Code to the wire error that reports it.
+ErrorCode ErrorForCode(Code code) noexcept;
+const char* ErrorCodeName(ErrorCode error) noexcept;
+
+/// @brief SETTINGS identifiers (id u16, value u32 pairs).
+enum class SettingId : uint16_t {
+  kMaxFramePayload = 1,   ///< Largest payload the sender accepts (≥ 16 KiB + 8).
+  kStreamWindow = 2,      ///< Initial credit the sender grants each new stream.
+  kSessionWindow = 3,     ///< Initial credit the sender grants the whole connection.
+  kMaxStreams = 4,        ///< Concurrent streams the sender accepts.
+};
+
+/// @brief A decoded frame header.
+struct FrameHeader {
+  FrameType type = FrameType::kData;
+  uint8_t flags = 0;
+  uint32_t stream_id = 0;
+  uint32_t length = 0;
+};
+
+/// @brief Writes @p h into 12 bytes at @p out.
+void EncodeFrameHeader(uint8_t* out, const FrameHeader& h) noexcept;
+
+/// @brief Reads and validates a header from 12 bytes. Checks the reserved field, the type, the
+/// stream id rules of the type, and the length against @p max_payload (DATA) or
+/// kMaxControlPayload (others). Errors are kProtocol with the reason.
+Result<FrameHeader> DecodeFrameHeader(const uint8_t* in, uint32_t max_payload);
+
+// Typed payloads of control frames.
+struct OpenPayload {
+  uint8_t access = 0;    ///< Access value (1 read, 2 write, 3 duplex).
+  uint8_t flags = 0;     ///< kOpenFlagLines: records are lines.
+  uint32_t wait_ms = 0;  ///< How long the gateway may wait for busy/no reader.
+  std::string name;
+};
+inline constexpr uint8_t kOpenFlagLines = 0x1;
+
+struct OpenOkPayload {
+  uint8_t kind = 0;    ///< ExportKind.
+  uint8_t access = 0;  ///< Access granted.
+};
+
+struct CreditPayload {
+  uint64_t delivered = 0;  ///< Bytes written into the local pipe (the acknowledgement).
+  uint64_t limit = 0;      ///< Absolute offset the sender may send up to.
+};
+
+struct ResetPayload {
+  ErrorCode error = ErrorCode::kNoError;
+  uint64_t final_offset = 0;
+  std::string reason;
+};
+
+struct StopPayload {
+  ErrorCode error = ErrorCode::kNoError;
+  std::string reason;
+};
+
+struct GoawayPayload {
+  uint32_t last_stream_id = 0;
+  ErrorCode error = ErrorCode::kNoError;
+  std::string reason;
+};
+
+struct Setting {
+  SettingId id;
+  uint32_t value;
+};
+
+struct ListEntry {
+  std::string name;
+  uint8_t kind = 0;
+  uint8_t access = 0;
+};
+
+// Encoders append a whole frame (header and payload) to @p out.
+void AppendOpen(Buffer& out, uint32_t stream_id, const OpenPayload& p);
+void AppendOpenOk(Buffer& out, uint32_t stream_id, const OpenOkPayload& p);
+void AppendCredit(Buffer& out, uint32_t stream_id, const CreditPayload& p);
+void AppendReset(Buffer& out, uint32_t stream_id, const ResetPayload& p);
+void AppendStop(Buffer& out, uint32_t stream_id, const StopPayload& p);
+void AppendPing(Buffer& out, uint8_t flags, uint64_t opaque);
+void AppendSettings(Buffer& out, const std::vector<Setting>& settings);
+void AppendGoaway(Buffer& out, const GoawayPayload& p);
+void AppendList(Buffer& out);
+void AppendListReply(Buffer& out, uint8_t flags, const std::vector<ListEntry>& entries);
+/// @brief Appends a DATA frame by copying @p len bytes.
+void AppendData(Buffer& out, uint32_t stream_id, uint8_t flags, uint64_t offset,
+                const uint8_t* data, size_t len);
+
+// Decoders check the exact layout; errors are kProtocol with the reason.
+Result<OpenPayload> DecodeOpen(const uint8_t* p, size_t n);
+Result<OpenOkPayload> DecodeOpenOk(const uint8_t* p, size_t n);
+Result<CreditPayload> DecodeCredit(const uint8_t* p, size_t n);
+Result<ResetPayload> DecodeReset(const uint8_t* p, size_t n);
+Result<StopPayload> DecodeStop(const uint8_t* p, size_t n);
+Result<uint64_t> DecodePing(const uint8_t* p, size_t n);
+Result<std::vector<Setting>> DecodeSettings(const uint8_t* p, size_t n);
+Result<GoawayPayload> DecodeGoaway(const uint8_t* p, size_t n);
+Result<std::vector<ListEntry>> DecodeListReply(const uint8_t* p, size_t n);
+
+// Big-endian helpers.
+inline void PutU16(uint8_t* p, uint16_t v) noexcept {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+inline void PutU32(uint8_t* p, uint32_t v) noexcept {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+inline void PutU64(uint8_t* p, uint64_t v) noexcept {
+  PutU32(p, static_cast<uint32_t>(v >> 32));
+  PutU32(p + 4, static_cast<uint32_t>(v));
+}
+inline uint16_t GetU16(const uint8_t* p) noexcept {
+  return static_cast<uint16_t>((p[0] << 8) | p[1]);
+}
+inline uint32_t GetU32(const uint8_t* p) noexcept {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+inline uint64_t GetU64(const uint8_t* p) noexcept {
+  return (uint64_t{GetU32(p)} << 32) | GetU32(p + 4);
+}
+
+}  // namespace pipegate

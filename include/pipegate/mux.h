@@ -1,0 +1,203 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "pipegate/buffer.h"
+#include "pipegate/frame.h"
+#include "pipegate/status.h"
+
+namespace pipegate {
+
+/// @brief Limits one side of a connection declares in its SETTINGS.
+struct MuxOptions {
+  bool is_client = false;
+  uint32_t max_frame_payload = 65536 + kDataPrefixSize;  ///< Largest DATA payload we accept.
+  uint32_t stream_window = 1u << 20;   ///< Credit we grant each stream (bounds its memory).
+  uint32_t session_window = 16u << 20; ///< Credit we grant the whole connection.
+  uint32_t max_streams = 256;          ///< Concurrent streams we accept.
+};
+
+/// @brief Events of a Mux, delivered synchronously from Feed() or from a Mux method.
+///
+/// Re-entrancy: every callback may call back into the Mux, including closing the stream it is
+/// about; the Mux re-checks its state afterwards. Calls naming a stream that no longer exists
+/// are harmless no-ops.
+class MuxCallbacks {
+ public:
+  virtual ~MuxCallbacks() = default;
+  /// @brief The peer's SETTINGS arrived; the connection is usable.
+  virtual void OnMuxReady() = 0;
+  /// @brief Server: the peer asks to open a stream. Answer with Accept() or Reject(), now or
+  /// later.
+  virtual void OnOpenRequest(uint32_t id, const OpenPayload& open) = 0;
+  /// @brief Client: the peer accepted a stream opened with Open().
+  virtual void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) = 0;
+  /// @brief Bytes of a stream arrived. @p data is valid only during the call; report delivery
+  /// with Consumed() once the bytes are in the local pipe.
+  virtual void OnStreamData(uint32_t id, const uint8_t* data, size_t len) = 0;
+  /// @brief The peer will send no more bytes on this stream.
+  virtual void OnStreamFin(uint32_t id) = 0;
+  /// @brief The peer aborted its direction (or refused an Open); no more data will come.
+  virtual void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) = 0;
+  /// @brief The peer will read no more; our direction has been reset automatically.
+  virtual void OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) = 0;
+  /// @brief More send credit is available on the stream.
+  virtual void OnStreamWritable(uint32_t id) = 0;
+  /// @brief The peer has delivered every byte we sent up to and including our FIN.
+  virtual void OnStreamDelivered(uint32_t id) = 0;
+  /// @brief Both directions are finished; the id is forgotten.
+  virtual void OnStreamClosed(uint32_t id) = 0;
+  /// @brief Server: the peer asks for the export list.
+  virtual void OnListRequest() = 0;
+  /// @brief Client: part of the export list; @p more says whether another part follows.
+  virtual void OnListReply(const std::vector<ListEntry>& entries, bool more) = 0;
+  /// @brief The peer is going away.
+  virtual void OnGoaway(const GoawayPayload& goaway) = 0;
+};
+
+/// @brief The sans-I/O stream multiplexer of pipegate/1 (docs/protocol.md).
+///
+/// It takes decrypted bytes in (Feed) and leaves frames to send in output(). It keeps the stream
+/// table, per-stream and per-connection credit (absolute offsets), and the open/FIN/RESET/STOP
+/// state machine. No I/O, no clock, no allocation per frame.
+///
+/// Ownership: owned by its connection; callbacks must outlive it. Thread: one thread.
+class Mux {
+ public:
+  Mux(const MuxOptions& options, MuxCallbacks* callbacks);
+  Mux(const Mux&) = delete;
+  Mux& operator=(const Mux&) = delete;
+
+  /// @brief Queues our SETTINGS; call once before anything else is sent.
+  void Start();
+
+  /// @brief Processes decrypted bytes. A non-OK status is a connection error: send Goaway()
+  /// with ErrorForCode(status.code()) and close.
+  Status Feed(const uint8_t* data, size_t len);
+
+  /// @brief Frames waiting to be encrypted and sent. The caller consumes them.
+  Buffer& output() noexcept { return out_; }
+
+  // Client side.
+  /// @brief Opens a stream; the answer comes as OnOpenAccepted or OnStreamReset.
+  Result<uint32_t> Open(const OpenPayload& open);
+  /// @brief Asks for the export list; answers come as OnListReply.
+  void RequestList();
+
+  // Server side.
+  void Accept(uint32_t id, const OpenOkPayload& ok);
+  void Reject(uint32_t id, ErrorCode error, std::string_view reason);
+  void SendListReply(const std::vector<ListEntry>& entries);
+
+  // Streams.
+  /// @return Bytes that may be sent on @p id now (0 if none or unknown).
+  size_t SendWindow(uint32_t id) const;
+  /// @brief Reserves a DATA frame in output() and returns where its payload goes; @p room gets
+  /// how many bytes fit (never 0 unless nullptr is returned). Follow with CommitData().
+  uint8_t* BeginData(uint32_t id, size_t* room);
+  /// @brief Finishes the frame begun by BeginData() with @p n bytes (n may be 0 with fin).
+  void CommitData(uint32_t id, size_t n, bool fin);
+  /// @brief Copies up to the window of @p data into DATA frames; returns bytes taken.
+  size_t SendData(uint32_t id, const uint8_t* data, size_t len);
+  /// @brief Ends our direction after the bytes sent so far.
+  void SendFin(uint32_t id);
+  /// @brief The app delivered @p n more received bytes into the local pipe.
+  void Consumed(uint32_t id, size_t n);
+  /// @brief We will read no more (e.g. broken pipe): sends STOP, drops further data.
+  void StopReading(uint32_t id, ErrorCode error, std::string_view reason);
+  /// @brief Aborts our direction: sends RESET.
+  void ResetSending(uint32_t id, ErrorCode error, std::string_view reason);
+  /// @brief Aborts both directions.
+  void Abort(uint32_t id, ErrorCode error, std::string_view reason);
+
+  // Connection.
+  void Goaway(ErrorCode error, std::string_view reason);
+  void Ping(uint64_t opaque, bool ack = false);
+  bool ready() const noexcept { return peer_settings_; }
+  bool goaway_received() const noexcept { return goaway_received_; }
+  size_t stream_count() const noexcept { return streams_.size(); }
+  bool HasStream(uint32_t id) const { return streams_.count(id) != 0; }
+  uint32_t last_peer_stream() const noexcept { return last_peer_id_; }
+
+  // Counters for tests and metrics.
+  uint64_t stream_errors() const noexcept { return stream_errors_; }
+
+ private:
+  struct Stream {
+    bool accepted = false;
+    // Our sending direction.
+    uint64_t sent = 0;
+    uint64_t acked = 0;
+    uint64_t send_limit = 0;
+    bool fin_sent = false;
+    bool send_done = false;
+    bool delivered_reported = false;
+    // The peer's sending direction.
+    uint64_t received = 0;
+    uint64_t delivered = 0;
+    uint64_t recv_limit = 0;
+    uint64_t credited = 0;  ///< `delivered` value in our last CREDIT.
+    bool fin_received = false;
+    bool recv_done = false;
+  };
+
+  enum class DecodeState { kHeader, kDataPrefix, kDataPayload, kControl };
+
+  Status OnFrame();  // Dispatches a complete control frame.
+  Status OnDataStart(uint64_t offset);
+  void OnDataChunk(const uint8_t* p, size_t n);
+  void OnDataEnd();
+  Status ApplySettings(const std::vector<Setting>& settings);
+  Status OnCredit(uint32_t id, const CreditPayload& c);
+  void MaybeSendCredit(uint32_t id, Stream& s, bool force);
+  void MaybeSendSessionCredit();
+  void SessionConsumed(size_t n);
+  void StreamError(uint32_t id, ErrorCode error, std::string_view reason);
+  void MaybeClose(uint32_t id);
+  Stream* Find(uint32_t id);
+  const Stream* Find(uint32_t id) const;
+  bool IsPeerId(uint32_t id) const { return ((id & 1) == 1) != options_.is_client; }
+  bool IsClosedId(uint32_t id) const;
+
+  MuxOptions options_;
+  MuxCallbacks* cb_;
+  Buffer out_;
+  std::unordered_map<uint32_t, Stream> streams_;
+
+  // Decoder state.
+  DecodeState state_ = DecodeState::kHeader;
+  uint8_t header_[kFrameHeaderSize] = {};
+  size_t header_have_ = 0;
+  FrameHeader frame_{};
+  uint8_t prefix_[kDataPrefixSize] = {};
+  size_t prefix_have_ = 0;
+  size_t payload_left_ = 0;
+  bool discard_ = false;  ///< The current DATA frame's bytes are dropped.
+  Buffer control_;
+
+  // Settings.
+  bool peer_settings_ = false;
+  uint32_t peer_max_payload_ = kDefaultMaxFramePayload;
+  uint32_t peer_stream_window_ = 0;
+  uint32_t peer_max_streams_ = 0;
+
+  // Session credit.
+  uint64_t session_sent_ = 0;
+  uint64_t session_send_limit_ = 0;
+  uint64_t session_received_ = 0;
+  uint64_t session_delivered_ = 0;
+  uint64_t session_recv_limit_ = 0;
+  uint64_t session_credited_ = 0;
+
+  uint32_t next_id_ = 0;       ///< Our next stream id.
+  uint32_t last_peer_id_ = 0;  ///< Highest stream id the peer opened.
+  bool goaway_received_ = false;
+  bool goaway_sent_ = false;
+  uint64_t stream_errors_ = 0;
+};
+
+}  // namespace pipegate

@@ -1,0 +1,33 @@
+// Defaults for the bridge client from ~/.config/pipegate/config.toml.
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+#include <fmt/format.h>
+
+#include "pipegate/config.h"
+
+namespace pipegate {
+
+Result<ClientDefaults> LoadClientDefaults(const std::string& path) {
+  ClientDefaults d;
+  toml::parse_result parsed = toml::parse_file(path);
+  if (!parsed) {
+    const toml::parse_error& err = parsed.error();
+    return Status(Code::kUsage, fmt::format("{}:{}: {}", path, err.source().begin.line,
+                                            err.description()));
+  }
+  const toml::table& t = parsed.table();
+  for (auto&& [key, node] : t) {
+    std::string k(key.str());
+    std::string* field = k == "cert" ? &d.cert : k == "key" ? &d.key : k == "ca" ? &d.ca : nullptr;
+    if (field == nullptr || !node.is_string()) {
+      return Status(Code::kUsage, fmt::format("{}:{}: unknown key '{}' (expected cert, key, ca)",
+                                              path, node.source().begin.line, k));
+    }
+    *field = *node.value<std::string>();
+  }
+  return d;
+}
+
+}  // namespace pipegate

@@ -1,0 +1,718 @@
+// The gateway configuration file (SPEC §4): TOML in, a validated GatewayConfig or every error
+// with its line out. Sans-I/O except LoadGatewayConfig, which only reads the file.
+//
+// Validation is strict on purpose. A typo in a key (`alow`) must not silently drop an access
+// list, so unknown keys are errors, and every error is collected so that one run of
+// `pipegated --check-config` shows them all.
+
+#include "pipegate/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <filesystem>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "pipegate/address.h"
+
+// toml++ is used header-only and without exceptions, in this file only (see
+// cmake/Dependencies.cmake).
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+namespace pipegate {
+namespace {
+
+// Config files are small; anything larger is a mistake (or /dev/zero).
+constexpr size_t kMaxConfigBytes = size_t{16} * 1024 * 1024;
+constexpr int64_t kMaxWorkers = 256;
+
+constexpr std::array<std::string_view, 2> kTopLevelKeys = {"gateway", "export"};
+constexpr std::array<std::string_view, 5> kGatewayKeys = {"listen", "cert", "key", "client_ca",
+                                                          "workers"};
+constexpr std::array<std::string_view, 8> kExportKeys = {"name",   "kind", "access", "path",
+                                                         "create", "mode", "allow",  "max_clients"};
+
+int LineOf(const toml::node& node) { return static_cast<int>(node.source().begin.line); }
+
+int LineOf(const toml::key& key, const toml::node& value) {
+  const int line = static_cast<int>(key.source().begin.line);
+  return line != 0 ? line : LineOf(value);
+}
+
+const char* TypeName(toml::node_type type) {
+  switch (type) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+// Quotes a user-supplied string for a message, escaping what a terminal should not see raw.
+std::string Quoted(std::string_view text) {
+  static constexpr std::string_view kHex = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (byte < 0x20 || byte == 0x7f) {
+      out += "\\x";
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0xf]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) {
+    row[j] = j;
+  }
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      const size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      row[j] = std::min({above + 1, row[j - 1] + 1, substitute});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+template <size_t N>
+bool IsKnown(std::string_view key, const std::array<std::string_view, N>& known) {
+  return std::find(known.begin(), known.end(), key) != known.end();
+}
+
+// Returns ` (did you mean "x"?)` for the closest known key within two edits, else "".
+template <size_t N>
+std::string Suggestion(std::string_view key, const std::array<std::string_view, N>& known) {
+  std::string_view best;
+  size_t best_distance = 3;
+  for (std::string_view candidate : known) {
+    const size_t distance = EditDistance(key, candidate);
+    if (distance < best_distance) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  if (best.empty()) {
+    return {};
+  }
+  return " (did you mean " + Quoted(best) + "?)";
+}
+
+bool HasSurroundingSpace(std::string_view text) {
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  return !text.empty() && (is_space(text.front()) || is_space(text.back()));
+}
+
+// Walks the parsed document and fills a GatewayConfig, recording every problem found.
+class ConfigValidator {
+ public:
+  explicit ConfigValidator(std::string_view base_dir) : base_dir_(base_dir) {}
+
+  ConfigParseResult Run(std::string_view text) {
+    toml::parse_result parsed = toml::parse(text);
+    if (!parsed) {
+      const toml::parse_error& error = parsed.error();
+      AddError(static_cast<int>(error.source().begin.line),
+               "syntax error at column " + std::to_string(error.source().begin.column) + ": " +
+                   std::string(error.description()));
+      return Finish();
+    }
+    const toml::table& root = parsed.table();
+    CheckTopLevel(root);
+
+    const toml::node* gateway = root.get("gateway");
+    if (gateway == nullptr) {
+      AddError(0, "missing [gateway] table");
+    } else if (const toml::table* table = gateway->as_table()) {
+      ParseGateway(*table);
+    } else {
+      AddError(LineOf(*gateway), "gateway must be a table ([gateway]), not " +
+                                     std::string(TypeName(gateway->type())));
+    }
+
+    if (const toml::node* exports = root.get("export")) {
+      ParseExports(*exports);
+    }
+    return Finish();
+  }
+
+ private:
+  void AddError(int line, std::string message) {
+    errors_.push_back(ConfigError{line, std::move(message)});
+  }
+
+  ConfigParseResult Finish() {
+    ConfigParseResult result;
+    if (errors_.empty()) {
+      result.config = std::move(config_);
+    } else {
+      std::stable_sort(errors_.begin(), errors_.end(),
+                       [](const ConfigError& a, const ConfigError& b) { return a.line < b.line; });
+      result.errors = std::move(errors_);
+    }
+    return result;
+  }
+
+  void CheckTopLevel(const toml::table& root) {
+    for (auto&& [key, value] : root) {
+      if (IsKnown(key.str(), kTopLevelKeys)) {
+        continue;
+      }
+      std::string hint = Suggestion(key.str(), kTopLevelKeys);
+      if (hint.empty() && IsKnown(key.str(), kGatewayKeys)) {
+        hint = " (it belongs under [gateway])";
+      } else if (hint.empty() && IsKnown(key.str(), kExportKeys)) {
+        hint = " (it belongs under an [[export]])";
+      }
+      AddError(LineOf(key, value), "unknown top-level key " + Quoted(key.str()) + hint);
+    }
+  }
+
+  // Reports an unexpected type for @p key and returns false, or returns true.
+  bool CheckType(const std::string& subject, std::string_view key, const toml::node& node,
+                 toml::node_type want) {
+    if (node.type() == want) {
+      return true;
+    }
+    AddError(LineOf(node), subject + ": " + std::string(key) + " must be " + TypeName(want) +
+                               ", not " + TypeName(node.type()));
+    return false;
+  }
+
+  // Returns the string at @p key, or nullopt if absent (reported when @p required) or mistyped.
+  std::optional<std::string> GetString(const toml::table& table, const std::string& subject,
+                                       std::string_view key, bool required) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) {
+      if (required) {
+        AddError(LineOf(table), subject + ": missing required key " + Quoted(key));
+      }
+      return std::nullopt;
+    }
+    if (!CheckType(subject, key, *node, toml::node_type::string)) {
+      return std::nullopt;
+    }
+    return node->as_string()->get();
+  }
+
+  // Returns the integer at @p key if present, well typed and within [lo, hi].
+  std::optional<int64_t> GetInteger(const toml::table& table, const std::string& subject,
+                                    std::string_view key, int64_t lo, int64_t hi) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr || !CheckType(subject, key, *node, toml::node_type::integer)) {
+      return std::nullopt;
+    }
+    const int64_t value = node->as_integer()->get();
+    if (value < lo || value > hi) {
+      AddError(LineOf(*node), subject + ": " + std::string(key) + " must be from " +
+                                  std::to_string(lo) + " to " + std::to_string(hi) + ", not " +
+                                  std::to_string(value));
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  // Resolves @p path against the config file's directory and normalizes it lexically.
+  std::string ResolvePath(const std::string& path) const {
+    std::filesystem::path resolved(path);
+    if (resolved.is_relative() && !base_dir_.empty()) {
+      resolved = std::filesystem::path(base_dir_) / resolved;
+    }
+    return resolved.lexically_normal().string();
+  }
+
+  // Reads a required, non-empty file path and resolves it. Returns nullopt on any error.
+  std::optional<std::string> GetPath(const toml::table& table, const std::string& subject,
+                                     std::string_view key) {
+    std::optional<std::string> value = GetString(table, subject, key, /*required=*/true);
+    if (!value) {
+      return std::nullopt;
+    }
+    const int line = LineOf(*table.get(key));
+    if (value->empty()) {
+      AddError(line, subject + ": " + std::string(key) + " must not be empty");
+      return std::nullopt;
+    }
+    if (value->find('\0') != std::string::npos) {
+      AddError(line, subject + ": " + std::string(key) + " contains a NUL character");
+      return std::nullopt;
+    }
+    return ResolvePath(*value);
+  }
+
+  template <size_t N>
+  void CheckKeys(const toml::table& table, const std::string& subject,
+                 const std::array<std::string_view, N>& known) {
+    for (auto&& [key, value] : table) {
+      if (!IsKnown(key.str(), known)) {
+        AddError(LineOf(key, value),
+                 subject + ": unknown key " + Quoted(key.str()) + Suggestion(key.str(), known));
+      }
+    }
+  }
+
+  void ParseGateway(const toml::table& table) {
+    const std::string subject = "gateway";
+    CheckKeys(table, subject, kGatewayKeys);
+
+    if (const toml::node* listen = table.get("listen")) {
+      ParseListen(*listen);
+    } else {
+      config_.listen.push_back("0.0.0.0:" + std::to_string(kDefaultPort));
+    }
+    if (std::optional<std::string> cert = GetPath(table, subject, "cert")) {
+      config_.cert = std::move(*cert);
+    }
+    if (std::optional<std::string> key = GetPath(table, subject, "key")) {
+      config_.key = std::move(*key);
+    }
+    if (std::optional<std::string> ca = GetPath(table, subject, "client_ca")) {
+      config_.client_ca = std::move(*ca);
+    }
+    if (std::optional<int64_t> workers = GetInteger(table, subject, "workers", 0, kMaxWorkers)) {
+      config_.workers = static_cast<uint32_t>(*workers);
+    }
+  }
+
+  // Stores each listen address in canonical form, `host:port` or `[v6]:port`.
+  void ParseListen(const toml::node& node) {
+    const toml::array* array = node.as_array();
+    if (array == nullptr) {
+      CheckType("gateway", "listen", node, toml::node_type::array);
+      return;
+    }
+    if (array->empty()) {
+      AddError(LineOf(node), "gateway: listen must not be empty (omit it for 0.0.0.0:7445)");
+      return;
+    }
+    std::map<std::string, int> seen;
+    for (const toml::node& element : *array) {
+      const int line = LineOf(element) != 0 ? LineOf(element) : LineOf(node);
+      const toml::value<std::string>* text = element.as_string();
+      if (text == nullptr) {
+        AddError(line, "gateway: listen entries must be strings, not " +
+                           std::string(TypeName(element.type())));
+        continue;
+      }
+      Result<std::pair<std::string, uint16_t>> host_port = ParseHostPort(text->get());
+      if (!host_port) {
+        AddError(line, "gateway: listen address " + Quoted(text->get()) + ": " +
+                           host_port.error().message());
+        continue;
+      }
+      const std::string& host = host_port->first;
+      std::string canonical = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+      canonical += ":" + std::to_string(host_port->second);
+      auto [it, inserted] = seen.emplace(canonical, line);
+      if (!inserted) {
+        AddError(line, "gateway: listen address " + Quoted(canonical) +
+                           " is repeated (first on line " + std::to_string(it->second) + ")");
+        continue;
+      }
+      config_.listen.push_back(std::move(canonical));
+    }
+  }
+
+  void ParseExports(const toml::node& node) {
+    if (node.is_table()) {
+      AddError(LineOf(node), "export must be an array of tables: write [[export]], not [export]");
+      return;
+    }
+    const toml::array* array = node.as_array();
+    if (array == nullptr) {
+      AddError(LineOf(node), "export must be an array of tables ([[export]]), not " +
+                                 std::string(TypeName(node.type())));
+      return;
+    }
+    int index = 0;
+    for (const toml::node& element : *array) {
+      ++index;
+      const toml::table* table = element.as_table();
+      if (table == nullptr) {
+        AddError(LineOf(element) != 0 ? LineOf(element) : LineOf(node),
+                 "export #" + std::to_string(index) + " must be a table, not " +
+                     TypeName(element.type()));
+        continue;
+      }
+      ParseExport(*table, index);
+    }
+  }
+
+  void ParseExport(const toml::table& table, int index) {
+    ExportConfig out;
+    out.line = LineOf(table);
+    std::string subject = "export #" + std::to_string(index);
+
+    // The name comes first so that later messages can say which export they are about.
+    if (std::optional<std::string> name = GetString(table, subject, "name", /*required=*/true)) {
+      Status status = ValidatePipeName(*name);
+      if (status.ok()) {
+        subject = "export " + Quoted(*name);
+        out.name = std::move(*name);
+        auto [it, inserted] = export_lines_.emplace(out.name, out.line);
+        if (!inserted) {
+          AddError(out.line, subject + ": duplicate export name (first defined on line " +
+                                 std::to_string(it->second) + ")");
+        }
+      } else {
+        AddError(LineOf(*table.get("name")), subject + ": " + status.message());
+      }
+    }
+    CheckKeys(table, subject, kExportKeys);
+
+    std::optional<ExportKind> kind = ParseKind(table, subject);
+    if (kind) {
+      out.kind = *kind;
+    }
+    if (std::optional<Access> access = ParseAccess(table, subject, kind)) {
+      out.access = *access;
+    }
+    if (std::optional<std::string> path = GetPath(table, subject, "path")) {
+      if (std::filesystem::path(*path).is_absolute()) {
+        out.path = std::move(*path);
+      } else {
+        AddError(LineOf(*table.get("path")),
+                 subject + ": path " + Quoted(*path) + " must be absolute");
+      }
+    }
+    ParseFifoOptions(table, subject, kind, out);
+    ParseAllow(table, subject, out);
+
+    // Default instances (SPEC §3): one reader of a read FIFO, otherwise unlimited.
+    out.max_clients = (out.kind == ExportKind::kFifo && out.access == Access::kRead) ? 1 : 0;
+    if (std::optional<int64_t> max_clients =
+            GetInteger(table, subject, "max_clients", 0, std::numeric_limits<uint32_t>::max())) {
+      out.max_clients = static_cast<uint32_t>(*max_clients);
+    }
+
+    // Only a config without errors is returned, so a broken export can be kept here.
+    config_.exports.push_back(std::move(out));
+  }
+
+  std::optional<ExportKind> ParseKind(const toml::table& table, const std::string& subject) {
+    std::optional<std::string> kind = GetString(table, subject, "kind", /*required=*/true);
+    if (!kind) {
+      return std::nullopt;
+    }
+    if (*kind == "fifo") {
+      return ExportKind::kFifo;
+    }
+    if (*kind == "unix") {
+      return ExportKind::kUnix;
+    }
+    AddError(LineOf(*table.get("kind")),
+             subject + ": unknown kind " + Quoted(*kind) + " (expected fifo or unix)");
+    return std::nullopt;
+  }
+
+  // A fifo export is read or write, with no default; a unix export is always duplex.
+  std::optional<Access> ParseAccess(const toml::table& table, const std::string& subject,
+                                    std::optional<ExportKind> kind) {
+    const toml::node* node = table.get("access");
+    std::optional<std::string> text = GetString(table, subject, "access", /*required=*/false);
+    if (node == nullptr) {
+      if (kind == ExportKind::kFifo) {
+        AddError(LineOf(table),
+                 subject + ": missing required key \"access\" (read or write, for a fifo)");
+      }
+      return kind == ExportKind::kUnix ? std::optional<Access>(Access::kDuplex) : std::nullopt;
+    }
+    if (!text) {
+      return std::nullopt;  // Wrong type, already reported.
+    }
+    const int line = LineOf(*node);
+    std::optional<Access> access;
+    if (*text == "read") {
+      access = Access::kRead;
+    } else if (*text == "write") {
+      access = Access::kWrite;
+    } else if (*text == "duplex") {
+      access = Access::kDuplex;
+    }
+    if (kind == ExportKind::kFifo) {
+      if (!access) {
+        AddError(line, subject + ": unknown access " + Quoted(*text) + " (expected read or write)");
+      } else if (*access == Access::kDuplex) {
+        AddError(line, subject + ": access \"duplex\" is not possible for a fifo export " +
+                           "(expected read or write)");
+        access.reset();
+      }
+    } else if (kind == ExportKind::kUnix) {
+      if (!access) {
+        AddError(line, subject + ": unknown access " + Quoted(*text) +
+                           " (a unix export is always duplex)");
+      } else if (*access != Access::kDuplex) {
+        AddError(line, subject + ": access " + Quoted(*text) +
+                           " is not possible for a unix export (only duplex)");
+        access.reset();
+      }
+    } else if (!access) {
+      AddError(line,
+               subject + ": unknown access " + Quoted(*text) + " (expected read, write or duplex)");
+    }
+    return access;
+  }
+
+  // `create` and `mode` describe a FIFO the gateway makes, so they only fit fifo exports.
+  void ParseFifoOptions(const toml::table& table, const std::string& subject,
+                        std::optional<ExportKind> kind, ExportConfig& out) {
+    for (std::string_view key : {std::string_view("create"), std::string_view("mode")}) {
+      const toml::node* node = table.get(key);
+      if (node != nullptr && kind == ExportKind::kUnix) {
+        AddError(LineOf(*node),
+                 subject + ": " + std::string(key) + " only applies to fifo exports");
+      }
+    }
+    if (const toml::node* create = table.get("create")) {
+      if (CheckType(subject, "create", *create, toml::node_type::boolean)) {
+        out.create = create->as_boolean()->get();
+      }
+    }
+    if (const toml::node* mode = table.get("mode")) {
+      if (std::optional<uint32_t> value = ParseMode(*mode, subject)) {
+        out.mode = *value;
+      }
+    }
+  }
+
+  // Accepts an octal string ("0640", "640") or a TOML integer written in octal (0o640). A
+  // decimal integer is refused: `mode = 640` would silently mean 0o1200.
+  std::optional<uint32_t> ParseMode(const toml::node& node, const std::string& subject) {
+    const int line = LineOf(node);
+    if (const toml::value<int64_t>* integer = node.as_integer()) {
+      if ((integer->flags() & toml::value_flags::format_as_octal) == toml::value_flags::none) {
+        AddError(line, subject + ": mode must be an octal string like \"0640\", not a decimal " +
+                           "integer");
+        return std::nullopt;
+      }
+      if (integer->get() < 0 || integer->get() > 0777) {
+        AddError(line, subject + ": mode must be at most 0777");
+        return std::nullopt;
+      }
+      return static_cast<uint32_t>(integer->get());
+    }
+    if (!CheckType(subject, "mode", node, toml::node_type::string)) {
+      return std::nullopt;
+    }
+    const std::string& text = node.as_string()->get();
+    uint32_t value = 0;
+    bool octal = !text.empty() && text.size() <= 4;
+    for (char c : text) {
+      if (c < '0' || c > '7') {
+        octal = false;
+        break;
+      }
+      value = value * 8 + static_cast<uint32_t>(c - '0');
+    }
+    if (!octal) {
+      AddError(line, subject + ": mode " + Quoted(text) + " is not an octal mode like \"0640\"");
+      return std::nullopt;
+    }
+    if (value > 0777) {
+      AddError(line, subject + ": mode " + Quoted(text) + " must be at most 0777");
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  // SPEC §5: there is no default access, so `allow` is required and must name someone.
+  void ParseAllow(const toml::table& table, const std::string& subject, ExportConfig& out) {
+    const toml::node* node = table.get("allow");
+    if (node == nullptr) {
+      AddError(LineOf(table), subject + ": missing required key \"allow\" (there is no default " +
+                                  "access; [\"*\"] admits any client the CA vouches for)");
+      return;
+    }
+    if (!CheckType(subject, "allow", *node, toml::node_type::array)) {
+      return;
+    }
+    const toml::array& array = *node->as_array();
+    if (array.empty()) {
+      AddError(LineOf(*node), subject + ": allow must not be empty (there is no default access)");
+      return;
+    }
+    for (const toml::node& element : array) {
+      const int line = LineOf(element) != 0 ? LineOf(element) : LineOf(*node);
+      const toml::value<std::string>* entry = element.as_string();
+      if (entry == nullptr) {
+        AddError(line, subject + ": allow entries must be strings, not " +
+                           std::string(TypeName(element.type())));
+        continue;
+      }
+      const std::string& text = entry->get();
+      if (text.empty()) {
+        AddError(line, subject + ": allow entries must not be empty");
+        continue;
+      }
+      if (HasSurroundingSpace(text) || text.find('\0') != std::string::npos) {
+        AddError(line, subject + ": allow entry " + Quoted(text) +
+                           " has surrounding white space or a NUL character");
+        continue;
+      }
+      // '*' means something only alone or as a trailing "/*"; elsewhere it would be a literal
+      // that the user almost certainly meant as a wildcard.
+      const size_t star = text.find('*');
+      const bool star_ok = star == std::string::npos || text == "*" ||
+                           (star == text.size() - 1 && text.size() >= 2 && text[star - 1] == '/');
+      if (!star_ok) {
+        AddError(line, subject + ": allow entry " + Quoted(text) +
+                           ": '*' is only allowed alone or at the end of a URI prefix ending "
+                           "in \"/*\"");
+        continue;
+      }
+      out.allow.push_back(text);
+    }
+  }
+
+  std::string base_dir_;
+  GatewayConfig config_;
+  std::vector<ConfigError> errors_;
+  std::map<std::string, int> export_lines_;
+};
+
+}  // namespace
+
+const char* ExportKindName(ExportKind kind) noexcept {
+  switch (kind) {
+    case ExportKind::kFifo:
+      return "fifo";
+    case ExportKind::kUnix:
+      return "unix";
+  }
+  return "unknown";
+}
+
+const char* AccessName(Access access) noexcept {
+  switch (access) {
+    case Access::kRead:
+      return "read";
+    case Access::kWrite:
+      return "write";
+    case Access::kDuplex:
+      return "duplex";
+  }
+  return "unknown";
+}
+
+const ExportConfig* GatewayConfig::Find(std::string_view name) const {
+  for (const ExportConfig& e : exports) {
+    if (e.name == name) {
+      return &e;
+    }
+  }
+  return nullptr;
+}
+
+ConfigParseResult ParseGatewayConfig(std::string_view text, std::string_view base_dir) {
+  return ConfigValidator(base_dir).Run(text);
+}
+
+ConfigParseResult LoadGatewayConfig(const std::string& path) {
+  auto fail = [](std::string message) {
+    ConfigParseResult result;
+    result.errors.push_back(ConfigError{0, std::move(message)});
+    return result;
+  };
+  auto errno_message = [](int err) {
+    return std::error_code(err, std::generic_category()).message();
+  };
+
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return fail("cannot open: " + errno_message(errno));
+  }
+  std::string text;
+  struct stat st {};
+  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    close(fd);
+    return fail("cannot read: is a directory");
+  }
+  char buffer[8192];
+  for (;;) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      const int err = errno;
+      close(fd);
+      return fail("cannot read: " + errno_message(err));
+    }
+    if (n == 0) {
+      break;
+    }
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      close(fd);
+      return fail("cannot read: larger than 16 MiB");
+    }
+  }
+  close(fd);
+
+  // Relative paths in the file resolve against its directory, made absolute so that exports
+  // end up with absolute paths whatever the working directory.
+  std::error_code ec;
+  std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  if (ec) {
+    absolute = std::filesystem::path(path);
+  }
+  return ParseGatewayConfig(text, absolute.lexically_normal().parent_path().string());
+}
+
+std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors) {
+  std::string out;
+  for (const ConfigError& error : errors) {
+    out += path;
+    if (error.line > 0) {
+      out += ":" + std::to_string(error.line);
+    }
+    out += ": " + error.message + "\n";
+  }
+  return out;
+}
+
+}  // namespace pipegate

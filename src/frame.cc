@@ -1,0 +1,346 @@
+#include "pipegate/frame.h"
+
+#include <fmt/format.h>
+
+namespace pipegate {
+namespace {
+
+Status Malformed(std::string what) { return Status(Code::kProtocol, std::move(what)); }
+
+// Frame types that must name a stream (id != 0), and those that must not.
+bool NeedsStream(FrameType t) {
+  switch (t) {
+    case FrameType::kData:
+    case FrameType::kOpen:
+    case FrameType::kOpenOk:
+    case FrameType::kReset:
+    case FrameType::kStop:
+      return true;
+    default:
+      return false;
+  }
+}
+bool NeedsSession(FrameType t) {
+  switch (t) {
+    case FrameType::kPing:
+    case FrameType::kSettings:
+    case FrameType::kGoaway:
+    case FrameType::kResume:
+    case FrameType::kList:
+    case FrameType::kListReply:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint8_t* AppendHeader(Buffer& out, FrameType type, uint8_t flags, uint32_t stream_id,
+                      size_t length) {
+  uint8_t* p = out.Prepare(kFrameHeaderSize + length);
+  EncodeFrameHeader(p, FrameHeader{type, flags, stream_id, static_cast<uint32_t>(length)});
+  out.Commit(kFrameHeaderSize + length);
+  return p + kFrameHeaderSize;
+}
+
+std::string_view Clip(std::string_view s) {
+  return s.size() > kMaxReasonLength ? s.substr(0, kMaxReasonLength) : s;
+}
+
+}  // namespace
+
+Code CodeForError(ErrorCode error) noexcept {
+  switch (error) {
+    case ErrorCode::kNoError:
+      return Code::kOk;
+    case ErrorCode::kAccessDenied:
+      return Code::kAccessDenied;
+    case ErrorCode::kNotFound:
+      return Code::kNotFound;
+    case ErrorCode::kBusy:
+      return Code::kBusy;
+    case ErrorCode::kNoReader:
+      return Code::kNoReader;
+    case ErrorCode::kBrokenPipe:
+      return Code::kBrokenPipe;
+    case ErrorCode::kLimit:
+      return Code::kLimit;
+    case ErrorCode::kIo:
+      return Code::kIo;
+    case ErrorCode::kShutdown:
+    case ErrorCode::kCancel:
+      return Code::kStreamLost;
+    case ErrorCode::kProtocol:
+    case ErrorCode::kFlowControl:
+    case ErrorCode::kFrameSize:
+      return Code::kProtocol;
+    case ErrorCode::kInternal:
+      return Code::kInternal;
+  }
+  return Code::kProtocol;
+}
+
+ErrorCode ErrorForCode(Code code) noexcept {
+  switch (code) {
+    case Code::kOk:
+      return ErrorCode::kNoError;
+    case Code::kAccessDenied:
+      return ErrorCode::kAccessDenied;
+    case Code::kNotFound:
+      return ErrorCode::kNotFound;
+    case Code::kBusy:
+      return ErrorCode::kBusy;
+    case Code::kNoReader:
+      return ErrorCode::kNoReader;
+    case Code::kBrokenPipe:
+      return ErrorCode::kBrokenPipe;
+    case Code::kLimit:
+      return ErrorCode::kLimit;
+    case Code::kIo:
+      return ErrorCode::kIo;
+    case Code::kProtocol:
+      return ErrorCode::kProtocol;
+    case Code::kStreamLost:
+      return ErrorCode::kCancel;
+    case Code::kUsage:
+    case Code::kConnect:
+    case Code::kTls:
+    case Code::kInternal:
+      return ErrorCode::kInternal;
+  }
+  return ErrorCode::kInternal;
+}
+
+const char* ErrorCodeName(ErrorCode error) noexcept {
+  switch (error) {
+    case ErrorCode::kNoError:
+      return "no error";
+    case ErrorCode::kProtocol:
+      return "protocol error";
+    case ErrorCode::kAccessDenied:
+      return "access denied";
+    case ErrorCode::kNotFound:
+      return "no such pipe";
+    case ErrorCode::kBusy:
+      return "busy";
+    case ErrorCode::kNoReader:
+      return "no reader";
+    case ErrorCode::kBrokenPipe:
+      return "broken pipe";
+    case ErrorCode::kInternal:
+      return "internal error";
+    case ErrorCode::kFlowControl:
+      return "flow control violated";
+    case ErrorCode::kLimit:
+      return "limit reached";
+    case ErrorCode::kCancel:
+      return "cancelled";
+    case ErrorCode::kIo:
+      return "I/O error";
+    case ErrorCode::kShutdown:
+      return "gateway shutting down";
+    case ErrorCode::kFrameSize:
+      return "frame too large";
+  }
+  return "unknown error";
+}
+
+void EncodeFrameHeader(uint8_t* out, const FrameHeader& h) noexcept {
+  out[0] = static_cast<uint8_t>(h.type);
+  out[1] = h.flags;
+  out[2] = 0;
+  out[3] = 0;
+  PutU32(out + 4, h.stream_id);
+  PutU32(out + 8, h.length);
+}
+
+Result<FrameHeader> DecodeFrameHeader(const uint8_t* in, uint32_t max_payload) {
+  FrameHeader h;
+  if (in[0] > kMaxFrameType) return Malformed(fmt::format("unknown frame type 0x{:x}", in[0]));
+  h.type = static_cast<FrameType>(in[0]);
+  h.flags = in[1];
+  if (in[2] != 0 || in[3] != 0) return Malformed("reserved header bits are set");
+  h.stream_id = GetU32(in + 4);
+  h.length = GetU32(in + 8);
+  if (NeedsStream(h.type) && h.stream_id == 0) {
+    return Malformed(fmt::format("frame type 0x{:x} on stream 0", in[0]));
+  }
+  if (NeedsSession(h.type) && h.stream_id != 0) {
+    return Malformed(fmt::format("frame type 0x{:x} on stream {}", in[0], h.stream_id));
+  }
+  if (h.type == FrameType::kData) {
+    if (h.length > max_payload) {
+      return Status(Code::kProtocol,
+                    fmt::format("DATA frame of {} bytes exceeds the maximum of {}", h.length,
+                                max_payload));
+    }
+    if (h.length < kDataPrefixSize) return Malformed("DATA frame shorter than its offset");
+  } else if (h.length > kMaxControlPayload) {
+    return Malformed(fmt::format("control frame of {} bytes exceeds the maximum of {}", h.length,
+                                 kMaxControlPayload));
+  }
+  return h;
+}
+
+void AppendOpen(Buffer& out, uint32_t stream_id, const OpenPayload& p) {
+  uint8_t* b = AppendHeader(out, FrameType::kOpen, 0, stream_id, 7 + p.name.size());
+  b[0] = p.access;
+  b[1] = p.flags;
+  PutU32(b + 2, p.wait_ms);
+  b[6] = static_cast<uint8_t>(p.name.size());
+  std::memcpy(b + 7, p.name.data(), p.name.size());
+}
+
+void AppendOpenOk(Buffer& out, uint32_t stream_id, const OpenOkPayload& p) {
+  uint8_t* b = AppendHeader(out, FrameType::kOpenOk, 0, stream_id, 4);
+  b[0] = p.kind;
+  b[1] = p.access;
+  b[2] = 0;
+  b[3] = 0;
+}
+
+void AppendCredit(Buffer& out, uint32_t stream_id, const CreditPayload& p) {
+  uint8_t* b = AppendHeader(out, FrameType::kCredit, 0, stream_id, 16);
+  PutU64(b, p.delivered);
+  PutU64(b + 8, p.limit);
+}
+
+void AppendReset(Buffer& out, uint32_t stream_id, const ResetPayload& p) {
+  std::string_view reason = Clip(p.reason);
+  uint8_t* b = AppendHeader(out, FrameType::kReset, 0, stream_id, 12 + reason.size());
+  PutU32(b, static_cast<uint32_t>(p.error));
+  PutU64(b + 4, p.final_offset);
+  std::memcpy(b + 12, reason.data(), reason.size());
+}
+
+void AppendStop(Buffer& out, uint32_t stream_id, const StopPayload& p) {
+  std::string_view reason = Clip(p.reason);
+  uint8_t* b = AppendHeader(out, FrameType::kStop, 0, stream_id, 4 + reason.size());
+  PutU32(b, static_cast<uint32_t>(p.error));
+  std::memcpy(b + 4, reason.data(), reason.size());
+}
+
+void AppendPing(Buffer& out, uint8_t flags, uint64_t opaque) {
+  PutU64(AppendHeader(out, FrameType::kPing, flags, 0, 8), opaque);
+}
+
+void AppendSettings(Buffer& out, const std::vector<Setting>& settings) {
+  uint8_t* b = AppendHeader(out, FrameType::kSettings, 0, 0, settings.size() * 6);
+  for (const Setting& s : settings) {
+    PutU16(b, static_cast<uint16_t>(s.id));
+    PutU32(b + 2, s.value);
+    b += 6;
+  }
+}
+
+void AppendGoaway(Buffer& out, const GoawayPayload& p) {
+  std::string_view reason = Clip(p.reason);
+  uint8_t* b = AppendHeader(out, FrameType::kGoaway, 0, 0, 8 + reason.size());
+  PutU32(b, p.last_stream_id);
+  PutU32(b + 4, static_cast<uint32_t>(p.error));
+  std::memcpy(b + 8, reason.data(), reason.size());
+}
+
+void AppendList(Buffer& out) { AppendHeader(out, FrameType::kList, 0, 0, 0); }
+
+void AppendListReply(Buffer& out, uint8_t flags, const std::vector<ListEntry>& entries) {
+  size_t len = 0;
+  for (const ListEntry& e : entries) len += 3 + e.name.size();
+  uint8_t* b = AppendHeader(out, FrameType::kListReply, flags, 0, len);
+  for (const ListEntry& e : entries) {
+    b[0] = static_cast<uint8_t>(e.name.size());
+    std::memcpy(b + 1, e.name.data(), e.name.size());
+    b += 1 + e.name.size();
+    b[0] = e.kind;
+    b[1] = e.access;
+    b += 2;
+  }
+}
+
+void AppendData(Buffer& out, uint32_t stream_id, uint8_t flags, uint64_t offset,
+                const uint8_t* data, size_t len) {
+  uint8_t* b = AppendHeader(out, FrameType::kData, flags, stream_id, kDataPrefixSize + len);
+  PutU64(b, offset);
+  if (len > 0) std::memcpy(b + kDataPrefixSize, data, len);
+}
+
+Result<OpenPayload> DecodeOpen(const uint8_t* p, size_t n) {
+  if (n < 7) return Malformed("OPEN frame too short");
+  OpenPayload o;
+  o.access = p[0];
+  o.flags = p[1];
+  o.wait_ms = GetU32(p + 2);
+  size_t name_len = p[6];
+  if (n != 7 + name_len) return Malformed("OPEN frame length does not match its name");
+  o.name.assign(reinterpret_cast<const char*>(p + 7), name_len);
+  return o;
+}
+
+Result<OpenOkPayload> DecodeOpenOk(const uint8_t* p, size_t n) {
+  if (n != 4) return Malformed("OPEN_OK frame must be 4 bytes");
+  return OpenOkPayload{p[0], p[1]};
+}
+
+Result<CreditPayload> DecodeCredit(const uint8_t* p, size_t n) {
+  if (n != 16) return Malformed("CREDIT frame must be 16 bytes");
+  CreditPayload c{GetU64(p), GetU64(p + 8)};
+  if (c.delivered > c.limit) return Malformed("CREDIT delivered offset above its limit");
+  return c;
+}
+
+Result<ResetPayload> DecodeReset(const uint8_t* p, size_t n) {
+  if (n < 12) return Malformed("RESET frame too short");
+  ResetPayload r;
+  r.error = static_cast<ErrorCode>(GetU32(p));
+  r.final_offset = GetU64(p + 4);
+  r.reason.assign(reinterpret_cast<const char*>(p + 12), std::min(n - 12, kMaxReasonLength));
+  return r;
+}
+
+Result<StopPayload> DecodeStop(const uint8_t* p, size_t n) {
+  if (n < 4) return Malformed("STOP frame too short");
+  StopPayload s;
+  s.error = static_cast<ErrorCode>(GetU32(p));
+  s.reason.assign(reinterpret_cast<const char*>(p + 4), std::min(n - 4, kMaxReasonLength));
+  return s;
+}
+
+Result<uint64_t> DecodePing(const uint8_t* p, size_t n) {
+  if (n != 8) return Malformed("PING frame must be 8 bytes");
+  return GetU64(p);
+}
+
+Result<std::vector<Setting>> DecodeSettings(const uint8_t* p, size_t n) {
+  if (n % 6 != 0) return Malformed("SETTINGS length is not a multiple of 6");
+  std::vector<Setting> out;
+  for (size_t i = 0; i < n; i += 6) {
+    out.push_back(Setting{static_cast<SettingId>(GetU16(p + i)), GetU32(p + i + 2)});
+  }
+  return out;
+}
+
+Result<GoawayPayload> DecodeGoaway(const uint8_t* p, size_t n) {
+  if (n < 8) return Malformed("GOAWAY frame too short");
+  GoawayPayload g;
+  g.last_stream_id = GetU32(p);
+  g.error = static_cast<ErrorCode>(GetU32(p + 4));
+  g.reason.assign(reinterpret_cast<const char*>(p + 8), std::min(n - 8, kMaxReasonLength));
+  return g;
+}
+
+Result<std::vector<ListEntry>> DecodeListReply(const uint8_t* p, size_t n) {
+  std::vector<ListEntry> out;
+  size_t i = 0;
+  while (i < n) {
+    size_t len = p[i];
+    if (i + 1 + len + 2 > n) return Malformed("LIST_REPLY entry runs past the frame");
+    ListEntry e;
+    e.name.assign(reinterpret_cast<const char*>(p + i + 1), len);
+    e.kind = p[i + 1 + len];
+    e.access = p[i + 2 + len];
+    out.push_back(std::move(e));
+    i += 3 + len;
+  }
+  return out;
+}
+
+}  // namespace pipegate

@@ -1,0 +1,621 @@
+#include "pipegate/mux.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "pipegate/log.h"
+
+namespace pipegate {
+namespace {
+
+Status ProtocolError(std::string what) { return Status(Code::kProtocol, std::move(what)); }
+
+}  // namespace
+
+Mux::Mux(const MuxOptions& options, MuxCallbacks* callbacks)
+    : options_(options), cb_(callbacks) {
+  next_id_ = options_.is_client ? 1 : 2;
+  session_recv_limit_ = options_.session_window;
+}
+
+void Mux::Start() {
+  AppendSettings(out_, {{SettingId::kMaxFramePayload, options_.max_frame_payload},
+                        {SettingId::kStreamWindow, options_.stream_window},
+                        {SettingId::kSessionWindow, options_.session_window},
+                        {SettingId::kMaxStreams, options_.max_streams}});
+}
+
+Mux::Stream* Mux::Find(uint32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : &it->second;
+}
+
+const Mux::Stream* Mux::Find(uint32_t id) const {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : &it->second;
+}
+
+bool Mux::IsClosedId(uint32_t id) const {
+  // An id we (or the peer) used before and that is no longer in the table.
+  if (IsPeerId(id)) return id <= last_peer_id_;
+  return id < next_id_;
+}
+
+Status Mux::Feed(const uint8_t* data, size_t len) {
+  while (len > 0) {
+    switch (state_) {
+      case DecodeState::kHeader: {
+        size_t take = std::min(len, kFrameHeaderSize - header_have_);
+        std::memcpy(header_ + header_have_, data, take);
+        header_have_ += take;
+        data += take;
+        len -= take;
+        if (header_have_ < kFrameHeaderSize) break;
+        header_have_ = 0;
+        Result<FrameHeader> h = DecodeFrameHeader(header_, options_.max_frame_payload);
+        if (!h) return h.error();
+        frame_ = *h;
+        if (!peer_settings_ && frame_.type != FrameType::kSettings) {
+          return ProtocolError("the first frame must be SETTINGS");
+        }
+        if (frame_.type == FrameType::kData) {
+          prefix_have_ = 0;
+          state_ = DecodeState::kDataPrefix;
+        } else {
+          control_.Clear();
+          payload_left_ = frame_.length;
+          state_ = DecodeState::kControl;
+          if (payload_left_ == 0) {
+            state_ = DecodeState::kHeader;
+            Status st = OnFrame();
+            if (!st.ok()) return st;
+          }
+        }
+        break;
+      }
+      case DecodeState::kDataPrefix: {
+        size_t take = std::min(len, kDataPrefixSize - prefix_have_);
+        std::memcpy(prefix_ + prefix_have_, data, take);
+        prefix_have_ += take;
+        data += take;
+        len -= take;
+        if (prefix_have_ < kDataPrefixSize) break;
+        payload_left_ = frame_.length - kDataPrefixSize;
+        Status st = OnDataStart(GetU64(prefix_));
+        if (!st.ok()) return st;
+        state_ = DecodeState::kDataPayload;
+        if (payload_left_ == 0) {
+          state_ = DecodeState::kHeader;
+          OnDataEnd();
+        }
+        break;
+      }
+      case DecodeState::kDataPayload: {
+        size_t take = std::min(len, payload_left_);
+        payload_left_ -= take;
+        OnDataChunk(data, take);
+        data += take;
+        len -= take;
+        if (payload_left_ == 0) {
+          state_ = DecodeState::kHeader;
+          OnDataEnd();
+        }
+        break;
+      }
+      case DecodeState::kControl: {
+        size_t take = std::min(len, payload_left_);
+        control_.Append(data, take);
+        payload_left_ -= take;
+        data += take;
+        len -= take;
+        if (payload_left_ == 0) {
+          state_ = DecodeState::kHeader;
+          Status st = OnFrame();
+          if (!st.ok()) return st;
+        }
+        break;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Mux::OnDataStart(uint64_t offset) {
+  uint32_t id = frame_.stream_id;
+  size_t len = frame_.length - kDataPrefixSize;
+  // Session credit covers every DATA byte, whatever happens to its stream.
+  if (session_received_ + len > session_recv_limit_) {
+    return Status(Code::kProtocol, "the peer exceeded the connection's flow-control window");
+  }
+  session_received_ += len;
+  discard_ = true;
+  Stream* s = Find(id);
+  if (s == nullptr) {
+    if (!IsClosedId(id)) return ProtocolError(fmt::format("DATA on unopened stream {}", id));
+    SessionConsumed(len);  // Late data for a closed stream: drop it, keep credit flowing.
+    return Status::Ok();
+  }
+  if (s->fin_received) {
+    // Checked before recv_done: a FIN whose bytes were all delivered also ends the direction.
+    SessionConsumed(len);
+    StreamError(id, ErrorCode::kProtocol, "DATA after FIN");
+    return Status::Ok();
+  }
+  if (s->recv_done) {
+    SessionConsumed(len);
+    return Status::Ok();
+  }
+  if (offset != s->received) {
+    SessionConsumed(len);
+    StreamError(id, ErrorCode::kProtocol,
+                fmt::format("DATA at offset {} but {} expected", offset, s->received));
+    return Status::Ok();
+  }
+  if (s->received + len > s->recv_limit) {
+    SessionConsumed(len);
+    StreamError(id, ErrorCode::kFlowControl, "the peer exceeded the stream's window");
+    return Status::Ok();
+  }
+  s->received += len;
+  discard_ = false;
+  return Status::Ok();
+}
+
+void Mux::OnDataChunk(const uint8_t* p, size_t n) {
+  if (n == 0) return;
+  if (discard_) {
+    // Counted as delivered at once (SessionConsumed in OnDataStart covered the whole frame).
+    return;
+  }
+  Stream* s = Find(frame_.stream_id);
+  if (s == nullptr || s->recv_done) {
+    // The app closed the stream while this frame was arriving; its credit was returned by
+    // StopReading/Abort, which account for every received byte.
+    return;
+  }
+  cb_->OnStreamData(frame_.stream_id, p, n);
+}
+
+void Mux::OnDataEnd() {
+  if (discard_ || (frame_.flags & kFlagFin) == 0) return;
+  uint32_t id = frame_.stream_id;
+  Stream* s = Find(id);
+  if (s == nullptr || s->recv_done) return;
+  s->fin_received = true;
+  cb_->OnStreamFin(id);
+  s = Find(id);
+  if (s != nullptr && !s->recv_done && s->delivered == s->received) {
+    MaybeSendCredit(id, *s, /*force=*/true);
+    s->recv_done = true;
+    MaybeClose(id);
+  }
+}
+
+Status Mux::OnFrame() {
+  const uint8_t* p = control_.data();
+  size_t n = control_.size();
+  uint32_t id = frame_.stream_id;
+  switch (frame_.type) {
+    case FrameType::kSettings: {
+      if (peer_settings_) return ProtocolError("SETTINGS sent twice");
+      Result<std::vector<Setting>> settings = DecodeSettings(p, n);
+      if (!settings) return settings.error();
+      Status st = ApplySettings(*settings);
+      if (!st.ok()) return st;
+      peer_settings_ = true;
+      cb_->OnMuxReady();
+      return Status::Ok();
+    }
+    case FrameType::kPing: {
+      Result<uint64_t> opaque = DecodePing(p, n);
+      if (!opaque) return opaque.error();
+      if ((frame_.flags & kFlagAck) == 0) Ping(*opaque, /*ack=*/true);
+      return Status::Ok();
+    }
+    case FrameType::kGoaway: {
+      Result<GoawayPayload> g = DecodeGoaway(p, n);
+      if (!g) return g.error();
+      goaway_received_ = true;
+      cb_->OnGoaway(*g);
+      return Status::Ok();
+    }
+    case FrameType::kCredit: {
+      Result<CreditPayload> c = DecodeCredit(p, n);
+      if (!c) return c.error();
+      return OnCredit(id, *c);
+    }
+    case FrameType::kOpen: {
+      if (options_.is_client) return ProtocolError("a gateway may not open streams");
+      if (!IsPeerId(id) || id <= last_peer_id_) {
+        return ProtocolError(fmt::format("OPEN with bad stream id {}", id));
+      }
+      Result<OpenPayload> open = DecodeOpen(p, n);
+      if (!open) return open.error();
+      last_peer_id_ = id;
+      if (goaway_sent_) {
+        AppendReset(out_, id, ResetPayload{ErrorCode::kShutdown, 0, "gateway is shutting down"});
+        return Status::Ok();
+      }
+      if (streams_.size() >= options_.max_streams) {
+        ++stream_errors_;
+        AppendReset(out_, id,
+                    ResetPayload{ErrorCode::kLimit, 0,
+                                 fmt::format("too many streams (limit {})", options_.max_streams)});
+        return Status::Ok();
+      }
+      Stream& s = streams_[id];
+      s.recv_limit = 0;  // No DATA before Accept().
+      cb_->OnOpenRequest(id, *open);
+      return Status::Ok();
+    }
+    case FrameType::kOpenOk: {
+      if (!options_.is_client) return ProtocolError("OPEN_OK sent to a gateway");
+      Result<OpenOkPayload> ok = DecodeOpenOk(p, n);
+      if (!ok) return ok.error();
+      Stream* s = Find(id);
+      if (s == nullptr) {
+        if (IsClosedId(id)) return Status::Ok();
+        return ProtocolError(fmt::format("OPEN_OK for unknown stream {}", id));
+      }
+      if (s->accepted) return ProtocolError(fmt::format("OPEN_OK twice on stream {}", id));
+      s->accepted = true;
+      s->send_limit = peer_stream_window_;
+      cb_->OnOpenAccepted(id, *ok);
+      return Status::Ok();
+    }
+    case FrameType::kReset: {
+      Result<ResetPayload> r = DecodeReset(p, n);
+      if (!r) return r.error();
+      Stream* s = Find(id);
+      if (s == nullptr) {
+        if (IsClosedId(id)) return Status::Ok();
+        return ProtocolError(fmt::format("RESET for unknown stream {}", id));
+      }
+      // Before OPEN_OK, a RESET of a stream we opened is the refusal: nothing was sent either
+      // way, so both directions end, even if we had already stopped reading. A RESET of a
+      // stream the peer opened ends only the peer's direction; Accept() or Reject() still
+      // answers the open.
+      bool refused = !s->accepted && !IsPeerId(id);
+      if (s->recv_done && !refused) return Status::Ok();
+      if (!s->recv_done) {
+        s->recv_done = true;
+        SessionConsumed(static_cast<size_t>(s->received - s->delivered));
+      }
+      if (refused) s->send_done = true;
+      cb_->OnStreamReset(id, r->error, r->reason);
+      MaybeClose(id);
+      return Status::Ok();
+    }
+    case FrameType::kStop: {
+      Result<StopPayload> st = DecodeStop(p, n);
+      if (!st) return st.error();
+      Stream* s = Find(id);
+      if (s == nullptr) {
+        if (IsClosedId(id)) return Status::Ok();
+        return ProtocolError(fmt::format("STOP for unknown stream {}", id));
+      }
+      if (!s->send_done) {
+        s->send_done = true;
+        // Before OPEN_OK nothing was sent, and a RESET there would read as a refusal.
+        if (s->accepted) AppendReset(out_, id, ResetPayload{st->error, s->sent, "stopped by peer"});
+      }
+      cb_->OnStreamStopped(id, st->error, st->reason);
+      MaybeClose(id);
+      return Status::Ok();
+    }
+    case FrameType::kList: {
+      if (options_.is_client) return ProtocolError("LIST sent to a client");
+      cb_->OnListRequest();
+      return Status::Ok();
+    }
+    case FrameType::kListReply: {
+      if (!options_.is_client) return ProtocolError("LIST_REPLY sent to a gateway");
+      Result<std::vector<ListEntry>> entries = DecodeListReply(p, n);
+      if (!entries) return entries.error();
+      cb_->OnListReply(*entries, (frame_.flags & kFlagMore) != 0);
+      return Status::Ok();
+    }
+    case FrameType::kResume:
+      return ProtocolError("RESUME is not supported by pipegate/1 yet");
+    case FrameType::kData:
+      break;
+  }
+  return ProtocolError("unexpected frame");
+}
+
+Status Mux::ApplySettings(const std::vector<Setting>& settings) {
+  peer_stream_window_ = 256 * 1024;
+  session_send_limit_ = 16u << 20;
+  peer_max_streams_ = 100;
+  for (const Setting& s : settings) {
+    switch (s.id) {
+      case SettingId::kMaxFramePayload:
+        if (s.value < kDefaultMaxFramePayload || s.value > kMaxFramePayloadLimit) {
+          return ProtocolError(fmt::format("SETTINGS max frame payload {} out of range", s.value));
+        }
+        peer_max_payload_ = s.value;
+        break;
+      case SettingId::kStreamWindow:
+        peer_stream_window_ = s.value;
+        break;
+      case SettingId::kSessionWindow:
+        session_send_limit_ = s.value;
+        break;
+      case SettingId::kMaxStreams:
+        peer_max_streams_ = s.value;
+        break;
+      default:
+        break;  // Unknown settings are ignored, so new ones can be added.
+    }
+  }
+  return Status::Ok();
+}
+
+Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
+  if (id == 0) {
+    if (c.delivered > session_sent_) {
+      return ProtocolError("session CREDIT acknowledges bytes never sent");
+    }
+    if (c.limit > session_send_limit_) {
+      bool was_blocked = session_sent_ >= session_send_limit_;
+      session_send_limit_ = c.limit;
+      if (was_blocked) {
+        // Wake every stream that has its own credit left.
+        std::vector<uint32_t> ids;
+        for (auto& [sid, s] : streams_) {
+          if (!s.send_done && !s.fin_sent && s.accepted && s.sent < s.send_limit) {
+            ids.push_back(sid);
+          }
+        }
+        for (uint32_t sid : ids) {
+          if (HasStream(sid)) cb_->OnStreamWritable(sid);
+        }
+      }
+    }
+    return Status::Ok();
+  }
+  Stream* s = Find(id);
+  if (s == nullptr) {
+    if (IsClosedId(id)) return Status::Ok();
+    return ProtocolError(fmt::format("CREDIT for unknown stream {}", id));
+  }
+  if (c.delivered > s->sent) {
+    StreamError(id, ErrorCode::kProtocol, "CREDIT acknowledges bytes never sent");
+    return Status::Ok();
+  }
+  // Absolute values: stale or duplicate updates never move anything backwards.
+  s->acked = std::max(s->acked, c.delivered);
+  bool grew = c.limit > s->send_limit;
+  s->send_limit = std::max(s->send_limit, c.limit);
+  if (s->fin_sent && !s->send_done && s->acked == s->sent) {
+    s->send_done = true;
+    if (!s->delivered_reported) {
+      s->delivered_reported = true;
+      cb_->OnStreamDelivered(id);
+    }
+    MaybeClose(id);
+    return Status::Ok();
+  }
+  if (grew && !s->send_done && !s->fin_sent) cb_->OnStreamWritable(id);
+  return Status::Ok();
+}
+
+size_t Mux::SendWindow(uint32_t id) const {
+  const Stream* s = Find(id);
+  if (s == nullptr || !s->accepted || s->send_done || s->fin_sent) return 0;
+  uint64_t stream_room = s->send_limit > s->sent ? s->send_limit - s->sent : 0;
+  uint64_t session_room =
+      session_send_limit_ > session_sent_ ? session_send_limit_ - session_sent_ : 0;
+  return static_cast<size_t>(std::min(stream_room, session_room));
+}
+
+uint8_t* Mux::BeginData(uint32_t id, size_t* room) {
+  size_t window = SendWindow(id);
+  size_t max = std::min<size_t>(window, peer_max_payload_ - kDataPrefixSize);
+  *room = max;
+  if (max == 0) return nullptr;
+  uint8_t* p = out_.Prepare(kFrameHeaderSize + kDataPrefixSize + max);
+  return p + kFrameHeaderSize + kDataPrefixSize;
+}
+
+void Mux::CommitData(uint32_t id, size_t n, bool fin) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->send_done || s->fin_sent) return;
+  if (n == 0 && !fin) return;
+  PG_DCHECK(n <= SendWindow(id));
+  uint8_t* p = out_.Prepare(kFrameHeaderSize + kDataPrefixSize + n);
+  EncodeFrameHeader(p, FrameHeader{FrameType::kData, static_cast<uint8_t>(fin ? kFlagFin : 0), id,
+                                   static_cast<uint32_t>(kDataPrefixSize + n)});
+  PutU64(p + kFrameHeaderSize, s->sent);
+  out_.Commit(kFrameHeaderSize + kDataPrefixSize + n);
+  s->sent += n;
+  session_sent_ += n;
+  if (fin) {
+    s->fin_sent = true;
+    if (s->acked == s->sent) {
+      // Nothing outstanding (e.g. an empty direction): delivered at once.
+      s->send_done = true;
+      s->delivered_reported = true;
+      cb_->OnStreamDelivered(id);
+      MaybeClose(id);
+    }
+  }
+}
+
+size_t Mux::SendData(uint32_t id, const uint8_t* data, size_t len) {
+  size_t total = 0;
+  while (total < len) {
+    size_t room = 0;
+    uint8_t* p = BeginData(id, &room);
+    if (p == nullptr) break;
+    size_t n = std::min(room, len - total);
+    std::memcpy(p, data + total, n);
+    CommitData(id, n, false);
+    total += n;
+  }
+  return total;
+}
+
+void Mux::SendFin(uint32_t id) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->fin_sent || s->send_done) return;
+  CommitData(id, 0, true);
+}
+
+void Mux::Consumed(uint32_t id, size_t n) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->recv_done) return;
+  PG_DCHECK(s->delivered + n <= s->received);
+  s->delivered += n;
+  SessionConsumed(n);
+  if (s->fin_received && s->delivered == s->received) {
+    MaybeSendCredit(id, *s, /*force=*/true);
+    s->recv_done = true;
+    MaybeClose(id);
+    return;
+  }
+  MaybeSendCredit(id, *s, /*force=*/false);
+}
+
+void Mux::MaybeSendCredit(uint32_t id, Stream& s, bool force) {
+  uint64_t since = s.delivered - s.credited;
+  if (!force && since < options_.stream_window / 4) return;
+  if (since == 0 && !force) return;
+  s.credited = s.delivered;
+  s.recv_limit = s.delivered + options_.stream_window;
+  AppendCredit(out_, id, CreditPayload{s.delivered, s.recv_limit});
+}
+
+void Mux::SessionConsumed(size_t n) {
+  session_delivered_ += n;
+  MaybeSendSessionCredit();
+}
+
+void Mux::MaybeSendSessionCredit() {
+  if (session_delivered_ - session_credited_ < options_.session_window / 4) return;
+  session_credited_ = session_delivered_;
+  session_recv_limit_ = session_delivered_ + options_.session_window;
+  AppendCredit(out_, 0, CreditPayload{session_delivered_, session_recv_limit_});
+}
+
+void Mux::StopReading(uint32_t id, ErrorCode error, std::string_view reason) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->recv_done) return;
+  s->recv_done = true;
+  SessionConsumed(static_cast<size_t>(s->received - s->delivered));
+  if (!s->fin_received) AppendStop(out_, id, StopPayload{error, std::string(reason)});
+  MaybeClose(id);
+}
+
+void Mux::ResetSending(uint32_t id, ErrorCode error, std::string_view reason) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->send_done) return;
+  s->send_done = true;
+  AppendReset(out_, id, ResetPayload{error, s->sent, std::string(reason)});
+  MaybeClose(id);
+}
+
+void Mux::Abort(uint32_t id, ErrorCode error, std::string_view reason) {
+  Stream* s = Find(id);
+  if (s == nullptr) return;
+  if (!s->recv_done) {
+    s->recv_done = true;
+    SessionConsumed(static_cast<size_t>(s->received - s->delivered));
+    if (!s->fin_received) AppendStop(out_, id, StopPayload{error, std::string(reason)});
+  }
+  if (!s->send_done) {
+    s->send_done = true;
+    AppendReset(out_, id, ResetPayload{error, s->sent, std::string(reason)});
+  }
+  MaybeClose(id);
+}
+
+void Mux::StreamError(uint32_t id, ErrorCode error, std::string_view reason) {
+  ++stream_errors_;
+  PG_DEBUG(kMux, "stream {} error: {}", id, reason);
+  Stream* s = Find(id);
+  if (s == nullptr) return;
+  // The same steps as Abort(), but OnStreamReset comes before OnStreamClosed: the app reads the
+  // error when the stream closes, and the id is forgotten after OnStreamClosed.
+  if (!s->recv_done) {
+    s->recv_done = true;
+    SessionConsumed(static_cast<size_t>(s->received - s->delivered));
+    if (!s->fin_received) AppendStop(out_, id, StopPayload{error, std::string(reason)});
+  }
+  if (!s->send_done) {
+    s->send_done = true;
+    AppendReset(out_, id, ResetPayload{error, s->sent, std::string(reason)});
+  }
+  cb_->OnStreamReset(id, error, reason);
+  MaybeClose(id);
+}
+
+void Mux::MaybeClose(uint32_t id) {
+  Stream* s = Find(id);
+  if (s == nullptr || !s->send_done || !s->recv_done) return;
+  streams_.erase(id);
+  cb_->OnStreamClosed(id);
+}
+
+Result<uint32_t> Mux::Open(const OpenPayload& open) {
+  if (!options_.is_client) return Status(Code::kInternal, "only clients open streams");
+  if (goaway_received_) return Status(Code::kStreamLost, "the gateway is going away");
+  if (peer_settings_ && streams_.size() >= peer_max_streams_) {
+    return Status(Code::kLimit, fmt::format("too many streams (gateway limit {})",
+                                            peer_max_streams_));
+  }
+  if (next_id_ >= 0x7fffffff) return Status(Code::kLimit, "stream ids exhausted");
+  uint32_t id = next_id_;
+  next_id_ += 2;
+  Stream& s = streams_[id];
+  s.recv_limit = options_.stream_window;
+  AppendOpen(out_, id, open);
+  return id;
+}
+
+void Mux::RequestList() { AppendList(out_); }
+
+void Mux::Accept(uint32_t id, const OpenOkPayload& ok) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->accepted) return;
+  s->accepted = true;
+  s->send_limit = peer_stream_window_;
+  s->recv_limit = options_.stream_window;
+  AppendOpenOk(out_, id, ok);
+}
+
+void Mux::Reject(uint32_t id, ErrorCode error, std::string_view reason) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->accepted) return;
+  streams_.erase(id);
+  AppendReset(out_, id, ResetPayload{error, 0, std::string(reason)});
+  cb_->OnStreamClosed(id);
+}
+
+void Mux::SendListReply(const std::vector<ListEntry>& entries) {
+  // Page so that no LIST_REPLY frame exceeds kMaxControlPayload.
+  std::vector<ListEntry> page;
+  size_t bytes = 0;
+  for (const ListEntry& e : entries) {
+    size_t need = 3 + e.name.size();
+    if (bytes + need > kMaxControlPayload) {
+      AppendListReply(out_, kFlagMore, page);
+      page.clear();
+      bytes = 0;
+    }
+    page.push_back(e);
+    bytes += need;
+  }
+  AppendListReply(out_, 0, page);
+}
+
+void Mux::Goaway(ErrorCode error, std::string_view reason) {
+  if (goaway_sent_) return;
+  goaway_sent_ = true;
+  AppendGoaway(out_, GoawayPayload{last_peer_id_, error, std::string(reason)});
+}
+
+void Mux::Ping(uint64_t opaque, bool ack) { AppendPing(out_, ack ? kFlagAck : 0, opaque); }
+
+}  // namespace pipegate

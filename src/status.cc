@@ -1,0 +1,66 @@
+#include "pipegate/status.h"
+
+namespace pipegate {
+
+int ExitCodeFor(Code code) noexcept {
+  switch (code) {
+    case Code::kOk:
+      return 0;
+    case Code::kUsage:
+      return 1;
+    case Code::kConnect:
+    case Code::kTls:
+      return 2;
+    case Code::kAccessDenied:
+      return 3;
+    case Code::kNotFound:
+      return 4;
+    case Code::kBusy:
+    case Code::kNoReader:
+    case Code::kLimit:
+      return 5;
+    case Code::kBrokenPipe:
+    case Code::kStreamLost:
+    case Code::kProtocol:
+    case Code::kIo:
+    case Code::kInternal:
+      return 6;
+  }
+  return 6;
+}
+
+const char* CodeName(Code code) noexcept {
+  switch (code) {
+    case Code::kOk:
+      return "ok";
+    case Code::kUsage:
+      return "usage";
+    case Code::kConnect:
+      return "connect";
+    case Code::kTls:
+      return "tls";
+    case Code::kAccessDenied:
+      return "access_denied";
+    case Code::kNotFound:
+      return "not_found";
+    case Code::kBusy:
+      return "busy";
+    case Code::kNoReader:
+      return "no_reader";
+    case Code::kBrokenPipe:
+      return "broken_pipe";
+    case Code::kStreamLost:
+      return "stream_lost";
+    case Code::kProtocol:
+      return "protocol";
+    case Code::kIo:
+      return "io";
+    case Code::kLimit:
+      return "limit";
+    case Code::kInternal:
+      return "internal";
+  }
+  return "unknown";
+}
+
+}  // namespace pipegate

@@ -1,0 +1,400 @@
+#include "uv/connection.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <atomic>
+
+#include <fmt/format.h>
+
+#include "pipegate/log.h"
+
+namespace pipegate::uvglue {
+namespace {
+
+std::atomic<uint64_t> g_next_connection_id{1};
+
+std::string FormatAddress(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+    uv_ip4_name(sin, host, sizeof host);
+    port = ntohs(sin->sin_port);
+    return fmt::format("{}:{}", host, port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    uv_ip6_name(sin6, host, sizeof host);
+    port = ntohs(sin6->sin6_port);
+    return fmt::format("[{}]:{}", host, port);
+  }
+  return "?";
+}
+
+}  // namespace
+
+Connection::Connection(uv_loop_t* loop, std::shared_ptr<const TlsContext> tls,
+                       const std::string& host, const ConnectionOptions& options,
+                       ConnectionHandler* handler)
+    : loop_(loop),
+      id_(g_next_connection_id.fetch_add(1)),
+      host_(host),
+      options_(options),
+      handler_(handler),
+      tls_(std::make_unique<TlsSession>(std::move(tls), host)),
+      mux_(options.mux, handler) {
+  uv_tcp_init(loop_, &tcp_);
+  uv_check_init(loop_, &check_);
+  uv_idle_init(loop_, &idle_);
+  uv_timer_init(loop_, &timer_);
+  tcp_.data = check_.data = idle_.data = timer_.data = this;
+  resolve_req_.data = connect_req_.data = write_req_.data = this;
+  started_ms_ = last_recv_ms_ = uv_now(loop_);
+  // One timer drives the handshake deadline, keepalive and the close linger.
+  uv_timer_start(&timer_, &Connection::OnTimer, 1000, 1000);
+}
+
+Connection::~Connection() = default;
+
+Result<Connection*> Connection::Accept(uv_loop_t* loop, uv_stream_t* server,
+                                       std::shared_ptr<const TlsContext> tls,
+                                       const ConnectionOptions& options,
+                                       ConnectionHandler* handler) {
+  auto* c = new Connection(loop, std::move(tls), "", options, handler);
+  int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_));
+  if (rc != 0) {
+    c->state_ = State::kClosing;
+    c->handler_told_closed_ = true;  // The caller learns from the error instead.
+    c->CloseHandles();
+    return Status(Code::kConnect, fmt::format("accept failed: {}", uv_strerror(rc)));
+  }
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    c->peer_address_ = FormatAddress(ss);
+  }
+  c->StartTls();
+  return c;
+}
+
+Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
+                                std::shared_ptr<const TlsContext> tls,
+                                const ConnectionOptions& options, ConnectionHandler* handler) {
+  auto* c = new Connection(loop, std::move(tls), host, options, handler);
+  c->port_ = port;
+  c->state_ = State::kResolving;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string service = std::to_string(port);
+  int rc = uv_getaddrinfo(loop, &c->resolve_req_, &Connection::OnResolved, host.c_str(),
+                          service.c_str(), &hints);
+  if (rc != 0) {
+    c->Abort(Status(Code::kConnect, fmt::format("cannot resolve '{}': {}", host, uv_strerror(rc))));
+  } else {
+    c->resolving_ = true;
+  }
+  return c;
+}
+
+void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept {
+  auto* self = static_cast<Connection*>(req->data);
+  self->resolving_ = false;
+  if (self->state_ >= State::kClosing) {
+    uv_freeaddrinfo(res);
+    self->CloseHandles();
+    self->MaybeFree();
+    return;
+  }
+  if (status != 0 || res == nullptr) {
+    uv_freeaddrinfo(res);
+    self->Abort(Status(Code::kConnect, fmt::format("cannot resolve '{}': {}", self->host_,
+                                                   uv_strerror(status))));
+    return;
+  }
+  // Prefer the first address the resolver gives (it orders by RFC 6724).
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  uv_freeaddrinfo(res);
+  self->peer_address_ = FormatAddress(ss);
+  self->state_ = State::kConnecting;
+  int rc = uv_tcp_connect(&self->connect_req_, &self->tcp_, reinterpret_cast<sockaddr*>(&ss),
+                          &Connection::OnConnected);
+  if (rc != 0) {
+    self->Abort(Status(Code::kConnect, fmt::format("could not connect to {}: {}",
+                                                   self->peer_address_, uv_strerror(rc))));
+    return;
+  }
+  self->connecting_ = true;
+}
+
+void Connection::OnConnected(uv_connect_t* req, int status) noexcept {
+  auto* self = static_cast<Connection*>(req->data);
+  self->connecting_ = false;
+  if (self->state_ >= State::kClosing) {
+    self->CloseHandles();
+    return;
+  }
+  if (status != 0) {
+    self->Abort(Status(Code::kConnect, fmt::format("could not connect to {}: {}",
+                                                   self->peer_address_, uv_strerror(status))));
+    return;
+  }
+  self->StartTls();
+  self->DoFlush();  // The ClientHello.
+}
+
+void Connection::StartTls() {
+  state_ = State::kHandshaking;
+  uv_tcp_nodelay(&tcp_, 1);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::OnAlloc,
+                &Connection::OnRead);
+  if (!tls_->established()) {
+    Status st = tls_->Advance(plain_);  // A client writes its ClientHello here.
+    (void)st;
+  }
+}
+
+void Connection::OnAlloc(uv_handle_t* handle, size_t /*suggested*/, uv_buf_t* buf) noexcept {
+  auto* self = static_cast<Connection*>(handle->data);
+  // One read is in flight at a time, so one fixed buffer serves every read.
+  *buf = uv_buf_init(reinterpret_cast<char*>(self->read_buf_), sizeof self->read_buf_);
+}
+
+void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* /*buf*/) noexcept {
+  auto* self = static_cast<Connection*>(stream->data);
+  if (self->state_ >= State::kClosing) return;
+  if (nread > 0) {
+    self->last_recv_ms_ = uv_now(self->loop_);
+    self->ping_outstanding_ = false;
+    self->OnBytes(self->read_buf_, static_cast<size_t>(nread));
+    return;
+  }
+  if (nread == 0) return;
+  Status why;
+  if (self->state_ == State::kHandshaking) {
+    why = Status(Code::kTls, nread == UV_EOF
+                                 ? "TLS failed: the peer closed the connection during the handshake"
+                                 : fmt::format("TLS failed: {}", uv_strerror(static_cast<int>(nread))));
+  } else if (nread == UV_EOF) {
+    why = Status(Code::kStreamLost, "connection closed by peer");
+  } else {
+    why = Status(Code::kStreamLost,
+                 fmt::format("connection lost: {}", uv_strerror(static_cast<int>(nread))));
+  }
+  self->Abort(why);
+}
+
+void Connection::OnBytes(const uint8_t* p, size_t n) {
+  tls_->FeedCiphertext(p, n);
+  bool was_established = tls_->established();
+  Status st = tls_->Advance(plain_);
+  if (!st.ok()) {
+    // Send the alert that explains the failure, then close.
+    BeginClose(st, /*graceful=*/true);
+    return;
+  }
+  if (!was_established && tls_->established()) {
+    state_ = State::kOpen;
+    handler_->OnTlsEstablished(tls_->peer_identity());
+    if (state_ >= State::kClosing) return;
+    mux_.Start();
+  }
+  if (!plain_.empty()) {
+    Status fed = mux_.Feed(plain_.data(), plain_.size());
+    plain_.Clear();
+    if (state_ >= State::kClosing) return;
+    if (!fed.ok()) {
+      PG_CONN_LOG(kWarn, id_, "protocol error from {}: {}", peer_address_, fed.message());
+      mux_.Goaway(ErrorForCode(fed.code()), fed.message());
+      BeginClose(fed, /*graceful=*/true);
+      return;
+    }
+    if (mux_.ready()) ever_ready_ = true;
+  }
+  if (tls_->peer_closed()) {
+    BeginClose(Status(Code::kStreamLost, "connection closed by peer"), /*graceful=*/true);
+    return;
+  }
+  Flush();
+}
+
+void Connection::Flush() {
+  if (flush_scheduled_ || state_ == State::kClosed) return;
+  flush_scheduled_ = true;
+  // The check handle runs after this turn's I/O callbacks, so their frames coalesce; the idle
+  // handle keeps the loop from blocking in poll when Flush() is called from a timer.
+  uv_check_start(&check_, &Connection::OnCheck);
+  uv_idle_start(&idle_, &Connection::OnIdle);
+}
+
+void Connection::OnIdle(uv_idle_t* handle) noexcept { uv_idle_stop(handle); }
+
+void Connection::OnCheck(uv_check_t* handle) noexcept {
+  auto* self = static_cast<Connection*>(handle->data);
+  uv_check_stop(handle);
+  self->flush_scheduled_ = false;
+  self->DoFlush();
+}
+
+void Connection::DoFlush() {
+  if (state_ == State::kClosed) return;
+  Buffer& out = mux_.output();
+  if (!out.empty() && tls_->established()) {
+    Status st = tls_->WritePlaintext(out.data(), out.size());
+    out.Clear();
+    if (!st.ok()) {
+      Abort(st);
+      return;
+    }
+  }
+  tls_->DrainCiphertext(pending_);
+  StartWrite();
+}
+
+void Connection::StartWrite() {
+  if (write_in_flight_ || pending_.empty() || state_ == State::kClosed) return;
+  if (state_ < State::kHandshaking) return;
+  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(pending_.data()),
+                             static_cast<unsigned>(pending_.size()));
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+  if (n > 0) pending_.Consume(static_cast<size_t>(n));
+  if (n < 0 && n != UV_EAGAIN) {
+    Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(n))));
+    return;
+  }
+  if (!pending_.empty()) {
+    std::swap(pending_, inflight_);
+    pending_.Clear();
+    buf = uv_buf_init(reinterpret_cast<char*>(inflight_.data()),
+                      static_cast<unsigned>(inflight_.size()));
+    int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1,
+                      &Connection::OnWrite);
+    if (rc != 0) {
+      Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(rc))));
+      return;
+    }
+    write_in_flight_ = true;
+    if (backlogged()) was_backlogged_ = true;
+    return;
+  }
+  if (was_backlogged_ && write_queued() < kLowMark) {
+    was_backlogged_ = false;
+    if (state_ == State::kOpen) handler_->OnConnectionWritable();
+  }
+  if (state_ == State::kClosing && write_queued() == 0) CloseHandles();
+}
+
+void Connection::OnWrite(uv_write_t* req, int status) noexcept {
+  auto* self = static_cast<Connection*>(req->data);
+  self->write_in_flight_ = false;
+  self->inflight_.Clear();
+  if (self->state_ == State::kClosed) {
+    self->CloseHandles();
+    return;
+  }
+  if (status != 0) {
+    self->Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(status))));
+    return;
+  }
+  if (self->was_backlogged_ && self->write_queued() < kLowMark) {
+    self->was_backlogged_ = false;
+    if (self->state_ == State::kOpen) self->handler_->OnConnectionWritable();
+    if (self->state_ == State::kClosed) return;
+  }
+  self->StartWrite();
+}
+
+void Connection::OnTimer(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<Connection*>(handle->data);
+  uint64_t now = uv_now(self->loop_);
+  if (self->state_ == State::kClosing) {
+    if (now >= self->close_deadline_ms_) self->CloseHandles();
+    return;
+  }
+  if (self->state_ == State::kClosed) return;
+  if (!self->ever_ready_ && !self->mux_.ready()) {
+    if (now - self->started_ms_ >= self->options_.handshake_timeout_ms) {
+      Code code = self->state_ < State::kHandshaking ? Code::kConnect : Code::kTls;
+      self->Abort(Status(code, self->state_ < State::kHandshaking
+                                   ? "could not connect: timed out"
+                                   : "TLS failed: handshake timed out"));
+    }
+    return;
+  }
+  uint64_t silent = now - self->last_recv_ms_;
+  if (silent >= self->options_.keepalive_timeout_ms) {
+    self->Abort(Status(Code::kStreamLost,
+                       fmt::format("connection lost: nothing received for {} s", silent / 1000)));
+    return;
+  }
+  if (silent >= self->options_.keepalive_interval_ms && !self->ping_outstanding_) {
+    self->ping_outstanding_ = true;
+    self->mux_.Ping(now);
+    self->Flush();
+  }
+}
+
+void Connection::Close(const Status& why) { BeginClose(why, /*graceful=*/true); }
+
+void Connection::Abort(const Status& why) { BeginClose(why, /*graceful=*/false); }
+
+void Connection::BeginClose(const Status& why, bool graceful) {
+  if (state_ >= State::kClosing) {
+    if (!graceful) CloseHandles();
+    return;
+  }
+  bool can_send = state_ >= State::kHandshaking;
+  state_ = State::kClosing;
+  close_deadline_ms_ = uv_now(loop_) + options_.close_linger_ms;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (!handler_told_closed_) {
+    handler_told_closed_ = true;
+    handler_->OnConnectionClosed(why);
+  }
+  if (state_ == State::kClosed) return;
+  if (graceful && can_send) {
+    Buffer& out = mux_.output();
+    if (!out.empty() && tls_->established()) {
+      Status st = tls_->WritePlaintext(out.data(), out.size());
+      (void)st;
+    }
+    out.Clear();
+    tls_->Shutdown();
+    tls_->DrainCiphertext(pending_);
+    StartWrite();
+    if (state_ == State::kClosing && write_queued() == 0) CloseHandles();
+    return;
+  }
+  CloseHandles();
+}
+
+void Connection::CloseHandles() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  state_ = State::kClosed;
+  if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_req_));
+  pending_closes_ = 4;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), &Connection::OnClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), &Connection::OnClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::OnClosed);
+}
+
+void Connection::OnClosed(uv_handle_t* handle) noexcept {
+  auto* self = static_cast<Connection*>(handle->data);
+  --self->pending_closes_;
+  self->MaybeFree();
+}
+
+void Connection::MaybeFree() {
+  // A getaddrinfo still running holds &resolve_req_; wait for its (cancelled) callback.
+  if (state_ != State::kClosed || pending_closes_ > 0 || resolving_) return;
+  ConnectionHandler* handler = handler_;
+  delete this;  // The only delete of a Connection.
+  handler->OnConnectionFreed();
+}
+
+}  // namespace pipegate::uvglue

@@ -1,0 +1,144 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <uv.h>
+
+#include "pipegate/buffer.h"
+#include "pipegate/mux.h"
+#include "pipegate/status.h"
+#include "pipegate/tls.h"
+
+namespace pipegate::uvglue {
+
+/// @brief Limits and timers of a connection.
+struct ConnectionOptions {
+  MuxOptions mux;
+  uint64_t handshake_timeout_ms = 10000;  ///< TCP connect + TLS + SETTINGS must finish by then.
+  uint64_t keepalive_interval_ms = 10000; ///< PING after this long with nothing received.
+  uint64_t keepalive_timeout_ms = 30000;  ///< Dead after this long with nothing received.
+  uint64_t close_linger_ms = 2000;        ///< How long a graceful close waits for its bytes.
+};
+
+/// @brief What a Connection tells its handler, besides the Mux events.
+class ConnectionHandler : public MuxCallbacks {
+ public:
+  /// @brief TLS is up and the peer verified; the Mux starts right after this returns.
+  virtual void OnTlsEstablished(const PeerIdentity& peer) { (void)peer; }
+  /// @brief The write backlog fell below the low mark; paused local reads may resume.
+  virtual void OnConnectionWritable() {}
+  /// @brief The connection is closing (or never opened). Called once. Drop every stream.
+  virtual void OnConnectionClosed(const Status& why) = 0;
+  /// @brief The last handle is closed; the connection is about to be deleted and will never
+  /// call the handler again. The handler may delete itself here.
+  virtual void OnConnectionFreed() {}
+};
+
+/// @brief One TCP connection carrying TLS carrying the Mux: the glue between libuv and the
+/// sans-I/O layers (transport → TlsSession → Mux → handler).
+///
+/// Ownership: created by Accept()/Connect(); owns itself and is deleted after Close() once
+/// every handle has closed (the close callback is the only delete). The handler must outlive
+/// it, i.e. until OnConnectionFreed(). Thread: its loop's thread.
+/// Re-entrancy: handler callbacks may call Close(); the connection re-checks its state.
+/// Output produced by mux() calls is flushed once per loop turn (Flush()), so frames coalesce
+/// into full TLS records.
+class Connection {
+ public:
+  /// @brief Accepts a pending connection from @p server.
+  static Result<Connection*> Accept(uv_loop_t* loop, uv_stream_t* server,
+                                    std::shared_ptr<const TlsContext> tls,
+                                    const ConnectionOptions& options, ConnectionHandler* handler);
+  /// @brief Resolves and dials @p host:@p port; failures arrive as OnConnectionClosed.
+  static Connection* Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
+                             std::shared_ptr<const TlsContext> tls,
+                             const ConnectionOptions& options, ConnectionHandler* handler);
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// @return The multiplexer; after using it call Flush().
+  Mux& mux() noexcept { return mux_; }
+  /// @brief Sends queued mux output at the end of this loop turn.
+  void Flush();
+  /// @return True while more than the high mark of bytes wait for the socket.
+  bool backlogged() const noexcept { return write_queued() > kHighMark; }
+  /// @brief Closes: sends what is queued (GOAWAY, close_notify) for up to close_linger_ms.
+  void Close(const Status& why);
+  /// @brief Closes at once, dropping what is queued.
+  void Abort(const Status& why);
+
+  uint64_t id() const noexcept { return id_; }
+  const std::string& peer_address() const noexcept { return peer_address_; }
+  const PeerIdentity& peer() const noexcept { return tls_->peer_identity(); }
+  bool closing() const noexcept { return state_ >= State::kClosing; }
+
+  static constexpr size_t kHighMark = 256 * 1024;
+  static constexpr size_t kLowMark = 64 * 1024;
+
+ private:
+  enum class State { kResolving, kConnecting, kHandshaking, kOpen, kClosing, kClosed };
+
+  Connection(uv_loop_t* loop, std::shared_ptr<const TlsContext> tls, const std::string& host,
+             const ConnectionOptions& options, ConnectionHandler* handler);
+  ~Connection();
+
+  void StartTls();
+  void OnBytes(const uint8_t* p, size_t n);
+  void DoFlush();
+  void StartWrite();
+  void BeginClose(const Status& why, bool graceful);
+  void CloseHandles();
+  void MaybeFree();
+  size_t write_queued() const noexcept { return inflight_.size() + pending_.size(); }
+
+  static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept;
+  static void OnConnected(uv_connect_t* req, int status) noexcept;
+  static void OnAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
+  static void OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void OnWrite(uv_write_t* req, int status) noexcept;
+  static void OnCheck(uv_check_t* handle) noexcept;
+  static void OnIdle(uv_idle_t* handle) noexcept;
+  static void OnTimer(uv_timer_t* handle) noexcept;
+  static void OnClosed(uv_handle_t* handle) noexcept;
+
+  uv_loop_t* loop_;
+  uv_tcp_t tcp_{};
+  uv_check_t check_{};
+  uv_idle_t idle_{};
+  uv_timer_t timer_{};
+  uv_getaddrinfo_t resolve_req_{};
+  uv_connect_t connect_req_{};
+  uv_write_t write_req_{};
+  int pending_closes_ = 0;
+  bool resolving_ = false;
+  bool connecting_ = false;
+  bool write_in_flight_ = false;
+  bool flush_scheduled_ = false;
+  bool handler_told_closed_ = false;
+  bool was_backlogged_ = false;
+  bool ever_ready_ = false;
+
+  State state_ = State::kConnecting;
+  uint64_t id_;
+  std::string host_;
+  uint16_t port_ = 0;
+  std::string peer_address_;
+  ConnectionOptions options_;
+  ConnectionHandler* handler_;
+  std::unique_ptr<TlsSession> tls_;
+  Mux mux_;
+  uint64_t started_ms_ = 0;
+  uint64_t last_recv_ms_ = 0;
+  uint64_t close_deadline_ms_ = 0;
+  bool ping_outstanding_ = false;
+
+  uint8_t read_buf_[64 * 1024];
+  Buffer plain_;     // Decrypted bytes on their way to the mux.
+  Buffer pending_;   // Ciphertext not yet handed to the kernel.
+  Buffer inflight_;  // Ciphertext of the one uv_write in flight.
+};
+
+}  // namespace pipegate::uvglue

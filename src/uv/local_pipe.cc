@@ -1,0 +1,262 @@
+#include "uv/local_pipe.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "pipegate/log.h"
+
+namespace pipegate::uvglue {
+
+Result<LocalPipe*> LocalPipe::Open(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
+                                   LocalPipeEvents* events) {
+  return new LocalPipe(loop, fd, directions, owns_fd, events);
+}
+
+LocalPipe::LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
+                     LocalPipeEvents* events)
+    : loop_(loop), fd_(fd), directions_(directions), owns_fd_(owns_fd), events_(events) {
+  struct stat st {};
+  if (fstat(fd_, &st) == 0) {
+    is_socket_ = S_ISSOCK(st.st_mode);
+    is_fifo_ = S_ISFIFO(st.st_mode);
+  }
+  int flags = fcntl(fd_, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+  // Regular files and some devices cannot be polled (epoll says EPERM): they are always ready,
+  // so they are read from an idle handle and written synchronously.
+  pollable_ = uv_poll_init(loop_, &poll_, fd_) == 0;
+  if (pollable_) {
+    poll_.data = this;
+    ++pending_closes_;
+  } else {
+    flags = fcntl(fd_, F_GETFL);
+    if (flags >= 0) fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
+  }
+  uv_idle_init(loop_, &idle_);
+  idle_.data = this;
+  ++pending_closes_;
+}
+
+LocalPipe::~LocalPipe() {
+  if (owns_fd_ && fd_ >= 0) ::close(fd_);
+}
+
+void LocalPipe::Close() {
+  if (closing_) return;
+  closing_ = true;
+  events_ = nullptr;
+  if (pollable_) uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &LocalPipe::OnClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), &LocalPipe::OnClosed);
+}
+
+void LocalPipe::OnClosed(uv_handle_t* handle) noexcept {
+  auto* self = static_cast<LocalPipe*>(handle->data);
+  if (--self->pending_closes_ == 0) delete self;  // The only delete of a LocalPipe.
+}
+
+void LocalPipe::WantRead(bool on) {
+  if (closing_ || want_read_ == on) return;
+  want_read_ = on;
+  UpdatePoll();
+}
+
+void LocalPipe::WatchHangup(bool on) {
+  if (closing_ || watch_hangup_ == on) return;
+  watch_hangup_ = on;
+  UpdatePoll();
+}
+
+void LocalPipe::UpdatePoll() {
+  if (closing_) return;
+  if (!pollable_) {
+    if (want_read_) {
+      uv_idle_start(&idle_, &LocalPipe::OnIdle);
+    } else {
+      uv_idle_stop(&idle_);
+    }
+    return;
+  }
+  int events = 0;
+  if (want_read_) events |= UV_READABLE;
+  if (!queue_.empty() && !holding_partial_ && !write_ended_) events |= UV_WRITABLE;
+  if (watch_hangup_ && !write_ended_) events |= UV_DISCONNECT;
+  if (events == 0) {
+    uv_poll_stop(&poll_);
+  } else {
+    uv_poll_start(&poll_, events, &LocalPipe::OnPoll);
+  }
+}
+
+void LocalPipe::OnIdle(uv_idle_t* handle) noexcept {
+  auto* self = static_cast<LocalPipe*>(handle->data);
+  if (self->events_ != nullptr && self->want_read_) self->events_->OnLocalReadable();
+}
+
+void LocalPipe::OnPoll(uv_poll_t* handle, int status, int events) noexcept {
+  auto* self = static_cast<LocalPipe*>(handle->data);
+  if (self->closing_) return;
+  if (status < 0) {
+    // POLLERR: on a FIFO's write end it means the last reader went away; libuv has stopped
+    // the watcher. Readers learn the rest from read().
+    if ((self->directions_ & kWrite) != 0 && !self->write_ended_) {
+      self->write_ended_ = true;
+      if (self->events_ != nullptr) {
+        self->events_->OnLocalWriteError(Status(Code::kBrokenPipe, "the local reader went away"));
+      }
+      return;
+    }
+    if (self->events_ != nullptr && self->want_read_) self->events_->OnLocalReadable();
+    return;
+  }
+  if ((events & UV_WRITABLE) != 0) {
+    self->FlushQueue();
+    if (self->closing_) return;
+  }
+  if ((events & (UV_READABLE | UV_DISCONNECT)) != 0 && self->want_read_ &&
+      self->events_ != nullptr) {
+    self->events_->OnLocalReadable();
+  }
+}
+
+ssize_t LocalPipe::Read(uint8_t* p, size_t n) {
+  ssize_t r;
+  do {
+    r = ::read(fd_, p, n);
+  } while (r < 0 && errno == EINTR);
+  return r >= 0 ? r : -errno;
+}
+
+ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
+  size_t total = 0;
+  while (total < n) {
+    const uint8_t* q = p + total;
+    size_t left = n - total;
+    size_t len = left;
+    switch (record_mode_) {
+      case RecordMode::kStream:
+        break;
+      case RecordMode::kBlocks:
+        len = std::min(left, kPipeBuf - static_cast<size_t>(written_ % kPipeBuf));
+        break;
+      case RecordMode::kLines: {
+        size_t window = std::min(left, kPipeBuf);
+        const void* nl = memrchr(q, '\n', window);
+        if (nl != nullptr) {
+          len = static_cast<size_t>(static_cast<const uint8_t*>(nl) - q) + 1;
+        } else if (left >= kPipeBuf) {
+          len = kPipeBuf;  // A line longer than PIPE_BUF cannot be atomic anyway.
+        } else if (final) {
+          len = left;
+        } else {
+          return static_cast<ssize_t>(total);  // Hold the unfinished line.
+        }
+        break;
+      }
+    }
+    ssize_t r = ::write(fd_, q, len);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (total > 0) return static_cast<ssize_t>(total);
+      return -errno;
+    }
+    total += static_cast<size_t>(r);
+    written_ += static_cast<uint64_t>(r);
+    if (static_cast<size_t>(r) < len) break;  // The pipe is full.
+  }
+  return static_cast<ssize_t>(total);
+}
+
+ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
+  if (closing_ || write_ended_) return -EPIPE;
+  if (n == 0) return 0;
+  holding_partial_ = false;
+  if (!queue_.empty()) {
+    queue_.Append(p, n);
+    FlushQueueSoon();
+    return 0;
+  }
+  ssize_t r = WriteSome(p, n, false);
+  if (r == -EAGAIN) r = 0;
+  if (r < 0) return r;
+  size_t done = static_cast<size_t>(r);
+  if (done < n) {
+    queue_.Append(p + done, n - done);
+    if (!pollable_) {
+      holding_partial_ = true;  // Only an unfinished line can be left on a file.
+    } else if (record_mode_ == RecordMode::kLines && memchr(p + done, '\n', n - done) == nullptr &&
+               n - done < kPipeBuf) {
+      holding_partial_ = true;
+    }
+    UpdatePoll();
+  }
+  return r;
+}
+
+void LocalPipe::FlushQueueSoon() {
+  // Appending to a non-empty queue: the poll for writable is already armed, unless the queue
+  // held only an unfinished line.
+  UpdatePoll();
+}
+
+void LocalPipe::FlushQueue() {
+  size_t reported = 0;
+  while (!queue_.empty()) {
+    ssize_t r = WriteSome(queue_.data(), queue_.size(), finishing_);
+    if (r == -EAGAIN || r == 0) {
+      holding_partial_ = r == 0 && record_mode_ == RecordMode::kLines &&
+                         memchr(queue_.data(), '\n', queue_.size()) == nullptr;
+      break;
+    }
+    if (r < 0) {
+      write_ended_ = true;
+      queue_.Clear();
+      UpdatePoll();
+      if (events_ != nullptr) {
+        events_->OnLocalWriteError(r == -EPIPE
+                                       ? Status(Code::kBrokenPipe, "the local reader went away")
+                                       : Status(Code::kIo, std::strerror(static_cast<int>(-r))));
+      }
+      return;
+    }
+    queue_.Consume(static_cast<size_t>(r));
+    reported += static_cast<size_t>(r);
+  }
+  if (reported > 0 && events_ != nullptr) {
+    events_->OnLocalWritten(reported);
+    if (closing_) return;
+  }
+  if (queue_.empty()) {
+    queue_.ShrinkIfEmpty();
+    if (finishing_) {
+      EndWriteSide();
+      return;
+    }
+  }
+  UpdatePoll();
+}
+
+void LocalPipe::FinishWriting() {
+  if (closing_ || finishing_ || write_ended_) return;
+  finishing_ = true;
+  holding_partial_ = false;
+  if (queue_.empty()) {
+    EndWriteSide();
+  } else {
+    UpdatePoll();
+    if (!pollable_) FlushQueue();
+  }
+}
+
+void LocalPipe::EndWriteSide() {
+  write_ended_ = true;
+  if (is_socket_) ::shutdown(fd_, SHUT_WR);
+  UpdatePoll();
+  if (events_ != nullptr) events_->OnLocalWriteDone();
+}
+
+}  // namespace pipegate::uvglue

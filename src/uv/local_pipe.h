@@ -1,0 +1,124 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include <uv.h>
+
+#include "pipegate/buffer.h"
+#include "pipegate/status.h"
+
+namespace pipegate::uvglue {
+
+/// @brief How writes are cut so that records stay whole (SPEC §3 "atomic small writes").
+enum class RecordMode {
+  kStream,  ///< Write as much as fits.
+  kBlocks,  ///< Each write() is one 4096-byte block aligned to the stream offset (or less).
+  kLines,   ///< Each write() holds whole lines, ≤ 4096 bytes, unless a line is longer.
+};
+
+inline constexpr size_t kPipeBuf = 4096;  // PIPE_BUF on Linux.
+
+/// @brief Events of a LocalPipe. Called on the loop thread; the owner may Close() the pipe
+/// from any of them.
+class LocalPipeEvents {
+ public:
+  virtual ~LocalPipeEvents() = default;
+  /// @brief The fd may have bytes to Read() (or EOF).
+  virtual void OnLocalReadable() = 0;
+  /// @brief @p n queued bytes reached the fd.
+  virtual void OnLocalWritten(size_t n) = 0;
+  /// @brief Writing failed (EPIPE: the reader went away) or the write side hung up.
+  virtual void OnLocalWriteError(const Status& status) = 0;
+  /// @brief FinishWriting() completed: every byte is written and the write side is ended.
+  virtual void OnLocalWriteDone() {}
+};
+
+/// @brief One local file descriptor (FIFO end, Unix socket, stdin/stdout, or a regular file)
+/// driven by a uv_poll_t, with a bounded write queue that respects record boundaries.
+///
+/// Ownership: created with new; after Close() it owns itself and is deleted in its close
+/// callback (the only delete). It owns the fd when told so. Thread: its loop's thread.
+/// Sync/async: Write() writes what it can at once and returns that count; the rest completes
+/// later with OnLocalWritten().
+class LocalPipe {
+ public:
+  enum Direction : unsigned { kRead = 1, kWrite = 2 };
+
+  /// @brief Wraps @p fd (made non-blocking). Regular files and other unpollable fds work too:
+  /// they are read on an idle handle and written synchronously.
+  static Result<LocalPipe*> Open(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
+                                 LocalPipeEvents* events);
+
+  LocalPipe(const LocalPipe&) = delete;
+  LocalPipe& operator=(const LocalPipe&) = delete;
+
+  /// @brief Starts or stops OnLocalReadable notifications.
+  void WantRead(bool on);
+  /// @brief Reads up to @p n bytes: >0 bytes, 0 at EOF, -EAGAIN if none now, else -errno.
+  ssize_t Read(uint8_t* p, size_t n);
+
+  /// @brief Writes @p n bytes in record mode; returns how many reached the fd now (or -errno
+  /// if writing failed, e.g. -EPIPE). The rest is queued (copied) and reported by
+  /// OnLocalWritten() as it drains.
+  ssize_t Write(const uint8_t* p, size_t n);
+  /// @return Bytes queued and not yet written.
+  size_t queued() const noexcept { return queue_.size(); }
+  void set_record_mode(RecordMode mode) noexcept { record_mode_ = mode; }
+  /// @brief After the queue drains, ends the write side: shutdown(SHUT_WR) on a socket, or
+  /// closes the fd of a write-only FIFO. Pending partial lines are flushed first.
+  void FinishWriting();
+  /// @brief Watches for the reader of a write-only FIFO going away (POLLERR) while idle.
+  void WatchHangup(bool on);
+
+  /// @brief Stops everything and frees the pipe soon. Events are never called again.
+  void Close();
+
+  /// @brief Sends future events to @p events (hand-over from a waiting owner to a stream).
+  void set_events(LocalPipeEvents* events) noexcept {
+    if (!closing_) events_ = events;
+  }
+
+  int fd() const noexcept { return fd_; }
+  bool is_socket() const noexcept { return is_socket_; }
+
+ private:
+  LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd, LocalPipeEvents* events);
+  ~LocalPipe();
+
+  static void OnPoll(uv_poll_t* handle, int status, int events) noexcept;
+  static void OnIdle(uv_idle_t* handle) noexcept;
+  static void OnClosed(uv_handle_t* handle) noexcept;
+
+  /// @brief Writes from @p p as the record mode allows; returns bytes written, or -errno.
+  ssize_t WriteSome(const uint8_t* p, size_t n, bool final);
+  void FlushQueue();
+  void FlushQueueSoon();
+  void UpdatePoll();
+  void EndWriteSide();
+
+  uv_loop_t* loop_;
+  uv_poll_t poll_{};
+  uv_idle_t idle_{};
+  int fd_;
+  unsigned directions_;
+  bool owns_fd_;
+  bool pollable_ = true;
+  bool is_socket_ = false;
+  bool is_fifo_ = false;
+  LocalPipeEvents* events_;
+  bool want_read_ = false;
+  bool watch_hangup_ = false;
+  bool finishing_ = false;
+  bool write_ended_ = false;
+  bool closing_ = false;
+  bool holding_partial_ = false;  ///< The queue holds only an unfinished line.
+  int pending_closes_ = 0;
+  RecordMode record_mode_ = RecordMode::kStream;
+  uint64_t written_ = 0;  ///< Stream offset of the next byte to write (for block alignment).
+  Buffer queue_;
+};
+
+}  // namespace pipegate::uvglue

@@ -1,0 +1,89 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pipegate/status.h"
+#include "uv/connection.h"
+#include "uv/local_pipe.h"
+
+namespace pipegate::uvglue {
+
+class StreamLink;
+
+/// @brief What a StreamLink needs from whoever holds its connection.
+class StreamLinkOwner {
+ public:
+  virtual ~StreamLinkOwner() = default;
+  /// @return The live connection, or nullptr once it is gone.
+  virtual Connection* connection() = 0;
+  /// @brief The connection's write backlog is full; call @p link->Resume() once it drains.
+  virtual void PauseForBackpressure(StreamLink* link) = 0;
+};
+
+/// @brief Moves bytes between one mux stream and its local pipes: local reads go straight into
+/// DATA frames (BeginData/Read/CommitData, no copy), stream data goes into the local write queue
+/// and is acknowledged (Consumed) only once it reached the fd. Shared by the gateway's export
+/// streams and the bridge's streams.
+///
+/// Ownership: owned by its owner's stream table; closes its LocalPipes when destroyed.
+/// Thread: the loop thread. Re-entrancy: every method may end in mux calls that close the
+/// stream; the owner deletes the link from OnStreamClosed, never from inside a link method.
+class StreamLink : public LocalPipeEvents {
+ public:
+  StreamLink(StreamLinkOwner* owner, uint32_t id, std::string name)
+      : owner_(owner), id_(id), name_(std::move(name)) {}
+  ~StreamLink() override;
+  StreamLink(const StreamLink&) = delete;
+  StreamLink& operator=(const StreamLink&) = delete;
+
+  /// @brief Sets the pipe read from (may be null) and the pipe written to (may be null, or
+  /// the same pipe). The link takes ownership of both.
+  void Attach(LocalPipe* in, LocalPipe* out);
+  /// @brief Stops using the input pipe (closing it unless it is also the output).
+  void DropInput();
+  /// @brief Stops using the output pipe (closing it unless it is also the input).
+  void DropOutput();
+  /// @brief Starts pumping local reads into the stream (after the stream is accepted). With no
+  /// input pipe, ends our direction at once.
+  void StartReading();
+  /// @brief Resumes reads paused by back-pressure or spent credit.
+  void Resume();
+  /// @brief The peer stopped reading: stop reading locally.
+  void StopLocalReading();
+  /// @brief Stream bytes arrived: write them locally.
+  void OnData(const uint8_t* p, size_t n);
+  /// @brief The peer's FIN: end the local write side once the queue drains.
+  void OnFin();
+
+  uint32_t id() const noexcept { return id_; }
+  const std::string& name() const noexcept { return name_; }
+  uint64_t bytes_sent() const noexcept { return bytes_sent_; }
+  uint64_t bytes_received() const noexcept { return bytes_received_; }
+  bool local_write_done() const noexcept { return local_write_done_; }
+  bool local_eof() const noexcept { return local_eof_; }
+  LocalPipe* output() const noexcept { return out_; }
+  /// @return The local error that ended the stream, if any.
+  const Status& local_error() const noexcept { return local_error_; }
+
+  // LocalPipeEvents.
+  void OnLocalReadable() override;
+  void OnLocalWritten(size_t n) override;
+  void OnLocalWriteError(const Status& status) override;
+  void OnLocalWriteDone() override;
+
+ protected:
+  StreamLinkOwner* owner_;
+  uint32_t id_;
+  std::string name_;
+  LocalPipe* in_ = nullptr;
+  LocalPipe* out_ = nullptr;
+  bool reading_ = false;
+  bool local_eof_ = false;
+  bool local_write_done_ = false;
+  uint64_t bytes_sent_ = 0;
+  uint64_t bytes_received_ = 0;
+  Status local_error_;
+};
+
+}  // namespace pipegate::uvglue

@@ -1,0 +1,568 @@
+#include "pipegate/config.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace pipegate {
+namespace {
+
+// The example from SPEC §4, verbatim.
+constexpr std::string_view kSpecExample = R"(
+[gateway]
+listen = ["0.0.0.0:7445", "[::]:7445"]
+cert = "/etc/pipegate/gateway.crt"
+key = "/etc/pipegate/gateway.key"
+client_ca = "/etc/pipegate/ca.crt"
+# workers = 2                # event-loop threads; default: one per core
+
+[[export]]
+name = "logs"
+kind = "fifo"
+access = "read"
+path = "/run/app/logs.fifo"
+create = true
+mode = "0640"
+allow = ["build-42", "spiffe://example.org/ci"]   # client identities; "*" = any client the CA vouches for
+
+[[export]]
+name = "docker"
+kind = "unix"
+path = "/var/run/docker.sock"
+allow = ["ops"]
+)";
+
+constexpr std::string_view kGatewayHeader = R"([gateway]
+cert = "/c/gw.crt"
+key = "/c/gw.key"
+client_ca = "/c/ca.crt"
+)";
+
+// The 1-based line of the first occurrence of @p needle in @p text.
+int LineOf(std::string_view text, std::string_view needle) {
+  const size_t at = text.find(needle);
+  EXPECT_NE(at, std::string_view::npos) << needle;
+  int line = 1;
+  for (size_t i = 0; i < at && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+    }
+  }
+  return line;
+}
+
+std::string Dump(const std::vector<ConfigError>& errors) {
+  return FormatConfigErrors("test.toml", errors);
+}
+
+GatewayConfig MustParse(std::string_view text, std::string_view base_dir = "/etc/pipegate") {
+  ConfigParseResult result = ParseGatewayConfig(text, base_dir);
+  EXPECT_TRUE(result.errors.empty()) << Dump(result.errors);
+  EXPECT_TRUE(result.config.has_value());
+  return result.config.value_or(GatewayConfig{});
+}
+
+std::vector<ConfigError> MustFail(std::string_view text,
+                                  std::string_view base_dir = "/etc/pipegate") {
+  ConfigParseResult result = ParseGatewayConfig(text, base_dir);
+  EXPECT_FALSE(result.config.has_value());
+  EXPECT_FALSE(result.errors.empty());
+  return result.errors;
+}
+
+// Expects exactly one error, on @p line, whose message contains @p fragment.
+void ExpectOneError(std::string_view text, int line, std::string_view fragment) {
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 1u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, line) << Dump(errors);
+  EXPECT_NE(errors[0].message.find(fragment), std::string::npos) << Dump(errors);
+}
+
+std::string WithExport(std::string_view body) {
+  return std::string(kGatewayHeader) + "\n[[export]]\n" + std::string(body);
+}
+
+TEST(ParseGatewayConfig, AcceptsSpecExample) {
+  GatewayConfig config = MustParse(kSpecExample);
+  EXPECT_EQ(config.listen, (std::vector<std::string>{"0.0.0.0:7445", "[::]:7445"}));
+  EXPECT_EQ(config.cert, "/etc/pipegate/gateway.crt");
+  EXPECT_EQ(config.key, "/etc/pipegate/gateway.key");
+  EXPECT_EQ(config.client_ca, "/etc/pipegate/ca.crt");
+  EXPECT_EQ(config.workers, 0u);
+  ASSERT_EQ(config.exports.size(), 2u);
+
+  const ExportConfig* logs = config.Find("logs");
+  ASSERT_NE(logs, nullptr);
+  EXPECT_EQ(logs->kind, ExportKind::kFifo);
+  EXPECT_EQ(logs->access, Access::kRead);
+  EXPECT_EQ(logs->path, "/run/app/logs.fifo");
+  EXPECT_TRUE(logs->create);
+  EXPECT_EQ(logs->mode, 0640u);
+  EXPECT_EQ(logs->allow, (std::vector<std::string>{"build-42", "spiffe://example.org/ci"}));
+  EXPECT_EQ(logs->max_clients, 1u);
+  EXPECT_EQ(logs->line, LineOf(kSpecExample, "[[export]]"));
+
+  const ExportConfig* docker = config.Find("docker");
+  ASSERT_NE(docker, nullptr);
+  EXPECT_EQ(docker->kind, ExportKind::kUnix);
+  EXPECT_EQ(docker->access, Access::kDuplex);
+  EXPECT_FALSE(docker->create);
+  EXPECT_EQ(docker->max_clients, 0u);
+  EXPECT_EQ(config.Find("nope"), nullptr);
+}
+
+TEST(ParseGatewayConfig, AppliesDefaults) {
+  GatewayConfig config = MustParse(WithExport(R"(name = "cmd"
+kind = "fifo"
+access = "write"
+path = "/run/cmd"
+allow = ["*"]
+)"));
+  EXPECT_EQ(config.listen, (std::vector<std::string>{"0.0.0.0:7445"}));
+  EXPECT_EQ(config.workers, 0u);
+  ASSERT_EQ(config.exports.size(), 1u);
+  EXPECT_FALSE(config.exports[0].create);
+  EXPECT_EQ(config.exports[0].mode, 0600u);
+  EXPECT_EQ(config.exports[0].max_clients, 0u);  // Unlimited writers.
+}
+
+TEST(ParseGatewayConfig, AcceptsNoExports) {
+  EXPECT_TRUE(MustParse(kGatewayHeader).exports.empty());
+}
+
+TEST(ParseGatewayConfig, ReadsExplicitValues) {
+  GatewayConfig config = MustParse(R"([gateway]
+listen = ["127.0.0.1:0", "[::1]:9000", "localhost"]
+cert = "a.crt"
+key = "a.key"
+client_ca = "ca.crt"
+workers = 4
+
+[[export]]
+name = "cmd"
+kind = "fifo"
+access = "read"
+path = "/run/cmd"
+mode = 0o600
+max_clients = 3
+allow = ["alice", "spiffe://example.org/ci/*"]
+)");
+  EXPECT_EQ(config.listen,
+            (std::vector<std::string>{"127.0.0.1:0", "[::1]:9000", "localhost:7445"}));
+  EXPECT_EQ(config.workers, 4u);
+  ASSERT_EQ(config.exports.size(), 1u);
+  EXPECT_EQ(config.exports[0].mode, 0600u);
+  EXPECT_EQ(config.exports[0].max_clients, 3u);
+}
+
+TEST(ParseGatewayConfig, ResolvesRelativePathsAgainstBaseDir) {
+  GatewayConfig config = MustParse(R"([gateway]
+cert = "certs/gw.crt"
+key = "../keys/gw.key"
+client_ca = "/abs/ca.crt"
+
+[[export]]
+name = "logs"
+kind = "fifo"
+access = "read"
+path = "run/./logs.fifo"
+allow = ["*"]
+)",
+                                   "/srv/pg/conf");
+  EXPECT_EQ(config.cert, "/srv/pg/conf/certs/gw.crt");
+  EXPECT_EQ(config.key, "/srv/pg/keys/gw.key");
+  EXPECT_EQ(config.client_ca, "/abs/ca.crt");
+  EXPECT_EQ(config.exports[0].path, "/srv/pg/conf/run/logs.fifo");
+}
+
+TEST(ParseGatewayConfig, RejectsRelativeExportPathWithoutBaseDir) {
+  const std::string text = WithExport(R"(name = "logs"
+kind = "fifo"
+access = "read"
+path = "logs.fifo"
+allow = ["*"]
+)");
+  std::vector<ConfigError> errors = MustFail(text, "");
+  ASSERT_EQ(errors.size(), 1u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, LineOf(text, "path ="));
+  EXPECT_NE(errors[0].message.find("must be absolute"), std::string::npos);
+}
+
+TEST(ParseGatewayConfig, ReportsSyntaxErrorWithLine) {
+  const std::string text = std::string(kGatewayHeader) + "workers = \n";
+  ExpectOneError(text, LineOf(text, "workers"), "syntax error");
+}
+
+TEST(ParseGatewayConfig, ReportsUnknownGatewayKey) {
+  const std::string text = std::string(kGatewayHeader) + "lisen = [\"0.0.0.0:1\"]\n";
+  ExpectOneError(text, LineOf(text, "lisen"),
+                 "gateway: unknown key \"lisen\" (did you mean \"listen\"?)");
+}
+
+TEST(ParseGatewayConfig, ReportsUnknownExportKey) {
+  const std::string text = WithExport(R"(name = "logs"
+kind = "fifo"
+access = "read"
+path = "/run/logs"
+alow = ["x"]
+allow = ["x"]
+)");
+  ExpectOneError(text, LineOf(text, "alow"),
+                 "export \"logs\": unknown key \"alow\" (did you mean \"allow\"?)");
+}
+
+TEST(ParseGatewayConfig, ReportsUnknownTopLevelKeyAndSingleExportTable) {
+  const std::string text =
+      "workers = 2\n" + std::string(kGatewayHeader) + "\n[export]\nname = \"x\"\n";
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 2u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, 1);
+  EXPECT_NE(errors[0].message.find("belongs under [gateway]"), std::string::npos);
+  EXPECT_EQ(errors[1].line, LineOf(text, "[export]"));
+  EXPECT_NE(errors[1].message.find("[[export]]"), std::string::npos);
+}
+
+TEST(ParseGatewayConfig, ReportsWrongTypes) {
+  const std::string text = R"([gateway]
+listen = "0.0.0.0:7445"
+cert = 1
+key = "k"
+client_ca = "ca"
+workers = "2"
+)";
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 3u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, 2);
+  EXPECT_EQ(errors[0].message, "gateway: listen must be an array, not a string");
+  EXPECT_EQ(errors[1].line, 3);
+  EXPECT_EQ(errors[1].message, "gateway: cert must be a string, not an integer");
+  EXPECT_EQ(errors[2].line, 6);
+  EXPECT_EQ(errors[2].message, "gateway: workers must be an integer, not a string");
+}
+
+TEST(ParseGatewayConfig, ReportsMissingGatewayKeys) {
+  const std::string text = "\n[gateway]\ncert = \"c\"\n";
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 2u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, 2);
+  EXPECT_EQ(errors[0].message, "gateway: missing required key \"key\"");
+  EXPECT_EQ(errors[1].line, 2);
+  EXPECT_EQ(errors[1].message, "gateway: missing required key \"client_ca\"");
+}
+
+TEST(ParseGatewayConfig, ReportsMissingGatewayTable) {
+  std::vector<ConfigError> errors = MustFail("");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].line, 0);
+  EXPECT_EQ(errors[0].message, "missing [gateway] table");
+}
+
+TEST(ParseGatewayConfig, ReportsMissingExportKeys) {
+  const std::string text = WithExport("kind = \"fifo\"\n");
+  std::vector<ConfigError> errors = MustFail(text);
+  const int line = LineOf(text, "[[export]]");
+  ASSERT_EQ(errors.size(), 4u) << Dump(errors);
+  for (const ConfigError& error : errors) {
+    EXPECT_EQ(error.line, line) << error.message;
+    EXPECT_NE(error.message.find("export #1: missing required key"), std::string::npos);
+  }
+  const std::string all = Dump(errors);
+  for (const char* key : {"\"name\"", "\"access\"", "\"path\"", "\"allow\""}) {
+    EXPECT_NE(all.find(key), std::string::npos) << key;
+  }
+}
+
+TEST(ParseGatewayConfig, ReportsInvalidExportName) {
+  const std::string text = WithExport(R"(name = "a/b"
+kind = "unix"
+path = "/run/a.sock"
+allow = ["x"]
+)");
+  ExpectOneError(text, LineOf(text, "name ="),
+                 "export #1: invalid character '/' at position 2 in pipe name \"a/b\"");
+  ExpectOneError(WithExport("name = \"..\"\nkind = \"unix\"\npath = \"/s\"\nallow = [\"x\"]\n"),
+                 LineOf(WithExport(""), "[[export]]") + 1, "\"..\" is not allowed");
+}
+
+TEST(ParseGatewayConfig, ReportsDuplicateExportName) {
+  const std::string one = "name = \"dup\"\nkind = \"unix\"\npath = \"/s\"\nallow = [\"x\"]\n";
+  const std::string text = WithExport(one) + "\n[[export]]\n" + one;
+  const int second_line = LineOf(text, "[\"x\"]\n\n[[export]]") + 2;
+  ExpectOneError(text, second_line,
+                 "export \"dup\": duplicate export name (first defined on line " +
+                     std::to_string(LineOf(text, "[[export]]")) + ")");
+}
+
+TEST(ParseGatewayConfig, ReportsUnknownKind) {
+  const std::string text = WithExport(R"(name = "x"
+kind = "socket"
+path = "/s"
+allow = ["x"]
+)");
+  ExpectOneError(text, LineOf(text, "kind ="),
+                 "export \"x\": unknown kind \"socket\" (expected fifo or unix)");
+}
+
+TEST(ParseGatewayConfig, ReportsUnknownFifoAccess) {
+  const std::string text = WithExport(R"(name = "logs"
+kind = "fifo"
+access = "rw"
+path = "/run/logs"
+allow = ["x"]
+)");
+  ExpectOneError(text, LineOf(text, "access ="),
+                 "export \"logs\": unknown access \"rw\" (expected read or write)");
+}
+
+TEST(ParseGatewayConfig, RejectsDuplexFifoAndReadUnix) {
+  const std::string fifo = WithExport(R"(name = "f"
+kind = "fifo"
+access = "duplex"
+path = "/f"
+allow = ["x"]
+)");
+  ExpectOneError(fifo, LineOf(fifo, "access ="), "not possible for a fifo export");
+  const std::string unix_export = WithExport(R"(name = "u"
+kind = "unix"
+access = "read"
+path = "/u"
+allow = ["x"]
+)");
+  ExpectOneError(unix_export, LineOf(unix_export, "access ="), "only duplex");
+}
+
+TEST(ParseGatewayConfig, AcceptsExplicitDuplexForUnix) {
+  GatewayConfig config = MustParse(
+      WithExport("name = \"u\"\nkind = \"unix\"\naccess = \"duplex\"\npath = \"/u\"\nallow = "
+                 "[\"x\"]\n"));
+  EXPECT_EQ(config.exports[0].access, Access::kDuplex);
+}
+
+TEST(ParseGatewayConfig, RejectsCreateAndModeForUnix) {
+  const std::string text = WithExport(R"(name = "u"
+kind = "unix"
+path = "/u"
+create = true
+mode = "0600"
+allow = ["x"]
+)");
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 2u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, LineOf(text, "create ="));
+  EXPECT_NE(errors[0].message.find("create only applies to fifo exports"), std::string::npos);
+  EXPECT_EQ(errors[1].line, LineOf(text, "mode ="));
+}
+
+TEST(ParseGatewayConfig, ValidatesMode) {
+  const std::string base =
+      "name = \"f\"\nkind = \"fifo\"\naccess = \"read\"\npath = \"/f\"\n"
+      "allow = [\"x\"]\n";
+  for (const char* bad : {"\"0999\"", "\"01777\"", "\"rw-r--r--\"", "\"\"", "640", "0o1777"}) {
+    const std::string text = WithExport(base + "mode = " + bad + "\n");
+    std::vector<ConfigError> errors = MustFail(text);
+    ASSERT_EQ(errors.size(), 1u) << bad << "\n" << Dump(errors);
+    EXPECT_EQ(errors[0].line, LineOf(text, "mode =")) << bad;
+  }
+  EXPECT_EQ(MustParse(WithExport(base + "mode = \"644\"\n")).exports[0].mode, 0644u);
+  EXPECT_EQ(MustParse(WithExport(base + "mode = \"0777\"\n")).exports[0].mode, 0777u);
+}
+
+TEST(ParseGatewayConfig, ValidatesMaxClientsAndWorkers) {
+  const std::string bad_clients = WithExport(
+      "name = \"f\"\nkind = \"fifo\"\naccess = \"read\"\npath = \"/f\"\nallow = [\"x\"]\n"
+      "max_clients = -1\n");
+  ExpectOneError(bad_clients, LineOf(bad_clients, "max_clients"), "max_clients must be from 0");
+
+  const std::string bad_workers = std::string(kGatewayHeader) + "workers = 257\n";
+  ExpectOneError(bad_workers, LineOf(bad_workers, "workers"),
+                 "gateway: workers must be from 0 to 256, not 257");
+  EXPECT_EQ(MustParse(std::string(kGatewayHeader) + "workers = 256\n").workers, 256u);
+}
+
+TEST(ParseGatewayConfig, ValidatesListenEntries) {
+  const std::string text = R"([gateway]
+listen = [
+  "0.0.0.0:7445",
+  "0.0.0.0:99999",
+  3,
+  "::1:80",
+  "0.0.0.0:7445",
+]
+cert = "c"
+key = "k"
+client_ca = "ca"
+)";
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 4u) << Dump(errors);
+  EXPECT_EQ(errors[0].line, 4);
+  EXPECT_NE(errors[0].message.find("listen address \"0.0.0.0:99999\""), std::string::npos);
+  EXPECT_EQ(errors[1].line, 5);
+  EXPECT_EQ(errors[2].line, 6);
+  EXPECT_NE(errors[2].message.find("brackets"), std::string::npos);
+  EXPECT_EQ(errors[3].line, 7);
+  EXPECT_NE(errors[3].message.find("repeated (first on line 3)"), std::string::npos);
+
+  const std::string empty = std::string(kGatewayHeader) + "listen = []\n";
+  ExpectOneError(empty, LineOf(empty, "listen"), "listen must not be empty");
+}
+
+TEST(ParseGatewayConfig, ValidatesAllow) {
+  const std::string base = "name = \"f\"\nkind = \"unix\"\npath = \"/f\"\n";
+  ExpectOneError(WithExport(base + "allow = []\n"), LineOf(WithExport(base), "[[export]]") + 4,
+                 "allow must not be empty");
+  const std::string text = WithExport(base + R"(allow = [
+  "",
+  2,
+  " bob",
+  "build-*",
+  "*",
+  "spiffe://example.org/ci/*",
+]
+)");
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 4u) << Dump(errors);
+  const int first = LineOf(text, "allow = [") + 1;
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(errors[static_cast<size_t>(i)].line, first + i) << Dump(errors);
+  }
+  EXPECT_NE(errors[3].message.find("'*' is only allowed"), std::string::npos);
+}
+
+TEST(ParseGatewayConfig, RequiresAllowBecauseThereIsNoDefaultAccess) {
+  const std::string text = WithExport("name = \"f\"\nkind = \"unix\"\npath = \"/f\"\n");
+  ExpectOneError(text, LineOf(text, "[[export]]"), "there is no default access");
+}
+
+TEST(ParseGatewayConfig, ReportsEveryErrorSortedByLine) {
+  const std::string text = R"([gateway]
+cert = "c"
+key = 5
+client_ca = "ca"
+workers = -1
+
+[[export]]
+name = "logs"
+kind = "fifo"
+access = "rw"
+path = "/run/logs"
+allow = ["x"]
+
+[[export]]
+name = "logs"
+kind = "pipe"
+path = "/run/x"
+alow = ["x"]
+)";
+  std::vector<ConfigError> errors = MustFail(text);
+  const std::string all = Dump(errors);
+  ASSERT_EQ(errors.size(), 7u) << all;
+  EXPECT_EQ(errors[0].line, 3);   // key type
+  EXPECT_EQ(errors[1].line, 5);   // workers range
+  EXPECT_EQ(errors[2].line, 10);  // access "rw"
+  EXPECT_EQ(errors[3].line, 14);  // duplicate name
+  EXPECT_EQ(errors[4].line, 14);  // missing allow
+  EXPECT_EQ(errors[5].line, 16);  // kind "pipe"
+  EXPECT_EQ(errors[6].line, 18);  // unknown key "alow"
+  for (size_t i = 1; i < errors.size(); ++i) {
+    EXPECT_LE(errors[i - 1].line, errors[i].line);
+  }
+}
+
+TEST(ParseGatewayConfig, RejectsNulInPaths) {
+  const std::string text = std::string(R"([gateway]
+cert = "a\u0000b"
+key = "k"
+client_ca = "ca"
+)");
+  ExpectOneError(text, 2, "NUL");
+}
+
+TEST(FormatConfigErrors, PrefixesFileAndLine) {
+  EXPECT_EQ(FormatConfigErrors("/etc/x.toml",
+                               {{12,
+                                 "export \"logs\": unknown access \"rw\" (expected read or "
+                                 "write)"},
+                                {0, "cannot open: No such file or directory"}}),
+            "/etc/x.toml:12: export \"logs\": unknown access \"rw\" (expected read or write)\n"
+            "/etc/x.toml: cannot open: No such file or directory\n");
+}
+
+TEST(ExportNames, NameKindsAndAccesses) {
+  EXPECT_STREQ(ExportKindName(ExportKind::kFifo), "fifo");
+  EXPECT_STREQ(ExportKindName(ExportKind::kUnix), "unix");
+  EXPECT_STREQ(AccessName(Access::kRead), "read");
+  EXPECT_STREQ(AccessName(Access::kWrite), "write");
+  EXPECT_STREQ(AccessName(Access::kDuplex), "duplex");
+}
+
+class LoadGatewayConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char templ[] = "/tmp/pipegate-config-test.XXXXXX";
+    ASSERT_NE(mkdtemp(templ), nullptr);
+    dir_ = templ;
+  }
+  void TearDown() override {
+    for (const std::string& file : files_) {
+      unlink(file.c_str());
+    }
+    rmdir(dir_.c_str());
+  }
+  std::string Write(const std::string& name, std::string_view text) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+TEST_F(LoadGatewayConfigTest, ResolvesAgainstTheFilesDirectory) {
+  const std::string path = Write("gw.toml", R"([gateway]
+cert = "gw.crt"
+key = "gw.key"
+client_ca = "ca.crt"
+
+[[export]]
+name = "logs"
+kind = "fifo"
+access = "read"
+path = "logs.fifo"
+allow = ["*"]
+)");
+  ConfigParseResult result = LoadGatewayConfig(path);
+  ASSERT_TRUE(result.config.has_value()) << Dump(result.errors);
+  EXPECT_EQ(result.config->cert, dir_ + "/gw.crt");
+  EXPECT_EQ(result.config->exports[0].path, dir_ + "/logs.fifo");
+}
+
+TEST_F(LoadGatewayConfigTest, ReportsUnreadableFileOnLineZero) {
+  ConfigParseResult result = LoadGatewayConfig(dir_ + "/missing.toml");
+  EXPECT_FALSE(result.config.has_value());
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].line, 0);
+  EXPECT_NE(result.errors[0].message.find("cannot open"), std::string::npos);
+
+  ConfigParseResult dir_result = LoadGatewayConfig(dir_);
+  ASSERT_EQ(dir_result.errors.size(), 1u);
+  EXPECT_EQ(dir_result.errors[0].line, 0);
+}
+
+TEST_F(LoadGatewayConfigTest, ReportsSyntaxErrorsFromFile) {
+  const std::string path = Write("bad.toml", "[gateway]\ncert = \"unterminated\n");
+  ConfigParseResult result = LoadGatewayConfig(path);
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].line, 2);
+  EXPECT_EQ(FormatConfigErrors(path, result.errors).rfind(path + ":2: syntax error", 0), 0u);
+}
+
+}  // namespace
+}  // namespace pipegate
