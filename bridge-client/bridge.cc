@@ -31,7 +31,7 @@ using uvglue::StreamLink;
 namespace {
 
 constexpr uint64_t kMountPollMs = 20;        // How often a FIFO mount looks for a local reader.
-constexpr uint64_t kReaderGoneGraceMs = 200; // After EOF, how long the old reader may linger.
+constexpr uint64_t kReaderGoneGraceMs = 100; // After EOF, time for the old reader to leave.
 
 std::string Errno(int err) { return std::strerror(err); }
 
@@ -475,17 +475,15 @@ void Client::OnTimer(uv_timer_t* handle) noexcept {
 
 void Client::MountTick() {
   if (finished_ || conn_ == nullptr) return;
-  if (mount_ != MountState::kWaitReader && mount_ != MountState::kWaitGone) return;
+  if (mount_ == MountState::kWaitGone) {
+    // A successful probe open would hand EOF to a reader blocked in open() if we closed it
+    // again, so after EOF we do not probe at all until the old reader has had time to go.
+    if (uv_now(loop_) - stream_ended_ms_ < kReaderGoneGraceMs) return;
+    mount_ = MountState::kWaitReader;
+  }
+  if (mount_ != MountState::kWaitReader) return;
   int fd = ::open(options_.local_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENXIO) mount_ = MountState::kWaitReader;  // Nobody reads: wait for the next.
-    return;
-  }
-  if (mount_ == MountState::kWaitGone &&
-      uv_now(loop_) - stream_ended_ms_ < kReaderGoneGraceMs) {
-    ::close(fd);  // Most likely the reader that just saw EOF, still closing.
-    return;
-  }
+  if (fd < 0) return;  // ENXIO: nobody reads yet.
   mount_ = MountState::kStreaming;
   LocalPipe* pipe = *LocalPipe::Open(loop_, fd, LocalPipe::kWrite, true, nullptr);
   pipe->WatchHangup(true);
