@@ -18,6 +18,7 @@
 #include "pipegate/config.h"
 #include "pipegate/frame.h"
 #include "pipegate/log.h"
+#include "pipegate/resume.h"
 #include "uv/connection.h"
 #include "uv/local_pipe.h"
 #include "uv/stream_link.h"
@@ -71,8 +72,10 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
  public:
   Client(uv_loop_t* loop, const BridgeOptions& options)
       : loop_(loop), options_(options), waiter_(this) {
+    NewMux();
     uv_timer_init(loop_, &timer_);
-    timer_.data = this;
+    uv_timer_init(loop_, &reconnect_timer_);
+    timer_.data = reconnect_timer_.data = this;
     uv_signal_init(loop_, &sigint_);
     uv_signal_init(loop_, &sigterm_);
     sigint_.data = sigterm_.data = this;
@@ -81,7 +84,11 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   Status Run();
 
   // StreamLinkOwner.
-  Connection* connection() override { return conn_; }
+  Mux* stream_mux() override { return finished_ ? nullptr : mux_.get(); }
+  void FlushSoon() override {
+    if (conn_ != nullptr) conn_->Flush();
+  }
+  bool Backlogged() override { return conn_ == nullptr || conn_->backlogged(); }
   void PauseForBackpressure(StreamLink* link) override { paused_.push_back(link->id()); }
 
   // ConnectionHandler.
@@ -92,16 +99,8 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
       if (BridgeStream* s = Find(id)) s->Resume();
     }
   }
-  void OnConnectionClosed(const Status& why) override {
-    if (why.code() == Code::kStreamLost && !ready_) {
-      Finish(Status(Code::kConnect, why.message()));
-    } else if (why.code() == Code::kStreamLost) {
-      Finish(Status(Code::kStreamLost, fmt::format("stream broke: {}", why.message())));
-    } else {
-      Finish(why);
-    }
-  }
-  void OnConnectionFreed() override { conn_ = nullptr; }
+  void OnConnectionClosed(const Status& why) override;
+  void OnConnectionFreed() override {}
 
   // MuxCallbacks.
   void OnMuxReady() override;
@@ -133,9 +132,9 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   void OnStreamClosed(uint32_t id) override;
   void OnListRequest() override {}
   void OnListReply(const std::vector<ListEntry>& entries, bool more) override;
-  void OnGoaway(const GoawayPayload& g) override {
-    PG_LOG(kInfo, "gateway is going away: {}", g.reason);
-  }
+  void OnGoaway(const GoawayPayload& g) override;
+  void OnSession(const SessionPayload& session) override;
+  void OnResumeOk(const ResumeOkPayload& ok) override;
 
   void OnWaiterReadable();
 
@@ -156,11 +155,29 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   void MountStreamEnded(const Status& result);
   static void OnTimer(uv_timer_t* handle) noexcept;
   static void OnSignal(uv_signal_t* handle, int signum) noexcept;
+  static void OnReconnectTimer(uv_timer_t* handle) noexcept;
+  void NewMux();
+  void Dial();
+  void ScheduleReconnect(const Status& why);
+  void LostForGood(const std::string& why);
+  uvglue::ConnectionOptions ConnOptions() const;
 
   uv_loop_t* loop_;
   BridgeOptions options_;
+  std::unique_ptr<Mux> mux_;  // Outlives connections: streams resume across them.
+  std::shared_ptr<const TlsContext> tls_;
   Connection* conn_ = nullptr;
   bool ready_ = false;
+  // Resumption state.
+  bool has_session_ = false;
+  bool resuming_ = false;
+  uint8_t session_id_[kSessionIdSize] = {};
+  std::string resume_key_;
+  uint64_t resume_deadline_ms_ = 0;
+  uint64_t backoff_ms_ = 0;
+  uint64_t lost_at_ms_ = 0;
+  uint32_t resumes_ = 0;
+  uv_timer_t reconnect_timer_{};
   bool finished_ = false;
   Status result_;
   uv_timer_t timer_{};
@@ -193,12 +210,10 @@ Status Client::Run() {
   if (!tls) {
     Finish(tls.error());
   } else {
+    tls_ = *tls;
     uv_signal_start(&sigint_, &Client::OnSignal, SIGINT);
     uv_signal_start(&sigterm_, &Client::OnSignal, SIGTERM);
-    uvglue::ConnectionOptions copt;
-    copt.mux.is_client = true;
-    conn_ = Connection::Connect(loop_, options_.address.host, options_.address.port, *tls, copt,
-                                this);
+    Dial();
   }
   uv_run(loop_, UV_RUN_DEFAULT);
   return result_;
@@ -214,8 +229,13 @@ void Client::Finish(const Status& status) {
     wait_pipe_ = nullptr;
   }
   RemoveLocalPath();
-  if (conn_ != nullptr) conn_->Close(status.ok() ? Status(Code::kOk, "done") : status);
+  if (conn_ != nullptr) {
+    Connection* c = conn_;
+    conn_ = nullptr;
+    c->Close(status.ok() ? Status(Code::kOk, "done") : status);
+  }
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&timer_),
+                         reinterpret_cast<uv_handle_t*>(&reconnect_timer_),
                          reinterpret_cast<uv_handle_t*>(&sigint_),
                          reinterpret_cast<uv_handle_t*>(&sigterm_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
@@ -232,9 +252,24 @@ void Client::OnSignal(uv_signal_t* handle, int /*signum*/) noexcept {
 }
 
 void Client::OnMuxReady() {
+  if (resuming_) {
+    // Prove we hold the session's key, bound to this new connection, and say what we have.
+    ResumePayload r;
+    std::memcpy(r.session_id, session_id_, kSessionIdSize);
+    if (!ComputeResumeProof(resume_key_, conn_->tls(), r.proof)) {
+      LostForGood("cannot derive the resume proof");
+      return;
+    }
+    r.last_id = mux_->last_stream_id();
+    r.streams = mux_->ResumeState();
+    PG_DEBUG(kMux, "sending RESUME with {} stream(s)", r.streams.size());
+    mux_->SendResume(r);
+    conn_->Flush();
+    return;
+  }
   ready_ = true;
   if (options_.command == Command::kLs || options_.command == Command::kMount) {
-    conn_->mux().RequestList();
+    mux_->RequestList();
     conn_->Flush();
     return;
   }
@@ -247,7 +282,7 @@ Result<BridgeStream*> Client::OpenStream(Access access, LocalPipe* in, LocalPipe
   open.flags = options_.lines ? kOpenFlagLines : 0;
   open.wait_ms = options_.wait_ms;
   open.name = options_.address.name;
-  Result<uint32_t> id = conn_->mux().Open(open);
+  Result<uint32_t> id = mux_->Open(open);
   if (!id) return id.error();
   auto stream = std::make_unique<BridgeStream>(this, *id, options_.address.name);
   stream->Attach(in, out);
@@ -507,6 +542,151 @@ void Client::MountStreamEnded(const Status& result) {
     return;
   }
   MountFifoWriteArm();  // The stream's pipe is closed; serve the next writer.
+}
+
+// ---- connection and resumption ----
+
+void Client::NewMux() {
+  MuxOptions mo;
+  mo.is_client = true;
+  mo.resumable = options_.command != Command::kLs;
+  mux_ = std::make_unique<Mux>(mo, this);
+}
+
+uvglue::ConnectionOptions Client::ConnOptions() const {
+  uvglue::ConnectionOptions copt;
+  copt.mux.is_client = true;
+  if (options_.keepalive_ms > 0) {
+    copt.keepalive_interval_ms = options_.keepalive_ms;
+    copt.keepalive_timeout_ms = options_.keepalive_ms * 3;
+  }
+  return copt;
+}
+
+void Client::Dial() {
+  conn_ = Connection::Connect(loop_, options_.address.host, options_.address.port, tls_,
+                              ConnOptions(), this, mux_.get());
+}
+
+void Client::OnSession(const SessionPayload& session) {
+  if (resuming_ || conn_ == nullptr) return;  // A fresh session offered while we resume.
+  std::memcpy(session_id_, session.session_id, kSessionIdSize);
+  resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);
+  // Give up a little after the gateway would have dropped the session anyway.
+  resume_deadline_ms_ = session.ttl_ms;
+  has_session_ = !resume_key_.empty();
+}
+
+void Client::OnConnectionClosed(const Status& why) {
+  conn_ = nullptr;
+  if (finished_) return;
+  bool have_streams = !streams_.empty() || options_.command == Command::kMount;
+  bool transient = why.code() == Code::kStreamLost || why.code() == Code::kConnect ||
+                   why.code() == Code::kTls;
+  if (resuming_ && transient) {
+    mux_->Detach();  // Whatever this attempt received (SETTINGS, say) is void.
+    ScheduleReconnect(why);  // Still trying to get back.
+    return;
+  }
+  if (ready_ && has_session_ && have_streams && why.code() == Code::kStreamLost) {
+    // Keep every stream; local ends just see back-pressure while we reconnect and resume.
+    resuming_ = true;
+    lost_at_ms_ = uv_now(loop_);
+    backoff_ms_ = 0;
+    mux_->Detach();
+    PG_LOG(kWarn, "{}: connection lost ({}); resuming", options_.address.ToString(),
+           why.message());
+    ScheduleReconnect(why);
+    return;
+  }
+  if (why.code() == Code::kStreamLost && !ready_) {
+    Finish(Status(Code::kConnect, why.message()));
+  } else if (why.code() == Code::kStreamLost || (why.code() == Code::kOk && have_streams)) {
+    Finish(Status(Code::kStreamLost, fmt::format("stream broke: {}", why.message())));
+  } else {
+    Finish(why);
+  }
+}
+
+void Client::ScheduleReconnect(const Status& why) {
+  uint64_t now = uv_now(loop_);
+  uint64_t limit = resume_deadline_ms_ > 0 ? resume_deadline_ms_ : 300000;
+  if (now - lost_at_ms_ >= limit) {
+    LostForGood(fmt::format("could not reconnect within {} s ({})", limit / 1000, why.message()));
+    return;
+  }
+  // Exponential backoff from 250 ms to 30 s, with ±25% jitter so clients spread out.
+  backoff_ms_ = backoff_ms_ == 0 ? 250 : std::min<uint64_t>(backoff_ms_ * 2, 30000);
+  uint64_t jitter = backoff_ms_ / 4;
+  uint64_t delay = backoff_ms_ - jitter + static_cast<uint64_t>(std::rand()) % (2 * jitter + 1);
+  delay = std::min(delay, limit - (now - lost_at_ms_));
+  uv_timer_start(&reconnect_timer_, &Client::OnReconnectTimer, delay, 0);
+}
+
+void Client::OnReconnectTimer(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<Client*>(handle->data);
+  if (self->finished_ || self->conn_ != nullptr) return;
+  self->Dial();
+}
+
+void Client::OnResumeOk(const ResumeOkPayload& ok) {
+  if (!resuming_ || conn_ == nullptr) return;
+  Status st = mux_->ResumeWith(ok.streams, ok.last_id);
+  if (!st.ok()) {
+    LostForGood(st.message());
+    return;
+  }
+  resuming_ = false;
+  ++resumes_;
+  resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);  // Ratchet.
+  PG_LOG(kWarn, "{}: resumed after {} ms", options_.address.ToString(),
+         uv_now(loop_) - lost_at_ms_);
+  OnConnectionWritable();
+  conn_->Flush();
+}
+
+void Client::OnGoaway(const GoawayPayload& g) {
+  if (g.error == ErrorCode::kResumeRejected) {
+    LostForGood(fmt::format("the gateway no longer has the session ({})", g.reason));
+    return;
+  }
+  PG_LOG(kInfo, "gateway is going away: {}", g.reason);
+}
+
+void Client::LostForGood(const std::string& why) {
+  if (finished_) return;
+  // Say how far each stream got, so nobody mistakes a cut for a whole transfer.
+  uint64_t confirmed = 0;
+  uint64_t received = 0;
+  for (auto& [id, s] : streams_) {
+    auto [acked, delivered] = mux_->Progress(id);
+    confirmed += acked;
+    received += delivered;
+  }
+  if (options_.command == Command::kMount) {
+    // A mount carries on with fresh streams for new openers.
+    fprintf(stderr, "pipegate: %s: connection lost and not resumed: %s\n",
+            options_.address.ToString().c_str(), why.c_str());
+    streams_.clear();
+    paused_.clear();
+    resuming_ = false;
+    has_session_ = false;
+    if (conn_ != nullptr) {
+      Connection* c = conn_;
+      conn_ = nullptr;
+      c->Close(Status(Code::kOk, "resume refused"));
+    }
+    NewMux();
+    if (mount_ == MountState::kStreaming || mount_ == MountState::kWaitGone) {
+      MountStreamEnded(Status::Ok());
+    }
+    Dial();
+    return;
+  }
+  Finish(Status(Code::kStreamLost,
+                fmt::format("connection lost and could not be resumed: {}; {} byte(s) sent were "
+                            "confirmed delivered, {} byte(s) received were written out",
+                            why, confirmed, received)));
 }
 
 Status RunBridge(const BridgeOptions& options) {

@@ -19,6 +19,7 @@ struct BridgeOptions {
   std::string present_as;        ///< mount: "", "unix" or "fifo".
   uint32_t wait_ms = 0;          ///< --wait, for busy and no reader.
   bool lines = false;            ///< write --lines.
+  uint64_t keepalive_ms = 0;     ///< --keepalive: PING interval (dead after 3×); 0 = default.
   TlsClientOptions tls;
 };
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -36,16 +37,26 @@ int main(int argc, char** argv) {
   using pipegate::bridge::Command;
   CLI::App app{"pipegate: read, write, talk to or mount a remote pipe"};
   app.require_subcommand(1);
-  std::string cert, key, ca, address, local, as;
+  std::string cert, key, ca, address, local, as, servername;
+  std::vector<std::string> pins;
   double wait = 0;
+  double keepalive = 0;
   bool verbose = false;
   bool lines = false;
   auto common = [&](CLI::App* a) {
     a->add_option("--cert", cert, "Client certificate (PEM); default $PIPEGATE_CERT");
     a->add_option("--key", key, "Client private key (PEM); default $PIPEGATE_KEY");
     a->add_option("--ca", ca, "CA bundle for the gateway (PEM); default $PIPEGATE_CA");
+    a->add_option("--servername", servername,
+                  "Name (or IP) the gateway certificate must carry, instead of HOST");
+    a->add_option("--pin", pins,
+                  "Also require the gateway's public key to be sha256:BASE64 (or HEX); "
+                  "repeatable");
     a->add_option("--wait", wait, "Wait up to SECONDS for a busy pipe or a reader")
         ->check(CLI::Range(0.0, 86400.0));
+    a->add_option("--keepalive", keepalive,
+                  "Ping after SECONDS of silence; the link is dead after 3x (default 10)")
+        ->check(CLI::Range(0.1, 3600.0));
     a->add_flag("-v,--verbose", verbose, "Log what happens");
   };
   common(&app);
@@ -93,6 +104,7 @@ int main(int argc, char** argv) {
   options.present_as = as;
   options.lines = lines;
   options.wait_ms = static_cast<uint32_t>(std::llround(wait * 1000));
+  options.keepalive_ms = static_cast<uint64_t>(std::llround(keepalive * 1000));
 
   // Flags beat the environment, which beats ~/.config/pipegate/config.toml.
   pipegate::ClientDefaults defaults;
@@ -113,6 +125,12 @@ int main(int argc, char** argv) {
   options.tls.cert = pick(cert, "PIPEGATE_CERT", defaults.cert);
   options.tls.key = pick(key, "PIPEGATE_KEY", defaults.key);
   options.tls.ca = pick(ca, "PIPEGATE_CA", defaults.ca);
+  options.tls.server_name = servername;
+  for (const std::string& pin : pins) {
+    pipegate::Result<std::string> digest = pipegate::ParseSpkiPin(pin);
+    if (!digest) return Fail(options.address.ToString(), digest.error());
+    options.tls.pins.push_back(*digest);
+  }
   for (auto [value, what] : {std::pair{&options.tls.cert, "a client certificate (--cert or PIPEGATE_CERT)"},
                              std::pair{&options.tls.key, "a client key (--key or PIPEGATE_KEY)"},
                              std::pair{&options.tls.ca, "a CA bundle (--ca or PIPEGATE_CA)"}}) {

@@ -17,11 +17,15 @@
 #include <fmt/format.h>
 #include <uv.h>
 
+#include "audit.h"
+#include "connection_limits.h"
 #include "pipegate/acl.h"
 #include "pipegate/address.h"
 #include "pipegate/log.h"
+#include "pipegate/resume.h"
 #include "uv/connection.h"
 #include "uv/local_pipe.h"
+#include "privilege.h"
 #include "uv/stream_link.h"
 
 namespace pipegate::gateway {
@@ -40,20 +44,33 @@ constexpr int kFifoPipeSize = 1 << 20;     // F_SETPIPE_SZ on exported FIFOs, fo
 std::string Errno(int err) { return std::strerror(err); }
 
 // Opens the local end of an export for one stream. kNoReader/kBusy may be retried.
+// Issue 4: the last component of an export's path is never followed when it is a symlink
+// (lstat + O_NOFOLLOW, and for sockets an O_PATH descriptor that connect() goes through), so
+// whoever can write to the export's directory cannot point the gateway somewhere else.
+Status SymlinkRefused(const ExportConfig& e) {
+  return Status(Code::kNotFound,
+                fmt::format("pipe '{}' is not available: {} is a symbolic link, which pipegate "
+                            "does not follow",
+                            e.name, e.path));
+}
+
 Result<int> OpenExport(const ExportConfig& e) {
   struct stat st {};
-  if (::stat(e.path.c_str(), &st) != 0) {
+  if (::lstat(e.path.c_str(), &st) != 0) {
     return Status(Code::kNotFound,
                   fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path, Errno(errno)));
   }
+  if (S_ISLNK(st.st_mode)) return SymlinkRefused(e);
   if (e.kind == ExportKind::kFifo) {
     if (!S_ISFIFO(st.st_mode)) {
       return Status(Code::kNotFound,
                     fmt::format("pipe '{}' is not available: {} is not a FIFO", e.name, e.path));
     }
-    int flags = (e.access == Access::kRead ? O_RDONLY : O_WRONLY) | O_NONBLOCK | O_CLOEXEC;
+    int flags = (e.access == Access::kRead ? O_RDONLY : O_WRONLY) | O_NONBLOCK | O_CLOEXEC |
+                O_NOFOLLOW | O_NOCTTY;
     int fd = ::open(e.path.c_str(), flags);
     if (fd < 0) {
+      if (errno == ELOOP) return SymlinkRefused(e);
       if (errno == ENXIO) {
         return Status(Code::kNoReader, fmt::format("no reader: nothing has '{}' open for reading",
                                                    e.name));
@@ -72,16 +89,40 @@ Result<int> OpenExport(const ExportConfig& e) {
     return Status(Code::kNotFound,
                   fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
   }
+  // Pin the socket file without following a symlink, then connect through /proc/self/fd so
+  // that what is connected to is what was checked (no window to swap in a symlink).
+  int path_fd = ::open(e.path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (path_fd < 0) {
+    if (errno == ELOOP) return SymlinkRefused(e);
+    return Status(Code::kNotFound,
+                  fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path, Errno(errno)));
+  }
+  struct stat pst {};
+  if (::fstat(path_fd, &pst) != 0 || S_ISLNK(pst.st_mode) || !S_ISSOCK(pst.st_mode)) {
+    ::close(path_fd);
+    return Status(Code::kNotFound,
+                  fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
+  }
+  std::string via = fmt::format("/proc/self/fd/{}", path_fd);
+  if (::access("/proc/self/fd", X_OK) != 0) via = e.path;  // No /proc: the lstat check above.
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status(Code::kIo, fmt::format("socket: {}", Errno(errno)));
+  if (fd < 0) {
+    ::close(path_fd);
+    return Status(Code::kIo, fmt::format("socket: {}", Errno(errno)));
+  }
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
-  if (e.path.size() >= sizeof sun.sun_path) {
+  if (via.size() >= sizeof sun.sun_path) {
     ::close(fd);
+    ::close(path_fd);
     return Status(Code::kIo, fmt::format("socket path too long: {}", e.path));
   }
-  std::memcpy(sun.sun_path, e.path.c_str(), e.path.size() + 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 && errno != EINPROGRESS) {
+  std::memcpy(sun.sun_path, via.c_str(), via.size() + 1);
+  int connected = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
+  int connect_errno = errno;
+  ::close(path_fd);
+  errno = connect_errno;
+  if (connected != 0 && errno != EINPROGRESS) {
     int err = errno;
     ::close(fd);
     if (err == EAGAIN) return Status(Code::kBusy, fmt::format("busy: {} backlog is full", e.path));
@@ -118,7 +159,31 @@ class Worker {
   bool stopping() const { return stopping_; }
   void Forget(Session* s);
 
+  /// @brief A verified RESUME whose session lives on this worker, with its connection.
+  struct Handoff {
+    std::string session_id;
+    Connection::Released conn;
+    ResumePayload resume;
+    Mux::PeerSettings peer;
+  };
+  /// @brief Hands a connection to this worker (thread-safe).
+  void Post(Handoff handoff) {
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu_);
+      inbox_.push_back(std::move(handoff));
+    }
+    uv_async_send(&async_);
+  }
+  void Adopt(Handoff handoff);
+  /// @brief Issue 4 (reload_revokes): asks the worker to end what the newest snapshot no longer
+  /// allows (thread-safe; done on the worker's loop).
+  void RequestRevoke() {
+    revoke_requested_.store(true);
+    uv_async_send(&async_);
+  }
+
  private:
+  void RevokeUnallowed();  // Issue 4: on the loop thread, after RequestRevoke().
   static void OnConnection(uv_stream_t* server, int status) noexcept;
   static void OnAsync(uv_async_t* handle) noexcept;
   static void OnGrace(uv_timer_t* handle) noexcept;
@@ -134,9 +199,12 @@ class Worker {
   std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
   std::thread thread_;
   std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> revoke_requested_{false};  // Issue 4.
   bool stopping_ = false;
   bool grace_closed_ = false;
   std::unordered_map<Session*, bool> sessions_;
+  std::mutex inbox_mu_;
+  std::vector<Handoff> inbox_;
 };
 
 /// @brief One local end of one stream on an export: a StreamLink that also holds an instance
@@ -159,37 +227,71 @@ struct PendingOpen {
   uint64_t deadline_ms = 0;
 };
 
-/// @brief The handler of one client connection: access control and the stream table.
+/// @brief A client's session: access control, the stream table and the multiplexer. It
+/// outlives its connection: when the connection is lost it detaches and keeps its streams for
+/// the resume lifetime, and a RESUME on a new connection attaches it again (SPEC §8).
+///
+/// Ownership: created per accepted connection; deletes itself (in its timers' close callback)
+/// once it is finished and no connection refers to it. Thread: its worker's loop.
 class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
  public:
-  explicit Session(Worker* worker) : worker_(worker) {
-    uv_timer_init(worker_->loop(), &retry_);
-    retry_.data = this;
-  }
+  explicit Session(Worker* worker);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  void set_connection(Connection* c) { conn_ = c; }
-  Connection* connection() override { return conn_; }
-  void PauseForBackpressure(uvglue::StreamLink* link) override {
-    paused_.push_back(static_cast<ExportStream*>(link));
+  void set_connection(Connection* c) {
+    conn_ = c;
+    conn_id_ = c->id();
+    peer_address_ = c->peer_address();
+    ++live_conns_;
   }
+  Mux* mux() { return mux_.get(); }
+  /// @brief A connection that failed before set_connection() will still be freed.
+  void ExpectConnection() { ++live_conns_; }
   Counters& counters() { return worker_->gateway()->counters(); }
   void Goaway() {
-    if (conn_ == nullptr) return;
-    conn_->mux().Goaway(ErrorCode::kShutdown, "gateway is shutting down");
+    draining_ = true;
+    if (conn_ == nullptr) {
+      if (detached_) Finish("gateway is shutting down");
+      return;
+    }
+    mux_->Goaway(ErrorCode::kShutdown, "gateway is shutting down");
     conn_->Flush();
     MaybeFinishDrain();
   }
   void CloseNow() {
-    if (conn_ != nullptr) conn_->Close(Status(Code::kStreamLost, "gateway is shutting down"));
+    draining_ = true;
+    if (conn_ != nullptr) {
+      conn_->Close(Status(Code::kStreamLost, "gateway is shutting down"));
+    } else {
+      Finish("gateway is shutting down");
+    }
+  }
+  /// @brief Attaches a new connection to this (detached or stale) session after a verified
+  /// RESUME.
+  void Attach(Connection* conn, const ResumePayload& resume, const Mux::PeerSettings& peer);
+  /// @brief Answers a RESUME that cannot be honoured, and closes.
+  void RejectResume(const std::string& why);
+  /// @brief Issue 4 (reload_revokes): ends every stream whose export is gone or no longer
+  /// allows this identity ("access denied"), and the whole session if the new CA bundle or CRL
+  /// refuses its certificate.
+  void RevokeUnallowed(const Snapshot& snap);
+
+  // StreamLinkOwner.
+  Mux* stream_mux() override { return finished_ ? nullptr : mux_.get(); }
+  void FlushSoon() override {
+    if (conn_ != nullptr) conn_->Flush();
+  }
+  bool Backlogged() override { return conn_ == nullptr || conn_->backlogged(); }
+  void PauseForBackpressure(uvglue::StreamLink* link) override {
+    paused_.push_back(static_cast<ExportStream*>(link));
   }
 
   // ConnectionHandler.
   void OnTlsEstablished(const PeerIdentity& peer) override {
     peer_ = peer;
-    PG_CONN_LOG(kInfo, conn_->id(), "client '{}' connected from {}", peer_.Display(),
-                conn_->peer_address());
+    PG_CONN_LOG(kInfo, conn_id_, "client '{}' connected from {}", peer_.Display(),
+                peer_address_);
   }
   void OnConnectionWritable() override {
     std::vector<ExportStream*> paused;
@@ -198,29 +300,14 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
       if (IsLive(s)) s->Resume();
     }
   }
-  void OnConnectionClosed(const Status& why) override {
-    if (ready_) {
-      PG_CONN_LOG(kInfo, conn_->id(), "client '{}' from {} closed: {}", peer_.Display(),
-                  conn_->peer_address(), why.message());
-    } else {
-      worker_->gateway()->counters().tls_handshake_failed++;
-      PG_CONN_LOG(kWarn, conn_->id(), "connection from {} failed: {}", conn_->peer_address(),
-                  why.message());
-    }
-    if (why.code() == Code::kProtocol) counters().protocol_errors++;
-    for (auto& [id, s] : streams_) delete s;
-    streams_.clear();
-    paused_.clear();
-    pending_.clear();
-    closed_ = true;
-  }
+  void OnConnectionClosed(const Status& why) override;
   void OnConnectionFreed() override {
-    conn_ = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&retry_), &Session::OnRetryClosed);
+    --live_conns_;
+    MaybeDelete();
   }
 
   // MuxCallbacks.
-  void OnMuxReady() override { ready_ = true; }
+  void OnMuxReady() override;
   void OnOpenRequest(uint32_t id, const OpenPayload& open) override;
   void OnOpenAccepted(uint32_t, const OpenOkPayload&) override {}
   void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override {
@@ -230,8 +317,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
     if (ExportStream* s = Find(id)) s->OnFin();
   }
   void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override {
-    PG_DEBUG(kMux, "[C{}][S{}] reset by client: {} {}", conn_->id(), id, ErrorCodeName(error),
-             reason);
+    PG_DEBUG(kMux, "[S{}] reset by client: {} {}", id, ErrorCodeName(error), reason);
   }
   void OnStreamStopped(uint32_t id, ErrorCode, std::string_view) override {
     if (ExportStream* s = Find(id)) s->StopLocalReading();
@@ -254,6 +340,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   void OnListRequest() override;
   void OnListReply(const std::vector<ListEntry>&, bool) override {}
   void OnGoaway(const GoawayPayload&) override {}
+  void OnResumeRequest(const ResumePayload& resume) override;
 
   bool IsLive(ExportStream* s) const {
     for (auto& [id, p] : streams_) {
@@ -270,23 +357,41 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   // Tries to open; returns true if the request is finished (accepted or rejected).
   bool TryOpen(uint32_t id, const OpenPayload& open, bool last_try);
   void MaybeFinishDrain() {
-    if (worker_->stopping() && conn_ != nullptr && streams_.empty() && pending_.empty()) {
-      conn_->Close(Status(Code::kStreamLost, "gateway is shutting down"));
+    if (draining_ && conn_ != nullptr && streams_.empty() && pending_.empty()) {
+      conn_->Close(Status(Code::kOk, "gateway is shutting down"));
     }
   }
+  /// @brief Ends the session: every stream, its registration, and (soon) the object.
+  void Finish(const std::string& why);
+  void DropStreams();
+  void MaybeDelete();
   static void OnRetry(uv_timer_t* handle) noexcept;
-  static void OnRetryClosed(uv_handle_t* handle) noexcept {
+  static void OnTtl(uv_timer_t* handle) noexcept;
+  static void OnTimerClosed(uv_handle_t* handle) noexcept {
     auto* self = static_cast<Session*>(handle->data);
+    if (--self->open_timers_ > 0) return;
     self->worker_->Forget(self);
     delete self;  // The only delete of a Session.
   }
 
   Worker* worker_;
+  std::unique_ptr<Mux> mux_;
   Connection* conn_ = nullptr;
+  int live_conns_ = 0;      ///< Connections whose handler is this session.
   PeerIdentity peer_;
   bool ready_ = false;
-  bool closed_ = false;
+  bool registered_ = false;
+  bool detached_ = false;
+  bool finished_ = false;
+  bool draining_ = false;
+  bool deleting_ = false;
+  bool replacing_ = false;
+  int open_timers_ = 2;
+  std::string session_id_;
+  uint64_t conn_id_ = 0;       ///< Of the connection attached last, for logs.
+  std::string peer_address_;   ///< Of the connection attached last, for logs.
   uv_timer_t retry_{};
+  uv_timer_t ttl_{};
   std::unordered_map<uint32_t, ExportStream*> streams_;
   std::vector<ExportStream*> paused_;
   std::vector<PendingOpen> pending_;
@@ -312,7 +417,7 @@ ExportStream::~ExportStream() {
 
 void Session::OnOpenRequest(uint32_t id, const OpenPayload& open) {
   if (TryOpen(id, open, open.wait_ms == 0)) {
-    conn_->Flush();
+    FlushSoon();
     return;
   }
   pending_.push_back(PendingOpen{id, open, uv_now(worker_->loop()) + open.wait_ms});
@@ -323,7 +428,7 @@ void Session::OnOpenRequest(uint32_t id, const OpenPayload& open) {
 
 void Session::OnRetry(uv_timer_t* handle) noexcept {
   auto* self = static_cast<Session*>(handle->data);
-  if (self->closed_ || self->conn_ == nullptr) {
+  if (self->finished_) {
     uv_timer_stop(handle);
     return;
   }
@@ -331,47 +436,60 @@ void Session::OnRetry(uv_timer_t* handle) noexcept {
   std::vector<PendingOpen> waiting;
   waiting.swap(self->pending_);
   for (PendingOpen& p : waiting) {
-    if (!self->conn_->mux().HasStream(p.id)) continue;  // The client gave up.
+    if (!self->mux_->HasStream(p.id)) continue;  // The client gave up.
     if (!self->TryOpen(p.id, p.open, now >= p.deadline_ms)) self->pending_.push_back(p);
   }
   if (self->pending_.empty()) uv_timer_stop(handle);
-  self->conn_->Flush();
+  self->FlushSoon();
 }
 
 bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
-  Mux& mux = conn_->mux();
+  Mux& mux = *mux_;
   std::shared_ptr<const Snapshot> snap = worker_->gateway()->snapshot();
   std::string who = peer_.Display();
   auto reject = [&](ErrorCode code, const std::string& reason) {
     mux.Reject(id, code, reason);
     return true;
   };
-  if (Status st = ValidatePipeName(open.name); !st.ok()) {
-    counters().not_found++;
-    PG_CONN_LOG(kWarn, conn_->id(), "refused '{}' from {}: invalid pipe name", who,
-                conn_->peer_address());
-    return reject(ErrorCode::kNotFound, st.message());
+  // Issue 4: every decision below leaves one audit line (identity, export, address, verdict).
+  const Limits& limits = snap->config.limits;
+  auto audit = [&](Verdict verdict, std::string_view detail, bool hidden = false) {
+    Audit(AuditEvent{verdict, &peer_, open.name, AccessName(static_cast<Access>(open.access)),
+                     peer_address_, conn_id_, id, detail, hidden});
+  };
+  Status valid = ValidatePipeName(open.name);
+  if (valid.ok() && open.name.size() > limits.max_name_length) {
+    valid = Status(Code::kNotFound, fmt::format("pipe names are at most {} characters here",
+                                                limits.max_name_length));
   }
+  if (!valid.ok()) {
+    counters().invalid_names++;
+    audit(Verdict::kInvalidName, valid.message());
+    return reject(ErrorCode::kNotFound, valid.message());
+  }
+  const std::string no_such_pipe = fmt::format("no such pipe '{}'", open.name);
   const ExportConfig* e = snap->config.Find(open.name);
   if (e == nullptr) {
     counters().not_found++;
-    PG_CONN_LOG(kInfo, conn_->id(), "refused '{}' from {}: no such pipe '{}'", who,
-                conn_->peer_address(), open.name);
-    return reject(ErrorCode::kNotFound, fmt::format("no such pipe '{}'", open.name));
+    audit(Verdict::kNoSuchPipe, "");
+    return reject(ErrorCode::kNotFound, no_such_pipe);
   }
   if (!IsAllowed(e->allow, peer_)) {
     counters().acl_denied++;
-    PG_CONN_LOG(kWarn, conn_->id(), "access denied: identity '{}' from {} to export '{}'", who,
-                conn_->peer_address(), e->name);
+    // hide_existence: the answer is the one an unknown name gets, word for word.
+    const bool hide = snap->config.hide_existence;
+    audit(Verdict::kAccessDenied, "not on the allow list", hide);
+    if (hide) return reject(ErrorCode::kNotFound, no_such_pipe);
     return reject(ErrorCode::kAccessDenied, fmt::format("access denied for '{}'", who));
   }
   // A fifo export serves one direction; "duplex" (connect, mount) is granted that direction.
   auto want = static_cast<Access>(open.access);
   if (e->kind == ExportKind::kFifo && want != e->access && want != Access::kDuplex) {
-    counters().acl_denied++;
-    return reject(ErrorCode::kAccessDenied,
-                  fmt::format("access denied: '{}' is {}-only", e->name,
-                              e->access == Access::kRead ? "read" : "write"));
+    counters().wrong_access++;
+    const std::string why = fmt::format("access denied: '{}' is {}-only", e->name,
+                                        e->access == Access::kRead ? "read" : "write");
+    audit(Verdict::kWrongAccess, why);
+    return reject(ErrorCode::kAccessDenied, why);
   }
   std::shared_ptr<ExportSlot> slot = snap->slots.at(e->name);
   uint32_t max = EffectiveMaxClients(*e);
@@ -380,9 +498,10 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     slot->in_use.fetch_sub(1);
     if (!last_try) return false;
     counters().busy++;
-    return reject(ErrorCode::kBusy,
-                  fmt::format("busy: all {} instance{} of '{}' are in use", max,
-                              max == 1 ? "" : "s", e->name));
+    const std::string why = fmt::format("busy: all {} instance{} of '{}' are in use", max,
+                                        max == 1 ? "" : "s", e->name);
+    audit(Verdict::kBusy, why);
+    return reject(ErrorCode::kBusy, why);
   }
   Result<int> fd = OpenExport(*e);
   if (!fd) {
@@ -391,8 +510,11 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     if ((code == Code::kNoReader || code == Code::kBusy) && !last_try) return false;
     if (code == Code::kNoReader) counters().no_reader++;
     if (code == Code::kNotFound) counters().not_found++;
-    PG_CONN_LOG(kInfo, conn_->id(), "open of '{}' for '{}' failed: {}", e->name, who,
-                fd.error().message());
+    if (code != Code::kNoReader && code != Code::kBusy) counters().unavailable++;
+    audit(code == Code::kNoReader ? Verdict::kNoReader
+          : code == Code::kBusy   ? Verdict::kBusy
+                                  : Verdict::kUnavailable,
+          fd.error().message());
     return reject(ErrorForCode(code), fd.error().message());
   }
   unsigned dirs = e->kind == ExportKind::kUnix ? (LocalPipe::kRead | LocalPipe::kWrite)
@@ -403,14 +525,14 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
   Result<LocalPipe*> pipe = LocalPipe::Open(worker_->loop(), *fd, dirs, true, stream);
   if (!pipe) {
     delete stream;
+    audit(Verdict::kUnavailable, pipe.error().message());
     return reject(ErrorCode::kInternal, pipe.error().message());
   }
   stream->Attach((dirs & LocalPipe::kRead) != 0 ? *pipe : nullptr,
                  (dirs & LocalPipe::kWrite) != 0 ? *pipe : nullptr);
   streams_[id] = stream;
   counters().streams_opened++;
-  PG_CONN_LOG(kInfo, conn_->id(), "'{}' opened '{}' ({})", who, e->name,
-              AccessName(static_cast<Access>(open.access)));
+  audit(Verdict::kGranted, "");
   if (e->kind == ExportKind::kFifo && e->access == Access::kWrite) {
     (*pipe)->set_record_mode((open.flags & kOpenFlagLines) != 0 ? uvglue::RecordMode::kLines
                                                                 : uvglue::RecordMode::kBlocks);
@@ -430,8 +552,301 @@ void Session::OnListRequest() {
     entries.push_back(ListEntry{e.name, static_cast<uint8_t>(e.kind),
                                 static_cast<uint8_t>(e.access)});
   }
-  conn_->mux().SendListReply(entries);
-  conn_->Flush();
+  PG_CONN_LOG(kInfo, conn_id_, "audit: decision=listed identity=\"{}\" from={} shown={} of={}",
+              SanitizeForLog(peer_.Display(), 128), peer_address_, entries.size(),
+              snap->config.exports.size());
+  mux_->SendListReply(entries);
+  FlushSoon();
+}
+
+// ---- Issue 4: reload_revokes ----
+
+void Session::RevokeUnallowed(const Snapshot& snap) {
+  if (finished_) return;
+  // A client whose certificate the new CA bundle or CRL refuses loses the whole session, as it
+  // could not connect again. (A peer without a recorded chain is left alone.)
+  if (snap.tls && !peer_.chain_der.empty()) {
+    if (Status cert = snap.tls->VerifyPeerAgain(peer_); !cert.ok()) {
+      std::string reason = cert.message();
+      if (reason.rfind("TLS failed: ", 0) == 0) reason.erase(0, 12);
+      const std::string why = fmt::format("access denied for '{}': {}", peer_.Display(), reason);
+      counters().connections_revoked++;
+      for (auto& [id, s] : streams_) {
+        counters().streams_revoked++;
+        Audit(AuditEvent{Verdict::kRevoked, &peer_, s->name(), "", peer_address_, conn_id_, id,
+                         reason, false});
+      }
+      PG_CONN_LOG(kWarn, conn_id_, "ending the session of '{}' from {}: {}", peer_.Display(),
+                  peer_address_, reason);
+      if (conn_ != nullptr) {
+        std::vector<uint32_t> ids;
+        for (auto& [id, s] : streams_) ids.push_back(id);
+        for (uint32_t id : ids) mux_->Abort(id, ErrorCode::kAccessDenied, why);
+        mux_->Goaway(ErrorCode::kAccessDenied, why);
+        conn_->Close(Status(Code::kAccessDenied, why));
+      } else {
+        Finish(why);
+      }
+      return;
+    }
+  }
+  std::vector<std::pair<uint32_t, std::string>> victims;
+  for (auto& [id, s] : streams_) {
+    const ExportConfig* e = snap.config.Find(s->name());
+    if (e == nullptr) {
+      victims.emplace_back(id, fmt::format("access denied: '{}' is no longer exported", s->name()));
+    } else if (!IsAllowed(e->allow, peer_)) {
+      victims.emplace_back(
+          id, fmt::format("access denied for '{}': no longer allowed on '{}'", peer_.Display(),
+                          e->name));
+    }
+  }
+  for (auto& [id, why] : victims) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) continue;
+    counters().streams_revoked++;
+    Audit(AuditEvent{Verdict::kRevoked, &peer_, it->second->name(), "", peer_address_, conn_id_,
+                     id, "removed from the allow list by a reload", false});
+    mux_->Abort(id, ErrorCode::kAccessDenied, why);  // May delete the stream (OnStreamClosed).
+  }
+  if (!victims.empty()) FlushSoon();
+}
+
+void Worker::RevokeUnallowed() {
+  std::shared_ptr<const Snapshot> snap = gateway_->snapshot();
+  std::vector<Session*> sessions;
+  for (auto& [s, unused] : sessions_) sessions.push_back(s);
+  // Sessions only delete themselves from their timers' close callbacks, so the list stays valid.
+  for (Session* s : sessions) s->RevokeUnallowed(*snap);
+}
+
+
+// ---- Session: life cycle and resumption ----
+
+Session::Session(Worker* worker) : worker_(worker) {
+  // Issue 4: streams, window and frame size from the [limits] table.
+  MuxOptions options = MuxOptionsFor(worker_->gateway()->snapshot()->config.limits);
+  options.is_client = false;
+  options.resumable = true;
+  mux_ = std::make_unique<Mux>(options, this);
+  uv_timer_init(worker_->loop(), &retry_);
+  uv_timer_init(worker_->loop(), &ttl_);
+  retry_.data = ttl_.data = this;
+}
+
+void Session::OnMuxReady() {
+  ready_ = true;
+  if (registered_ || conn_ == nullptr) return;
+  // Name the session so that the client can resume it over a new connection.
+  SessionPayload sp;
+  session_id_ = NewSessionId();
+  std::memcpy(sp.session_id, session_id_.data(), kSessionIdSize);
+  sp.ttl_ms = worker_->gateway()->resume_ttl_ms();
+  SessionRecord record{worker_, this, DeriveResumeKey(conn_->tls(), sp.session_id),
+                       conn_->tls().peer_spki_sha256()};
+  if (record.key.empty()) return;
+  worker_->gateway()->RegisterSession(session_id_, record);
+  registered_ = true;
+  mux_->SendSession(sp);
+  FlushSoon();
+}
+
+void Session::OnConnectionClosed(const Status& why) {
+  if (replacing_) return;  // A stale connection being dropped for a resumed one.
+  if (ready_) {
+    PG_CONN_LOG(kInfo, conn_id_, "client '{}' from {} closed: {}", peer_.Display(),
+                peer_address_, why.message());
+  } else {
+    counters().tls_handshake_failed++;
+    PG_CONN_LOG(kWarn, conn_id_, "connection from {} failed: {}", peer_address_, why.message());
+  }
+  if (why.code() == Code::kProtocol) counters().protocol_errors++;
+  conn_ = nullptr;
+  bool lost = why.code() == Code::kStreamLost || why.code() == Code::kTls;
+  if (lost && registered_ && !draining_ && !finished_ && (!streams_.empty() || !pending_.empty())) {
+    // Keep the streams: their local ends just see back-pressure until the client resumes.
+    detached_ = true;
+    mux_->Detach();
+    counters().sessions_detached++;
+    uint32_t ttl = worker_->gateway()->resume_ttl_ms();
+    PG_CONN_LOG(kInfo, conn_id_, "session of '{}' detached: keeping {} stream(s) for {} s",
+                peer_.Display(), streams_.size(), ttl / 1000);
+    uv_timer_start(&ttl_, &Session::OnTtl, ttl, 0);
+    return;
+  }
+  Finish(why.message());
+}
+
+void Session::OnTtl(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<Session*>(handle->data);
+  if (!self->detached_) return;
+  self->counters().sessions_expired++;
+  PG_CONN_LOG(kInfo, self->conn_id_, "session of '{}' expired after detaching; ending {} stream(s)",
+              self->peer_.Display(), self->streams_.size());
+  self->Finish("the session expired");
+}
+
+void Session::DropStreams() {
+  for (auto& [id, s] : streams_) delete s;
+  streams_.clear();
+  paused_.clear();
+  pending_.clear();
+}
+
+void Session::Finish(const std::string& why) {
+  if (finished_) return;
+  finished_ = true;
+  detached_ = false;
+  (void)why;
+  DropStreams();
+  if (registered_) worker_->gateway()->UnregisterSession(session_id_, this);
+  registered_ = false;
+  if (conn_ != nullptr) conn_->Close(Status(Code::kStreamLost, why));
+  MaybeDelete();
+}
+
+void Session::MaybeDelete() {
+  if (!finished_ || live_conns_ > 0 || deleting_) return;
+  deleting_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&retry_), &Session::OnTimerClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ttl_), &Session::OnTimerClosed);
+}
+
+void Session::RejectResume(const std::string& why) {
+  counters().resume_rejected++;
+  PG_CONN_LOG(kInfo, conn_id_, "refused to resume a session for '{}' from {}: {}",
+              peer_.Display(), peer_address_, why);
+  if (conn_ == nullptr) return;
+  mux_->Goaway(ErrorCode::kResumeRejected, why);
+  conn_->Close(Status(Code::kOk, "resume refused"));
+}
+
+void Session::OnResumeRequest(const ResumePayload& resume) {
+  PG_DEBUG(kMux, "[C{}] RESUME with {} stream(s)", conn_id_, resume.streams.size());
+  if (conn_ == nullptr) return;
+  std::string id(reinterpret_cast<const char*>(resume.session_id), kSessionIdSize);
+  SessionRecord record;
+  Gateway* gw = worker_->gateway();
+  if (!gw->FindSession(id, &record)) {
+    RejectResume("unknown or expired session");
+    return;
+  }
+  // Only the same client key, over this new mutually authenticated connection, and with a
+  // proof bound to it (a RESUME replayed on another connection fails here).
+  if (record.spki != conn_->tls().peer_spki_sha256()) {
+    RejectResume("the session belongs to another client key");
+    return;
+  }
+  if (!VerifyResumeProof(record.key, conn_->tls(), resume.proof)) {
+    RejectResume("the resume proof is wrong");
+    return;
+  }
+  // This connection's own fresh session is not needed any more.
+  if (registered_) gw->UnregisterSession(session_id_, this);
+  registered_ = false;
+  Mux::PeerSettings peer = mux_->peer_settings();
+  Connection* conn = conn_;
+  conn_ = nullptr;
+  PG_DEBUG(kMux, "[C{}] resume proof verified; session on {} worker", conn_id_,
+           record.worker == worker_ ? "this" : "another");
+  if (record.worker == worker_) {
+    --live_conns_;  // The connection now belongs to the resumed session.
+    record.session->Attach(conn, resume, peer);
+  } else {
+    Connection::Released released = conn->Release();
+    if (!released.tls) {
+      conn_ = conn;
+      RejectResume("busy, try again");
+      return;
+    }
+    record.worker->Post(Worker::Handoff{id, std::move(released), resume, peer});
+  }
+  finished_ = true;
+  DropStreams();
+  MaybeDelete();
+}
+
+void Session::Attach(Connection* conn, const ResumePayload& resume,
+                     const Mux::PeerSettings& peer) {
+  if (conn_ != nullptr) {
+    // The old connection is stale (the client already moved on): drop it, keep the session.
+    Connection* old = conn_;
+    conn_ = nullptr;
+    replacing_ = true;
+    old->Abort(Status(Code::kStreamLost, "replaced by a resumed connection"));
+    replacing_ = false;
+  }
+  if (!detached_) mux_->Detach();  // A stale attachment: the same reset of connection state.
+  conn->Rebind(this, mux_.get());
+  set_connection(conn);
+  uv_timer_stop(&ttl_);
+  detached_ = false;
+  mux_->AdoptPeerSettings(peer);
+  mux_->SendResumeOk(ResumeOkPayload{mux_->last_stream_id(), mux_->ResumeState()});
+  Status st = mux_->ResumeWith(resume.streams, resume.last_id);
+  if (!st.ok()) {
+    RejectResume(st.message());
+    Finish(st.message());
+    return;
+  }
+  // Ratchet the key: a leaked old key cannot resume again.
+  uint8_t sid[kSessionIdSize];
+  std::memcpy(sid, session_id_.data(), kSessionIdSize);
+  worker_->gateway()->UpdateSessionKey(session_id_, DeriveResumeKey(conn->tls(), sid));
+  counters().sessions_resumed++;
+  PG_CONN_LOG(kInfo, conn_id_, "session of '{}' resumed from {} with {} stream(s)",
+              peer_.Display(), peer_address_, streams_.size());
+  OnConnectionWritable();
+  FlushSoon();
+}
+
+void Worker::Adopt(Handoff handoff) {
+  SessionRecord record;
+  Session* target = nullptr;
+  if (gateway_->FindSession(handoff.session_id, &record) && record.worker == this) {
+    target = record.session;
+  }
+  uvglue::ConnectionOptions options;
+  if (target == nullptr) {
+    // The session ended while the connection was on its way: say so on a fresh session.
+    auto* fresh = new Session(this);
+    sessions_[fresh] = true;
+    Connection* c =
+        Connection::Adopt(&loop_, std::move(handoff.conn), options, fresh, fresh->mux());
+    fresh->set_connection(c);
+    fresh->RejectResume("unknown or expired session");
+    return;
+  }
+  Connection* c =
+      Connection::Adopt(&loop_, std::move(handoff.conn), options, target, target->mux());
+  target->Attach(c, handoff.resume, handoff.peer);
+}
+
+// ---- Gateway: session registry ----
+
+void Gateway::RegisterSession(const std::string& id, const SessionRecord& record) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sessions_[id] = record;
+}
+
+bool Gateway::FindSession(const std::string& id, SessionRecord* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+void Gateway::UpdateSessionKey(const std::string& id, const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sessions_.find(id);
+  if (it != sessions_.end()) it->second.key = key;
+}
+
+void Gateway::UnregisterSession(const std::string& id, const Session* session) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sessions_.find(id);
+  if (it != sessions_.end() && it->second.session == session) sessions_.erase(it);
 }
 
 // ---- Worker ----
@@ -470,17 +885,37 @@ void Worker::OnConnection(uv_stream_t* server, int status) noexcept {
   }
   std::shared_ptr<const Snapshot> snap = self->gateway_->snapshot();
   auto* session = new Session(self);
-  uvglue::ConnectionOptions options;
-  Result<Connection*> c = Connection::Accept(&self->loop_, server, snap->tls, options, session);
+  // Issue 4: the [limits] table, and an admission slot the connection holds for its lifetime.
+  uvglue::ConnectionOptions options = ConnectionOptionsFor(snap->config.limits);
+  auto admission_slot = std::make_shared<AdmissionSlot>();
+  options.admission = admission_slot;
+  Result<Connection*> c =
+      Connection::Accept(&self->loop_, server, snap->tls, options, session, session->mux());
+  self->sessions_[session] = true;
   if (!c) {
-    // No connection was made, so the session is freed here (its timer is closed first).
+    // No connection was made; the session ends at once (the connection object still frees).
     self->gateway_->counters().connections_refused++;
-    session->OnConnectionFreed();
+    session->ExpectConnection();
+    session->OnConnectionClosed(c.error());
     return;
   }
   self->gateway_->counters().connections_accepted++;
   session->set_connection(*c);
-  self->sessions_[session] = true;
+  // Issue 4: max_connections, max_connections_per_source and max_bytes_in_flight. Checked
+  // before any TLS work, so that a flood costs an accept() and a close() each.
+  ConnectionLimiter::Admission admitted =
+      self->gateway_->limiter().Admit((*c)->peer_address(), snap->config.limits);
+  if (admitted.outcome != ConnectionLimiter::Outcome::kAdmitted) {
+    Counters& k = self->gateway_->counters();
+    (admitted.outcome == ConnectionLimiter::Outcome::kTotal       ? k.refused_max_connections
+     : admitted.outcome == ConnectionLimiter::Outcome::kPerSource ? k.refused_per_source
+                                                                  : k.refused_memory)++;
+    PG_CONN_LOG(kWarn, (*c)->id(), "refused connection from {}: {}", (*c)->peer_address(),
+                admitted.reason);
+    (*c)->Abort(Status(Code::kLimit, admitted.reason));
+    return;
+  }
+  admission_slot->token = std::move(admitted.token);
   if (self->stopping_) session->Goaway();
 }
 
@@ -491,6 +926,13 @@ void Worker::Forget(Session* s) {
 
 void Worker::OnAsync(uv_async_t* handle) noexcept {
   auto* self = static_cast<Worker*>(handle->data);
+  std::vector<Handoff> inbox;
+  {
+    std::lock_guard<std::mutex> lock(self->inbox_mu_);
+    inbox.swap(self->inbox_);
+  }
+  for (Handoff& h : inbox) self->Adopt(std::move(h));
+  if (self->revoke_requested_.exchange(false) && !self->stopping_) self->RevokeUnallowed();
   if (self->stop_requested_.load() && !self->stopping_) self->Stop();
 }
 
@@ -534,6 +976,18 @@ std::shared_ptr<const Snapshot> Gateway::snapshot() const {
   return snapshot_;
 }
 
+Status Gateway::CheckConfig(const GatewayConfig& config) {
+  if (Status accounts = CheckAccounts(config); !accounts.ok()) return accounts;
+  TlsServerOptions tls_options;
+  tls_options.cert = config.cert;
+  tls_options.key = config.key;
+  tls_options.client_ca = config.client_ca;
+  tls_options.crl = config.crl;
+  tls_options.allow_tls12 = config.tls_min_version == TlsMinVersion::kTls12;
+  Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewServer(tls_options);
+  return tls ? Status::Ok() : tls.error();
+}
+
 Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   ConfigParseResult parsed = LoadGatewayConfig(config_path_);
   if (!parsed.config) {
@@ -541,8 +995,18 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   }
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(*parsed.config);
-  Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewServer(
-      TlsServerOptions{snap->config.cert, snap->config.key, snap->config.client_ca});
+  TlsServerOptions tls_options;
+  tls_options.cert = snap->config.cert;
+  tls_options.key = snap->config.key;
+  tls_options.client_ca = snap->config.client_ca;
+  // Issue 4: TLS policy (CRL, TLS 1.2 switch) and refusal counters; accounts must exist.
+  tls_options.crl = snap->config.crl;
+  tls_options.allow_tls12 = snap->config.tls_min_version == TlsMinVersion::kTls12;
+  tls_options.counters = &counters_.tls_refused;
+  if (Status accounts = CheckAccounts(snap->config); !accounts.ok()) {
+    return Status(Code::kUsage, config_path_ + ": " + accounts.message());
+  }
+  Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewServer(tls_options);
   if (!tls) return tls.error();
   snap->tls = *tls;
   std::shared_ptr<const Snapshot> old = snapshot();
@@ -566,7 +1030,14 @@ void Gateway::PrepareFifos(const GatewayConfig& config) {
       PG_LOG(kWarn, "export '{}': cannot create FIFO {}: {}", e.name, e.path, Errno(errno));
       continue;
     }
-    ::chmod(e.path.c_str(), static_cast<mode_t>(e.mode));  // Not subject to the umask.
+    // Issue 4: the export's mode (not subject to the umask) and owner: the export's owner and
+    // group, else the gateway's user and group (so that it can still open it after dropping
+    // privileges). Done on the opened FIFO, never through a symlink.
+    if (Status owned = SetFifoModeAndOwner(e.path, e.mode, e.owner.empty() ? config.user : e.owner,
+                                           e.group.empty() ? config.group : e.group);
+        !owned.ok()) {
+      PG_LOG(kWarn, "export '{}': {}", e.name, owned.message());
+    }
     if (::lstat(e.path.c_str(), &st) == 0) {
       created_[e.path] = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
     }
@@ -588,15 +1059,29 @@ void Gateway::RemoveCreatedFifos() {
 void Gateway::Reload() {
   Result<std::shared_ptr<const Snapshot>> next = Load();
   if (!next) {
+    counters_.reload_failures++;
     PG_LOG(kError, "reload failed, keeping the running configuration: {}", next.error().message());
     return;
   }
   PrepareFifos((*next)->config);
+  std::shared_ptr<const Snapshot> previous;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    previous = snapshot_;
     snapshot_ = *next;
   }
+  counters_.reloads++;
   PG_LOG(kInfo, "reloaded {}: {} export(s)", config_path_, (*next)->config.exports.size());
+  // Issue 4: what only a restart changes, and revocation of what is no longer allowed.
+  const GatewayConfig& now = (*next)->config;
+  if (previous && (previous->config.listen != now.listen ||
+                   previous->config.workers != now.workers || previous->config.user != now.user ||
+                   previous->config.group != now.group)) {
+    PG_LOG(kWarn, "listen, workers, user and group take effect only after a restart");
+  }
+  if (now.reload_revokes) {
+    for (auto& w : workers_) w->RequestRevoke();
+  }
 }
 
 namespace {
@@ -618,6 +1103,7 @@ int Gateway::Run() {
   }
   snapshot_ = *first;
   const GatewayConfig& config = snapshot_->config;
+  RaiseFileLimit(config.limits);  // Issue 4: one descriptor per connection and per stream.
 
   // Bind every listener once, on this thread; each worker listens on a duplicate of the fd.
   for (const std::string& listen : config.listen) {
@@ -661,6 +1147,11 @@ int Gateway::Run() {
     listen_fds_.push_back(fd);
   }
   PrepareFifos(config);
+  // Issue 4: listeners are bound and FIFOs made; drop to `user`/`group` before any thread runs.
+  if (Status dropped = DropPrivileges(config); !dropped.ok()) {
+    PG_LOG(kError, "{}", dropped.message());
+    return 1;
+  }
 
   unsigned n = config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
@@ -671,9 +1162,9 @@ int Gateway::Run() {
 
   uv_loop_t loop;
   PG_CHECK(uv_loop_init(&loop) == 0);
-  uv_signal_t sigterm, sigint, sighup;
+  uv_signal_t sigterm, sigint, sighup, sigusr1;
   SignalContext ctx{this, &workers_, false, [this] { Reload(); }};
-  for (uv_signal_t* s : {&sigterm, &sigint, &sighup}) {
+  for (uv_signal_t* s : {&sigterm, &sigint, &sighup, &sigusr1}) {
     uv_signal_init(&loop, s);
     s->data = &ctx;
   }
@@ -695,6 +1186,11 @@ int Gateway::Run() {
     PG_LOG(kInfo, "received SIGHUP: reloading");
     c->reload();
   }, SIGHUP);
+  // Issue 4: SIGUSR1 logs every counter (refusals by class included) on one line.
+  uv_signal_start(&sigusr1, [](uv_signal_t* handle, int) noexcept {
+    auto* c = static_cast<SignalContext*>(handle->data);
+    PG_LOG(kInfo, "{}", FormatCounters(c->gateway->counters()));
+  }, SIGUSR1);
   uv_run(&loop, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->Join();
   PG_CHECK(uv_loop_close(&loop) == 0);
@@ -705,6 +1201,7 @@ int Gateway::Run() {
          "error(s)",
          k.connections_accepted.load(), k.streams_opened.load(), k.acl_denied.load(),
          k.tls_handshake_failed.load(), k.protocol_errors.load());
+  PG_LOG(kInfo, "{}", FormatCounters(k));
   return 0;
 }
 

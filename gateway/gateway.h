@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "connection_limits.h"
 #include "pipegate/config.h"
 #include "pipegate/status.h"
 #include "pipegate/tls.h"
@@ -41,9 +42,35 @@ struct Counters {
   std::atomic<uint64_t> broken_pipe{0};
   std::atomic<uint64_t> bytes_to_clients{0};
   std::atomic<uint64_t> bytes_from_clients{0};
+  std::atomic<uint64_t> sessions_detached{0};
+  std::atomic<uint64_t> sessions_resumed{0};
+  std::atomic<uint64_t> sessions_expired{0};
+  std::atomic<uint64_t> resume_rejected{0};
+  // Issue 4 (security): one counter per refusal class; dumped on SIGUSR1 and at exit.
+  std::atomic<uint64_t> refused_max_connections{0};  ///< Over limits.max_connections.
+  std::atomic<uint64_t> refused_per_source{0};       ///< Over max_connections_per_source.
+  std::atomic<uint64_t> refused_memory{0};           ///< Over max_bytes_in_flight.
+  std::atomic<uint64_t> invalid_names{0};            ///< OPEN with a name SPEC §2 forbids.
+  std::atomic<uint64_t> wrong_access{0};             ///< Allowed, but the other direction.
+  std::atomic<uint64_t> unavailable{0};              ///< Local pipe missing, not a FIFO, symlink.
+  std::atomic<uint64_t> streams_revoked{0};          ///< Ended by a reload (reload_revokes).
+  std::atomic<uint64_t> connections_revoked{0};      ///< Certificate refused after a reload.
+  std::atomic<uint64_t> reloads{0};
+  std::atomic<uint64_t> reload_failures{0};
+  TlsRefusalCounters tls_refused;  ///< Handshakes refused, by cause.
 };
 
 class Worker;
+class Session;
+
+/// @brief Where a session lives and what resuming it requires (guarded by Gateway's mutex;
+/// `session` is only dereferenced on `worker`'s thread).
+struct SessionRecord {
+  Worker* worker = nullptr;
+  Session* session = nullptr;
+  std::string key;   ///< Current resume key.
+  std::string spki;  ///< SHA-256 of the client's public key: only it may resume.
+};
 
 /// @brief The pipegated daemon: binds the listeners, runs one event loop per worker thread,
 /// handles SIGTERM/SIGINT (drain, then exit 0) and SIGHUP (reload).
@@ -63,6 +90,19 @@ class Gateway {
   /// @return The newest snapshot (thread-safe).
   std::shared_ptr<const Snapshot> snapshot() const;
   Counters& counters() noexcept { return counters_; }
+  /// @brief What `--check-config` adds to parsing (issue 4): the accounts exist, and the
+  /// certificate, key, CA bundle and CRL load (permissions included).
+  static Status CheckConfig(const GatewayConfig& config);
+  /// @brief Issue 4: connection admission (max_connections, per source, bytes in flight).
+  ConnectionLimiter& limiter() noexcept { return limiter_; }
+
+  // The session registry, shared by the workers (a reconnect may land on any of them).
+  void RegisterSession(const std::string& id, const SessionRecord& record);
+  bool FindSession(const std::string& id, SessionRecord* out) const;
+  void UpdateSessionKey(const std::string& id, const std::string& key);
+  void UnregisterSession(const std::string& id, const Session* session);
+  /// @return How long a detached session is kept.
+  uint32_t resume_ttl_ms() const noexcept { return resume_ttl_ms_; }
 
  private:
   Result<std::shared_ptr<const Snapshot>> Load();
@@ -74,6 +114,9 @@ class Gateway {
   mutable std::mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_;
   Counters counters_;
+  ConnectionLimiter limiter_;  // Issue 4.
+  std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.
+  uint32_t resume_ttl_ms_ = 300000;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> listen_fds_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> created_;  ///< path -> (dev, ino).

@@ -28,6 +28,8 @@ bool NeedsSession(FrameType t) {
     case FrameType::kResume:
     case FrameType::kList:
     case FrameType::kListReply:
+    case FrameType::kSession:
+    case FrameType::kResumeOk:
       return true;
     default:
       return false;
@@ -68,6 +70,8 @@ Code CodeForError(ErrorCode error) noexcept {
       return Code::kIo;
     case ErrorCode::kShutdown:
     case ErrorCode::kCancel:
+      return Code::kStreamLost;
+    case ErrorCode::kResumeRejected:
       return Code::kStreamLost;
     case ErrorCode::kProtocol:
     case ErrorCode::kFlowControl:
@@ -140,6 +144,8 @@ const char* ErrorCodeName(ErrorCode error) noexcept {
       return "gateway shutting down";
     case ErrorCode::kFrameSize:
       return "frame too large";
+    case ErrorCode::kResumeRejected:
+      return "the gateway no longer has the session";
   }
   return "unknown error";
 }
@@ -261,6 +267,94 @@ void AppendData(Buffer& out, uint32_t stream_id, uint8_t flags, uint64_t offset,
   uint8_t* b = AppendHeader(out, FrameType::kData, flags, stream_id, kDataPrefixSize + len);
   PutU64(b, offset);
   if (len > 0) std::memcpy(b + kDataPrefixSize, data, len);
+}
+
+namespace {
+
+uint8_t* PutResumeStreams(uint8_t* b, const std::vector<ResumeStream>& streams) {
+  for (const ResumeStream& r : streams) {
+    PutU32(b, r.id);
+    PutU64(b + 4, r.received);
+    PutU64(b + 12, r.delivered);
+    b[20] = r.flags;
+    PutU32(b + 21, static_cast<uint32_t>(r.error));
+    b += kResumeStreamSize;
+  }
+  return b;
+}
+
+Result<std::vector<ResumeStream>> GetResumeStreams(const uint8_t* p, size_t n) {
+  if (n % kResumeStreamSize != 0) return Malformed("resume stream list has a partial entry");
+  std::vector<ResumeStream> out;
+  out.reserve(n / kResumeStreamSize);
+  for (size_t i = 0; i < n; i += kResumeStreamSize) {
+    ResumeStream r;
+    r.id = GetU32(p + i);
+    r.received = GetU64(p + i + 4);
+    r.delivered = GetU64(p + i + 12);
+    r.flags = p[i + 20];
+    r.error = static_cast<ErrorCode>(GetU32(p + i + 21));
+    if (r.id == 0) return Malformed("resume entry for stream 0");
+    if (r.delivered > r.received) return Malformed("resume entry delivered more than received");
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+void AppendSession(Buffer& out, const SessionPayload& p) {
+  uint8_t* b = AppendHeader(out, FrameType::kSession, 0, 0, kSessionIdSize + 4);
+  std::memcpy(b, p.session_id, kSessionIdSize);
+  PutU32(b + kSessionIdSize, p.ttl_ms);
+}
+
+void AppendResume(Buffer& out, const ResumePayload& p) {
+  size_t fixed = kSessionIdSize + kResumeProofSize + 4;
+  uint8_t* b = AppendHeader(out, FrameType::kResume, 0, 0,
+                            fixed + p.streams.size() * kResumeStreamSize);
+  std::memcpy(b, p.session_id, kSessionIdSize);
+  std::memcpy(b + kSessionIdSize, p.proof, kResumeProofSize);
+  PutU32(b + kSessionIdSize + kResumeProofSize, p.last_id);
+  PutResumeStreams(b + fixed, p.streams);
+}
+
+void AppendResumeOk(Buffer& out, const ResumeOkPayload& p) {
+  uint8_t* b = AppendHeader(out, FrameType::kResumeOk, 0, 0,
+                            4 + p.streams.size() * kResumeStreamSize);
+  PutU32(b, p.last_id);
+  PutResumeStreams(b + 4, p.streams);
+}
+
+Result<SessionPayload> DecodeSession(const uint8_t* p, size_t n) {
+  if (n != kSessionIdSize + 4) return Malformed("SESSION frame must be 20 bytes");
+  SessionPayload s;
+  std::memcpy(s.session_id, p, kSessionIdSize);
+  s.ttl_ms = GetU32(p + kSessionIdSize);
+  return s;
+}
+
+Result<ResumePayload> DecodeResume(const uint8_t* p, size_t n) {
+  size_t fixed = kSessionIdSize + kResumeProofSize + 4;
+  if (n < fixed) return Malformed("RESUME frame too short");
+  ResumePayload r;
+  std::memcpy(r.session_id, p, kSessionIdSize);
+  std::memcpy(r.proof, p + kSessionIdSize, kResumeProofSize);
+  r.last_id = GetU32(p + kSessionIdSize + kResumeProofSize);
+  Result<std::vector<ResumeStream>> streams = GetResumeStreams(p + fixed, n - fixed);
+  if (!streams) return streams.error();
+  r.streams = std::move(*streams);
+  return r;
+}
+
+Result<ResumeOkPayload> DecodeResumeOk(const uint8_t* p, size_t n) {
+  if (n < 4) return Malformed("RESUME_OK frame too short");
+  ResumeOkPayload r;
+  r.last_id = GetU32(p);
+  Result<std::vector<ResumeStream>> streams = GetResumeStreams(p + 4, n - 4);
+  if (!streams) return streams.error();
+  r.streams = std::move(*streams);
+  return r;
 }
 
 Result<OpenPayload> DecodeOpen(const uint8_t* p, size_t n) {

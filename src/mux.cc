@@ -20,6 +20,7 @@ Mux::Mux(const MuxOptions& options, MuxCallbacks* callbacks)
 }
 
 void Mux::Start() {
+  out_.Clear();  // SETTINGS open every connection; nothing queued before them is valid.
   AppendSettings(out_, {{SettingId::kMaxFramePayload, options_.max_frame_payload},
                         {SettingId::kStreamWindow, options_.stream_window},
                         {SettingId::kSessionWindow, options_.session_window},
@@ -130,39 +131,59 @@ Status Mux::OnDataStart(uint64_t offset) {
   }
   session_received_ += len;
   discard_ = true;
+  skip_left_ = 0;
   Stream* s = Find(id);
   if (s == nullptr) {
     if (!IsClosedId(id)) return ProtocolError(fmt::format("DATA on unopened stream {}", id));
     SessionConsumed(len);  // Late data for a closed stream: drop it, keep credit flowing.
     return Status::Ok();
   }
-  if (s->fin_received) {
-    // Checked before recv_done: a FIN whose bytes were all delivered also ends the direction.
-    SessionConsumed(len);
-    StreamError(id, ErrorCode::kProtocol, "DATA after FIN");
-    return Status::Ok();
-  }
   if (s->recv_done) {
     SessionConsumed(len);
+    // Bytes past a FIN are an error even once every byte before it was delivered; replays
+    // (which end at or below the final size) are not.
+    if (s->fin_received && len > 0 && (offset > UINT64_MAX - len || offset + len > s->received)) {
+      StreamError(id, ErrorCode::kProtocol, "DATA after FIN");
+    }
     return Status::Ok();
   }
-  if (offset != s->received) {
+  if (offset > UINT64_MAX - len || offset > s->received) {
     SessionConsumed(len);
     StreamError(id, ErrorCode::kProtocol,
                 fmt::format("DATA at offset {} but {} expected", offset, s->received));
     return Status::Ok();
   }
-  if (s->received + len > s->recv_limit) {
+  uint64_t end = offset + len;
+  // After a reconnect the peer replays from the offset we reported; bytes below `received`
+  // are duplicates and are dropped (offsets make replay idempotent).
+  if ((len > 0 && end <= s->received) || (s->fin_received && end <= s->received)) {
+    SessionConsumed(len);
+    return Status::Ok();
+  }
+  if (s->fin_received) {
+    SessionConsumed(len);
+    StreamError(id, ErrorCode::kProtocol, "DATA after FIN");
+    return Status::Ok();
+  }
+  if (end > s->recv_limit) {
     SessionConsumed(len);
     StreamError(id, ErrorCode::kFlowControl, "the peer exceeded the stream's window");
     return Status::Ok();
   }
-  s->received += len;
+  skip_left_ = static_cast<size_t>(s->received - offset);
+  if (skip_left_ > 0) SessionConsumed(skip_left_);
+  s->received = end;
   discard_ = false;
   return Status::Ok();
 }
 
 void Mux::OnDataChunk(const uint8_t* p, size_t n) {
+  if (n > 0 && skip_left_ > 0 && !discard_) {
+    size_t skip = std::min(n, skip_left_);
+    skip_left_ -= skip;
+    p += skip;
+    n -= skip;
+  }
   if (n == 0) return;
   if (discard_) {
     // Counted as delivered at once (SessionConsumed in OnDataStart covered the whole frame).
@@ -234,12 +255,12 @@ Status Mux::OnFrame() {
       if (!open) return open.error();
       last_peer_id_ = id;
       if (goaway_sent_) {
-        AppendReset(out_, id, ResetPayload{ErrorCode::kShutdown, 0, "gateway is shutting down"});
+        AppendReset(Out(), id, ResetPayload{ErrorCode::kShutdown, 0, "gateway is shutting down"});
         return Status::Ok();
       }
       if (streams_.size() >= options_.max_streams) {
         ++stream_errors_;
-        AppendReset(out_, id,
+        AppendReset(Out(), id,
                     ResetPayload{ErrorCode::kLimit, 0,
                                  fmt::format("too many streams (limit {})", options_.max_streams)});
         return Status::Ok();
@@ -258,7 +279,7 @@ Status Mux::OnFrame() {
         if (IsClosedId(id)) return Status::Ok();
         return ProtocolError(fmt::format("OPEN_OK for unknown stream {}", id));
       }
-      if (s->accepted) return ProtocolError(fmt::format("OPEN_OK twice on stream {}", id));
+      if (s->accepted) return Status::Ok();  // Replayed after a reconnect.
       s->accepted = true;
       s->send_limit = peer_stream_window_;
       cb_->OnOpenAccepted(id, *ok);
@@ -298,8 +319,13 @@ Status Mux::OnFrame() {
       if (!s->send_done) {
         s->send_done = true;
         // Before OPEN_OK nothing was sent, and a RESET there would read as a refusal.
-        if (s->accepted) AppendReset(out_, id, ResetPayload{st->error, s->sent, "stopped by peer"});
+        if (s->accepted) {
+          s->reset_sent = true;
+          s->reset = ResetPayload{st->error, s->sent, "stopped by peer"};
+          AppendReset(Out(), id, s->reset);
+        }
       }
+      if (s->end_error == ErrorCode::kNoError) s->end_error = st->error;
       cb_->OnStreamStopped(id, st->error, st->reason);
       MaybeClose(id);
       return Status::Ok();
@@ -316,8 +342,27 @@ Status Mux::OnFrame() {
       cb_->OnListReply(*entries, (frame_.flags & kFlagMore) != 0);
       return Status::Ok();
     }
-    case FrameType::kResume:
-      return ProtocolError("RESUME is not supported by pipegate/1 yet");
+    case FrameType::kSession: {
+      if (!options_.is_client) return ProtocolError("SESSION sent to a gateway");
+      Result<SessionPayload> session = DecodeSession(p, n);
+      if (!session) return session.error();
+      cb_->OnSession(*session);
+      return Status::Ok();
+    }
+    case FrameType::kResume: {
+      if (options_.is_client) return ProtocolError("RESUME sent to a client");
+      Result<ResumePayload> resume = DecodeResume(p, n);
+      if (!resume) return resume.error();
+      cb_->OnResumeRequest(*resume);
+      return Status::Ok();
+    }
+    case FrameType::kResumeOk: {
+      if (!options_.is_client) return ProtocolError("RESUME_OK sent to a gateway");
+      Result<ResumeOkPayload> ok = DecodeResumeOk(p, n);
+      if (!ok) return ok.error();
+      cb_->OnResumeOk(*ok);
+      return Status::Ok();
+    }
     case FrameType::kData:
       break;
   }
@@ -385,7 +430,7 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
     return Status::Ok();
   }
   // Absolute values: stale or duplicate updates never move anything backwards.
-  s->acked = std::max(s->acked, c.delivered);
+  Ack(*s, c.delivered);
   bool grew = c.limit > s->send_limit;
   s->send_limit = std::max(s->send_limit, c.limit);
   if (s->fin_sent && !s->send_done && s->acked == s->sent) {
@@ -403,7 +448,7 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
 
 size_t Mux::SendWindow(uint32_t id) const {
   const Stream* s = Find(id);
-  if (s == nullptr || !s->accepted || s->send_done || s->fin_sent) return 0;
+  if (detached_ || s == nullptr || !s->accepted || s->send_done || s->fin_sent) return 0;
   uint64_t stream_room = s->send_limit > s->sent ? s->send_limit - s->sent : 0;
   uint64_t session_room =
       session_send_limit_ > session_sent_ ? session_send_limit_ - session_sent_ : 0;
@@ -423,12 +468,16 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin) {
   Stream* s = Find(id);
   if (s == nullptr || s->send_done || s->fin_sent) return;
   if (n == 0 && !fin) return;
-  PG_DCHECK(n <= SendWindow(id));
-  uint8_t* p = out_.Prepare(kFrameHeaderSize + kDataPrefixSize + n);
+  PG_DCHECK(detached_ || n <= SendWindow(id));
+  Buffer& out = Out();
+  uint8_t* p = out.Prepare(kFrameHeaderSize + kDataPrefixSize + n);
   EncodeFrameHeader(p, FrameHeader{FrameType::kData, static_cast<uint8_t>(fin ? kFlagFin : 0), id,
                                    static_cast<uint32_t>(kDataPrefixSize + n)});
   PutU64(p + kFrameHeaderSize, s->sent);
-  out_.Commit(kFrameHeaderSize + kDataPrefixSize + n);
+  if (options_.resumable && n > 0) {
+    s->replay.Append(p + kFrameHeaderSize + kDataPrefixSize, n);  // Kept until acknowledged.
+  }
+  out.Commit(kFrameHeaderSize + kDataPrefixSize + n);
   s->sent += n;
   session_sent_ += n;
   if (fin) {
@@ -484,11 +533,14 @@ void Mux::MaybeSendCredit(uint32_t id, Stream& s, bool force) {
   if (since == 0 && !force) return;
   s.credited = s.delivered;
   s.recv_limit = s.delivered + options_.stream_window;
-  AppendCredit(out_, id, CreditPayload{s.delivered, s.recv_limit});
+  AppendCredit(Out(), id, CreditPayload{s.delivered, s.recv_limit});
 }
 
 void Mux::SessionConsumed(size_t n) {
-  session_delivered_ += n;
+  // Bytes that arrived on an earlier connection were never counted by this one.
+  uint64_t from_carry = std::min<uint64_t>(n, session_carry_);
+  session_carry_ -= from_carry;
+  session_delivered_ += n - from_carry;
   MaybeSendSessionCredit();
 }
 
@@ -496,15 +548,20 @@ void Mux::MaybeSendSessionCredit() {
   if (session_delivered_ - session_credited_ < options_.session_window / 4) return;
   session_credited_ = session_delivered_;
   session_recv_limit_ = session_delivered_ + options_.session_window;
-  AppendCredit(out_, 0, CreditPayload{session_delivered_, session_recv_limit_});
+  AppendCredit(Out(), 0, CreditPayload{session_delivered_, session_recv_limit_});
 }
 
 void Mux::StopReading(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr || s->recv_done) return;
   s->recv_done = true;
+  if (s->end_error == ErrorCode::kNoError) s->end_error = error;
   SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-  if (!s->fin_received) AppendStop(out_, id, StopPayload{error, std::string(reason)});
+  if (!s->fin_received) {
+    s->stop_sent = true;
+    s->stop = StopPayload{error, std::string(reason)};
+    AppendStop(Out(), id, s->stop);
+  }
   MaybeClose(id);
 }
 
@@ -512,21 +569,31 @@ void Mux::ResetSending(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr || s->send_done) return;
   s->send_done = true;
-  AppendReset(out_, id, ResetPayload{error, s->sent, std::string(reason)});
+  if (s->end_error == ErrorCode::kNoError) s->end_error = error;
+  s->reset_sent = true;
+  s->reset = ResetPayload{error, s->sent, std::string(reason)};
+  AppendReset(Out(), id, s->reset);
   MaybeClose(id);
 }
 
 void Mux::Abort(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr) return;
+  if (s->end_error == ErrorCode::kNoError) s->end_error = error;
   if (!s->recv_done) {
     s->recv_done = true;
     SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-    if (!s->fin_received) AppendStop(out_, id, StopPayload{error, std::string(reason)});
+    if (!s->fin_received) {
+      s->stop_sent = true;
+      s->stop = StopPayload{error, std::string(reason)};
+      AppendStop(Out(), id, s->stop);
+    }
   }
   if (!s->send_done) {
     s->send_done = true;
-    AppendReset(out_, id, ResetPayload{error, s->sent, std::string(reason)});
+    s->reset_sent = true;
+    s->reset = ResetPayload{error, s->sent, std::string(reason)};
+    AppendReset(Out(), id, s->reset);
   }
   MaybeClose(id);
 }
@@ -538,14 +605,21 @@ void Mux::StreamError(uint32_t id, ErrorCode error, std::string_view reason) {
   if (s == nullptr) return;
   // The same steps as Abort(), but OnStreamReset comes before OnStreamClosed: the app reads the
   // error when the stream closes, and the id is forgotten after OnStreamClosed.
+  if (s->end_error == ErrorCode::kNoError) s->end_error = error;
   if (!s->recv_done) {
     s->recv_done = true;
     SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-    if (!s->fin_received) AppendStop(out_, id, StopPayload{error, std::string(reason)});
+    if (!s->fin_received) {
+      s->stop_sent = true;
+      s->stop = StopPayload{error, std::string(reason)};
+      AppendStop(Out(), id, s->stop);
+    }
   }
   if (!s->send_done) {
     s->send_done = true;
-    AppendReset(out_, id, ResetPayload{error, s->sent, std::string(reason)});
+    s->reset_sent = true;
+    s->reset = ResetPayload{error, s->sent, std::string(reason)};
+    AppendReset(Out(), id, s->reset);
   }
   cb_->OnStreamReset(id, error, reason);
   MaybeClose(id);
@@ -554,6 +628,7 @@ void Mux::StreamError(uint32_t id, ErrorCode error, std::string_view reason) {
 void Mux::MaybeClose(uint32_t id) {
   Stream* s = Find(id);
   if (s == nullptr || !s->send_done || !s->recv_done) return;
+  Tombstone(id, *s, s->end_error);
   streams_.erase(id);
   cb_->OnStreamClosed(id);
 }
@@ -570,7 +645,8 @@ Result<uint32_t> Mux::Open(const OpenPayload& open) {
   next_id_ += 2;
   Stream& s = streams_[id];
   s.recv_limit = options_.stream_window;
-  AppendOpen(out_, id, open);
+  s.open = open;
+  if (!detached_) AppendOpen(Out(), id, open);  // Else ResumeWith() sends it.
   return id;
 }
 
@@ -580,16 +656,18 @@ void Mux::Accept(uint32_t id, const OpenOkPayload& ok) {
   Stream* s = Find(id);
   if (s == nullptr || s->accepted) return;
   s->accepted = true;
+  s->ok = ok;
   s->send_limit = peer_stream_window_;
   s->recv_limit = options_.stream_window;
-  AppendOpenOk(out_, id, ok);
+  AppendOpenOk(Out(), id, ok);
 }
 
 void Mux::Reject(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr || s->accepted) return;
+  Tombstone(id, *s, error);
   streams_.erase(id);
-  AppendReset(out_, id, ResetPayload{error, 0, std::string(reason)});
+  AppendReset(Out(), id, ResetPayload{error, 0, std::string(reason)});
   cb_->OnStreamClosed(id);
 }
 
@@ -600,22 +678,185 @@ void Mux::SendListReply(const std::vector<ListEntry>& entries) {
   for (const ListEntry& e : entries) {
     size_t need = 3 + e.name.size();
     if (bytes + need > kMaxControlPayload) {
-      AppendListReply(out_, kFlagMore, page);
+      AppendListReply(Out(), kFlagMore, page);
       page.clear();
       bytes = 0;
     }
     page.push_back(e);
     bytes += need;
   }
-  AppendListReply(out_, 0, page);
+  AppendListReply(Out(), 0, page);
 }
 
 void Mux::Goaway(ErrorCode error, std::string_view reason) {
   if (goaway_sent_) return;
   goaway_sent_ = true;
-  AppendGoaway(out_, GoawayPayload{last_peer_id_, error, std::string(reason)});
+  AppendGoaway(Out(), GoawayPayload{last_peer_id_, error, std::string(reason)});
 }
 
-void Mux::Ping(uint64_t opaque, bool ack) { AppendPing(out_, ack ? kFlagAck : 0, opaque); }
+void Mux::Ping(uint64_t opaque, bool ack) { AppendPing(Out(), ack ? kFlagAck : 0, opaque); }
+
+// ---- Resumption ----
+
+void Mux::Ack(Stream& s, uint64_t delivered) {
+  if (delivered <= s.acked) return;
+  if (options_.resumable) {
+    s.replay.Consume(std::min<size_t>(static_cast<size_t>(delivered - s.acked), s.replay.size()));
+    s.replay.ShrinkIfEmpty();
+  }
+  s.acked = delivered;
+}
+
+void Mux::Tombstone(uint32_t id, const Stream& s, ErrorCode error) {
+  if (!options_.resumable) return;
+  constexpr size_t kMaxTombstones = 256;
+  if (closed_.size() >= kMaxTombstones) closed_.erase(closed_.begin());
+  uint8_t flags = kResumeClosed | (s.fin_received ? kResumeFinReceived : 0) |
+                  (s.accepted ? kResumeAccepted : 0);
+  closed_.push_back(ResumeStream{id, s.received, s.delivered, flags, error});
+}
+
+void Mux::Detach() {
+  detached_ = true;
+  state_ = DecodeState::kHeader;
+  header_have_ = prefix_have_ = payload_left_ = skip_left_ = 0;
+  discard_ = false;
+  control_.Clear();
+  out_.Clear();
+  peer_settings_ = false;
+  // Connection-level credit belongs to one connection; the next one starts afresh.
+  session_sent_ = session_send_limit_ = 0;
+  session_received_ = session_delivered_ = session_credited_ = 0;
+  session_recv_limit_ = options_.session_window;
+  session_carry_ = 0;
+  for (auto& [id, st] : streams_) session_carry_ += st.received - st.delivered;
+}
+
+std::vector<ResumeStream> Mux::ResumeState() const {
+  std::vector<ResumeStream> out = closed_;
+  for (const auto& [id, st] : streams_) {
+    uint8_t flags = (st.fin_received ? kResumeFinReceived : 0) | (st.accepted ? kResumeAccepted : 0);
+    out.push_back(ResumeStream{id, st.received, st.delivered, flags, ErrorCode::kNoError});
+  }
+  return out;
+}
+
+void Mux::SendSession(const SessionPayload& session) { AppendSession(out_, session); }
+void Mux::SendResume(const ResumePayload& resume) { AppendResume(out_, resume); }
+void Mux::SendResumeOk(const ResumeOkPayload& ok) { AppendResumeOk(out_, ok); }
+
+size_t Mux::replay_bytes() const {
+  size_t total = 0;
+  for (const auto& [id, st] : streams_) total += st.replay.size();
+  return total;
+}
+
+void Mux::SendRecorded(uint32_t id, Stream& s) {
+  if (s.reset_sent) AppendReset(Out(), id, s.reset);
+  if (s.stop_sent) AppendStop(Out(), id, s.stop);
+}
+
+void Mux::ResendData(uint32_t id, Stream& s, uint64_t from) {
+  uint64_t pos = from;
+  size_t max = peer_max_payload_ - kDataPrefixSize;
+  while (pos < s.sent) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(s.sent - pos, max));
+    AppendData(Out(), id, 0, pos, s.replay.data() + (pos - s.acked), n);
+    pos += n;
+    session_sent_ += n;
+    session_send_limit_ += n;  // The peer widened its window by the same amount.
+  }
+  if (s.fin_sent && !s.reset_sent) AppendData(Out(), id, kFlagFin, s.sent, nullptr, 0);
+}
+
+Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last_id) {
+  if (!peer_settings_) return ProtocolError("resume before SETTINGS");
+  std::unordered_map<uint32_t, const ResumeStream*> by_id;
+  for (const ResumeStream& r : peer) by_id[r.id] = &r;
+  // First check that the views can be reconciled at all, before changing anything.
+  for (auto& [id, st] : streams_) {
+    auto it = by_id.find(id);
+    if (it == by_id.end() || (it->second->flags & kResumeClosed) != 0) continue;
+    const ResumeStream& r = *it->second;
+    if (r.received > st.sent) {
+      return Status(Code::kProtocol, fmt::format("the peer claims byte {} of stream {}, but only "
+                                                 "{} were sent", r.received, id, st.sent));
+    }
+    if (r.received < st.acked) {
+      return Status(Code::kProtocol,
+                    fmt::format("the peer lost bytes of stream {} that it had acknowledged", id));
+    }
+  }
+  detached_ = false;
+  // The receiver side: allow the replays on top of a fresh connection window.
+  for (auto& [id, st] : streams_) session_recv_limit_ += st.recv_limit - st.received;
+  std::vector<uint32_t> ended;
+  std::vector<std::pair<uint32_t, ErrorCode>> resets;
+  for (auto& [id, st] : streams_) {
+    auto it = by_id.find(id);
+    bool ours = !IsPeerId(id);
+    if (it == by_id.end()) {
+      if (ours && id > peer_last_id && !st.accepted) {
+        AppendOpen(Out(), id, st.open);  // The OPEN never arrived: send it again.
+        continue;
+      }
+      resets.emplace_back(id, ErrorCode::kCancel);  // The peer no longer knows this stream.
+      continue;
+    }
+    const ResumeStream& r = *it->second;
+    if ((r.flags & kResumeClosed) != 0) {
+      if (r.error != ErrorCode::kNoError) {
+        resets.emplace_back(id, r.error);
+        continue;
+      }
+      // Finished cleanly there: it delivered everything and our FIN, and we had its FIN.
+      Ack(st, std::min(r.delivered, st.sent));
+      if (st.fin_sent && st.acked == st.sent) st.send_done = true;
+      if (!st.send_done || !st.recv_done) {
+        resets.emplace_back(id, ErrorCode::kCancel);
+        continue;
+      }
+      ended.push_back(id);
+      continue;
+    }
+    if (!options_.is_client && st.accepted && (r.flags & kResumeAccepted) == 0) {
+      AppendOpenOk(Out(), id, st.ok);
+    }
+    Ack(st, r.delivered);
+    if (!st.send_done) ResendData(id, st, r.received);
+    SendRecorded(id, st);
+    if (st.accepted || !options_.is_client) {
+      AppendCredit(Out(), id, CreditPayload{st.delivered, st.recv_limit});
+    }
+  }
+  for (uint32_t id : ended) {
+    Stream* st = Find(id);
+    if (st == nullptr) continue;
+    if (st->fin_sent && !st->delivered_reported) {
+      st->delivered_reported = true;
+      cb_->OnStreamDelivered(id);
+    }
+    MaybeClose(id);
+  }
+  for (auto [id, error] : resets) {
+    Stream* st = Find(id);
+    if (st == nullptr) continue;
+    st->send_done = st->recv_done = true;
+    if (st->end_error == ErrorCode::kNoError) st->end_error = error;
+    cb_->OnStreamReset(id, error,
+                       error == ErrorCode::kCancel ? "the stream was lost across the reconnect"
+                                                   : ErrorCodeName(error));
+    MaybeClose(id);
+  }
+  // Streams with credit left may send again.
+  std::vector<uint32_t> writable;
+  for (auto& [id, st] : streams_) {
+    if (SendWindow(id) > 0) writable.push_back(id);
+  }
+  for (uint32_t id : writable) {
+    if (HasStream(id)) cb_->OnStreamWritable(id);
+  }
+  return Status::Ok();
+}
 
 }  // namespace pipegate

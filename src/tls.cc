@@ -1,11 +1,17 @@
 #include "pipegate/tls.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 
 #include "ossl/ossl_ptr.h"
+#include "pipegate/config.h"
 #include "pipegate/frame.h"
 #include "pipegate/log.h"
 
@@ -43,8 +49,32 @@ int OnAlpnSelect(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen,
   return SSL_TLSEXT_ERR_OK;
 }
 
+// TLS 1.2 suites allowed by `tls_min_version = "1.2"`: ECDHE key exchange (forward secrecy)
+// with an AEAD cipher only, ECDSA or RSA certificates. No CBC (Lucky 13, padding oracles), no
+// static RSA key exchange. TLS 1.3 suites are all AEAD, so they keep OpenSSL's defaults.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// Refuses key material and trust anchors that anyone may change; warns about a private key
+// that anyone may read.
+Status CheckTlsFiles(const std::string& cert, const std::string& key, const std::string& ca) {
+  for (auto [path, what] : {std::pair{&cert, "certificate"}, std::pair{&key, "private key"},
+                            std::pair{&ca, "CA bundle"}}) {
+    if (Status st = CheckFilePermissions(*path, what); !st.ok()) return st;
+  }
+  struct stat st {};
+  if (::stat(key.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
+    PG_LOG(kWarn, "private key '{}' is readable by every user (fix with: chmod o-r '{}')", key,
+           key);
+  }
+  return Status::Ok();
+}
+
 Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert,
                                        const std::string& key, const std::string& ca) {
+  if (Status st = CheckTlsFiles(cert, key, ca); !st.ok()) return st;
   ossl::SslCtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
   PG_CHECK(ctx != nullptr);
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
@@ -52,6 +82,9 @@ Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert,
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY);
   SSL_CTX_set_num_tickets(ctx.get(), 0);
   SSL_CTX_set_max_early_data(ctx.get(), 0);
+  // No resumption of any kind: every connection presents and verifies certificates afresh, so
+  // a reloaded CA or CRL applies to it (TLS 1.2 session IDs would otherwise skip the check).
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
   ERR_clear_error();
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1) {
     return LoadError("certificate", cert);
@@ -103,6 +136,14 @@ std::string DescribeVerifyError(long result, bool server, const std::string& hos
     case X509_V_ERR_INVALID_PURPOSE:
       return fmt::format("TLS failed: {} certificate is not valid for {} use (extended key usage)",
                          whose, server ? "client" : "server");
+    case X509_V_ERR_CERT_REVOKED:
+      return fmt::format("TLS failed: {} certificate has been revoked (CRL)", whose);
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+      return fmt::format("TLS failed: no CRL from the {} certificate's CA in the CRL file", whose);
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+      return "TLS failed: the CRL has expired (renew it and reload)";
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+      return "TLS failed: the CRL is not yet valid";
     default:
       return fmt::format("TLS failed: {} certificate verification failed: {}", whose,
                          X509_verify_cert_error_string(result));
@@ -119,6 +160,9 @@ std::string DescribeAlert(const std::string& reason, bool server) {
   if (has("certificate expired")) {
     return "TLS failed: the gateway rejected our client certificate (certificate expired)";
   }
+  if (has("certificate revoked")) {
+    return "TLS failed: the gateway rejected our client certificate: it has been revoked";
+  }
   if (has("certificate required")) {
     return "TLS failed: the gateway requires a client certificate";
   }
@@ -132,6 +176,94 @@ std::string DescribeAlert(const std::string& reason, bool server) {
   return fmt::format("TLS failed: {}", reason);
 }
 
+// True for an alert by which the peer refused our certificate without saying exactly why.
+bool IsVagueCertificateAlert(const std::string& reason) {
+  for (const char* s : {"bad certificate", "unsupported certificate", "certificate unknown",
+                        "certificate expired"}) {
+    if (reason.find(s) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string FormatTime(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return "?";
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return text;
+}
+
+std::string CertificateDer(X509* cert) {
+  unsigned char* der = nullptr;
+  int len = i2d_X509(cert, &der);
+  if (len <= 0) return {};
+  ossl::OpensslBytes owned(der);
+  return std::string(reinterpret_cast<const char*>(der), static_cast<size_t>(len));
+}
+
+// Loads every CRL in a PEM file into @p store, after checking that a CA in the store signed
+// it. Warns about CRLs that are past their nextUpdate, since those make OpenSSL refuse every
+// client certificate of that CA.
+Status LoadCrls(X509_STORE* store, const std::string& path) {
+  if (Status st = CheckFilePermissions(path, "CRL file"); !st.ok()) return st;
+  ossl::BioPtr bio(BIO_new_file(path.c_str(), "r"));
+  if (!bio) return LoadError("CRL file", path);
+  STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+  int loaded = 0;
+  for (;;) {
+    X509_CRL* raw = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr);
+    if (raw == nullptr) break;
+    std::unique_ptr<X509_CRL, ossl::Deleter<&X509_CRL_free>> crl(raw);
+    ++loaded;
+    bool signed_by_ca = false;
+    for (int i = 0; i < sk_X509_OBJECT_num(objects) && !signed_by_ca; ++i) {
+      X509* ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i));
+      signed_by_ca = ca != nullptr &&
+                     X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(raw)) == 0 &&
+                     X509_CRL_verify(raw, X509_get0_pubkey(ca)) == 1;
+    }
+    ERR_clear_error();
+    char issuer[256] = "?";
+    X509_NAME_oneline(X509_CRL_get_issuer(raw), issuer, sizeof issuer);
+    if (!signed_by_ca) {
+      return Status(Code::kUsage,
+                    fmt::format("CRL file '{}': the CRL of '{}' is not signed by a CA in the "
+                                "client CA bundle",
+                                path, issuer));
+    }
+    const ASN1_TIME* next = X509_CRL_get0_nextUpdate(raw);
+    if (next != nullptr && X509_cmp_current_time(next) < 0) {
+      PG_LOG(kWarn,
+             "CRL file '{}': the CRL of '{}' has expired; every client certificate of that CA "
+             "will be refused until it is renewed",
+             path, issuer);
+    }
+    if (X509_STORE_add_crl(store, raw) != 1) {
+      return LoadError("CRL file", path);
+    }
+  }
+  // The loop ends on "no start line" once the file is read; that is not an error.
+  ERR_clear_error();
+  if (loaded == 0) {
+    return Status(Code::kUsage, fmt::format("cannot load CRL file '{}': it holds no PEM CRL", path));
+  }
+  return Status::Ok();
+}
+
+std::string SpkiSha256(X509* cert) {
+  if (cert == nullptr) return {};
+  unsigned char* der = nullptr;
+  int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+  if (len <= 0) return {};
+  ossl::OpensslBytes owned(der);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  if (EVP_Digest(der, static_cast<size_t>(len), digest, &digest_len, EVP_sha256(), nullptr) != 1) {
+    return {};
+  }
+  return std::string(reinterpret_cast<const char*>(digest), digest_len);
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::NewServer(const TlsServerOptions& o) {
@@ -141,14 +273,156 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::NewServer(const TlsServerO
   if (names != nullptr) SSL_CTX_set_client_CA_list(ctx->get(), names);  // Takes ownership.
   ERR_clear_error();
   SSL_CTX_set_alpn_select_cb(ctx->get(), &OnAlpnSelect, nullptr);
-  return std::shared_ptr<const TlsContext>(new TlsContext(ctx->release(), true));
+  if (o.allow_tls12) {
+    SSL_CTX_set_min_proto_version(ctx->get(), TLS1_2_VERSION);
+    PG_CHECK(SSL_CTX_set_cipher_list(ctx->get(), kTls12Ciphers) == 1);
+  }
+  if (!o.crl.empty()) {
+    if (Status st = LoadCrls(SSL_CTX_get_cert_store(ctx->get()), o.crl); !st.ok()) return st;
+    // The client's own certificate is checked against its CA's CRL (CRL_CHECK, not
+    // CRL_CHECK_ALL: intermediate CAs are trusted as configured in client_ca).
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx->get()), X509_V_FLAG_CRL_CHECK);
+  }
+  auto* context = new TlsContext(ctx->release(), true);
+  context->counters_ = o.counters;
+  return std::shared_ptr<const TlsContext>(context);
 }
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::NewClient(const TlsClientOptions& o) {
   Result<ossl::SslCtxPtr> ctx = NewBaseContext(false, o.cert, o.key, o.ca);
   if (!ctx) return ctx.error();
   SSL_CTX_set_alpn_protos(ctx->get(), kAlpnWire, sizeof kAlpnWire);
-  return std::shared_ptr<const TlsContext>(new TlsContext(ctx->release(), false));
+  for (const std::string& pin : o.pins) {
+    if (pin.size() != 32) return Status(Code::kUsage, "a --pin must be a SHA-256 digest");
+  }
+  if (!o.pins.empty()) {
+    SSL_CTX_set_verify(ctx->get(), SSL_VERIFY_PEER, &TlsSession::OnVerify);
+  }
+  auto* context = new TlsContext(ctx->release(), false);
+  context->server_name_ = o.server_name;
+  context->pins_ = o.pins;
+  return std::shared_ptr<const TlsContext>(context);
+}
+
+Status TlsContext::VerifyPeerAgain(const PeerIdentity& peer) const {
+  if (peer.chain_der.empty()) return Status(Code::kTls, "TLS failed: no client certificate");
+  std::vector<ossl::X509Ptr> certs;
+  for (const std::string& der : peer.chain_der) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    ossl::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+    if (!cert) {
+      ERR_clear_error();
+      return Status(Code::kTls, "TLS failed: the recorded client certificate does not parse");
+    }
+    certs.push_back(std::move(cert));
+  }
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  PG_CHECK(untrusted != nullptr);
+  for (size_t i = 1; i < certs.size(); ++i) sk_X509_push(untrusted, certs[i].get());
+  X509_STORE_CTX* store_ctx = X509_STORE_CTX_new();
+  PG_CHECK(store_ctx != nullptr);
+  long result = X509_V_ERR_UNSPECIFIED;
+  if (X509_STORE_CTX_init(store_ctx, SSL_CTX_get_cert_store(ctx_), certs[0].get(), untrusted) ==
+      1) {
+    // The same checks as the handshake: purpose sslclient, the context's flags (CRL).
+    X509_STORE_CTX_set_default(store_ctx, "ssl_client");
+    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(store_ctx), SSL_CTX_get0_param(ctx_));
+    result = X509_verify_cert(store_ctx) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(store_ctx);
+  }
+  X509_STORE_CTX_free(store_ctx);
+  sk_X509_free(untrusted);  // The certificates belong to `certs`.
+  ERR_clear_error();
+  if (result == X509_V_OK) return Status::Ok();
+  return Status(Code::kTls, DescribeVerifyError(result, true, ""));
+}
+
+namespace {
+
+constexpr std::string_view kPinPrefix = "sha256:";
+constexpr std::string_view kBase64Alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string Base64(std::string_view raw) {
+  std::string out;
+  size_t i = 0;
+  for (; i + 3 <= raw.size(); i += 3) {
+    uint32_t v = (uint32_t{static_cast<uint8_t>(raw[i])} << 16) |
+                 (uint32_t{static_cast<uint8_t>(raw[i + 1])} << 8) |
+                 static_cast<uint8_t>(raw[i + 2]);
+    for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kBase64Alphabet[(v >> shift) & 63]);
+  }
+  if (i + 1 == raw.size()) {
+    uint32_t v = uint32_t{static_cast<uint8_t>(raw[i])} << 16;
+    out.push_back(kBase64Alphabet[(v >> 18) & 63]);
+    out.push_back(kBase64Alphabet[(v >> 12) & 63]);
+    out += "==";
+  } else if (i + 2 == raw.size()) {
+    uint32_t v = (uint32_t{static_cast<uint8_t>(raw[i])} << 16) |
+                 (uint32_t{static_cast<uint8_t>(raw[i + 1])} << 8);
+    out.push_back(kBase64Alphabet[(v >> 18) & 63]);
+    out.push_back(kBase64Alphabet[(v >> 12) & 63]);
+    out.push_back(kBase64Alphabet[(v >> 6) & 63]);
+    out.push_back('=');
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string FormatSpkiPin(std::string_view digest) {
+  return std::string(kPinPrefix) + Base64(digest);
+}
+
+Result<std::string> ParseSpkiPin(std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    return Status(Code::kUsage, fmt::format("bad --pin '{}': {}", text, why));
+  };
+  if (text.substr(0, kPinPrefix.size()) != kPinPrefix) {
+    return bad("expected sha256:BASE64 or sha256:HEX (the SHA-256 of the gateway's public key)");
+  }
+  std::string_view value = text.substr(kPinPrefix.size());
+  std::string raw;
+  if (value.size() == 64) {
+    for (size_t i = 0; i < 64; i += 2) {
+      auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+      };
+      int hi = nibble(value[i]);
+      int lo = nibble(value[i + 1]);
+      if (hi < 0 || lo < 0) return bad("not hexadecimal");
+      raw.push_back(static_cast<char>((hi << 4) | lo));
+    }
+    return raw;
+  }
+  // 32 bytes are 43 base64 characters and one '=' of padding.
+  if (value.size() != 44 || value[43] != '=') {
+    return bad("expected 44 base64 characters or 64 hex digits after 'sha256:'");
+  }
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : value.substr(0, 43)) {
+    size_t v = kBase64Alphabet.find(c);
+    if (v == std::string_view::npos) return bad("not base64");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      raw.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  if (raw.size() != 32) return bad("a SHA-256 digest is 32 bytes");
+  return raw;
+}
+
+Result<std::string> SpkiPinOfCertificateFile(const std::string& path) {
+  ossl::BioPtr bio(BIO_new_file(path.c_str(), "r"));
+  if (!bio) return LoadError("certificate", path);
+  ossl::X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) return LoadError("certificate", path);
+  return FormatSpkiPin(SpkiSha256(cert.get()));
 }
 
 TlsContext::~TlsContext() { ossl::SslCtxPtr owned(ctx_); }
@@ -174,9 +448,11 @@ PeerIdentity IdentityFromCertificate(X509* cert) {
 }
 
 TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, const std::string& peer_host)
-    : context_(std::move(context)), peer_host_(peer_host) {
+    : context_(std::move(context)),
+      peer_host_(context_->server_name().empty() ? peer_host : context_->server_name()) {
   ossl::SslPtr ssl(SSL_new(context_->native()));
   PG_CHECK(ssl != nullptr);
+  SSL_set_app_data(ssl.get(), this);  // For OnVerify.
   ossl::BioPtr in(BIO_new(BIO_s_mem()));
   ossl::BioPtr out(BIO_new(BIO_s_mem()));
   PG_CHECK(in && out);                   // OOM is fatal.
@@ -205,6 +481,81 @@ TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, const std::str
 
 TlsSession::~TlsSession() { ossl::SslPtr owned(ssl_); }
 
+int TlsSession::OnVerify(int preverify_ok, X509_STORE_CTX* store) noexcept {
+  // Pinning comes on top of the CA check: only a chain that verified is compared, and only its
+  // leaf (the gateway's own key, which survives certificate renewals that keep the key).
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
+  auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store,
+                                                           SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* self = ssl != nullptr ? static_cast<TlsSession*>(SSL_get_app_data(ssl)) : nullptr;
+  if (self == nullptr) return 0;
+  std::string spki = SpkiSha256(X509_STORE_CTX_get_current_cert(store));
+  const std::vector<std::string>& pins = self->context_->pins();
+  if (pins.empty() || std::find(pins.begin(), pins.end(), spki) != pins.end()) return 1;
+  self->pin_mismatch_ = FormatSpkiPin(spki);
+  X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+  return 0;
+}
+
+std::string TlsSession::DescribeOwnCertificateProblem() const {
+  X509* own = SSL_get_certificate(ssl_);  // Not a new reference.
+  if (own == nullptr) return {};
+  if (X509_cmp_current_time(X509_get0_notBefore(own)) > 0) {
+    return fmt::format("it is not yet valid (valid from {})", FormatTime(X509_get0_notBefore(own)));
+  }
+  if (X509_cmp_current_time(X509_get0_notAfter(own)) < 0) {
+    return fmt::format("it has expired (on {})", FormatTime(X509_get0_notAfter(own)));
+  }
+  if (X509_check_purpose(own, X509_PURPOSE_SSL_CLIENT, 0) != 1) {
+    return "it is not valid for client use (its extended key usage lacks clientAuth)";
+  }
+  return {};
+}
+
+void TlsSession::CountRefusal(long verify, const std::string& reason) const {
+  TlsRefusalCounters* k = context_->counters();
+  if (k == nullptr) return;
+  switch (verify) {
+    case X509_V_OK:
+      break;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+      k->expired++;
+      return;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      k->not_yet_valid++;
+      return;
+    case X509_V_ERR_CERT_REVOKED:
+      k->revoked++;
+      return;
+    case X509_V_ERR_INVALID_PURPOSE:
+      k->wrong_usage++;
+      return;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+      k->unknown_ca++;
+      return;
+    default:
+      k->other++;
+      return;
+  }
+  if (reason.find("did not return a certificate") != std::string::npos ||
+      reason.find("certificate required") != std::string::npos) {
+    k->no_certificate++;
+  } else if (SSL_in_before(ssl_) != 0 || reason.find("wrong version number") != std::string::npos ||
+             reason.find("http request") != std::string::npos ||
+             reason.find("packet length too long") != std::string::npos ||
+             reason.find("unknown protocol") != std::string::npos) {
+    // Nothing that parses as a ClientHello arrived: a port scanner, HTTP, random bytes.
+    k->not_tls++;
+  } else {
+    k->other++;
+  }
+}
+
 void TlsSession::FeedCiphertext(const uint8_t* data, size_t len) {
   if (len == 0) return;
   int rc = BIO_write(rbio_, data, static_cast<int>(len));
@@ -216,11 +567,25 @@ Status TlsSession::Fail(int ssl_error) {
   bool server = context_->is_server();
   long verify = SSL_get_verify_result(ssl_);
   std::string reason = PopErrorQueue();
+  if (server) CountRefusal(verify, reason);
+  if (verify == X509_V_ERR_APPLICATION_VERIFICATION && !pin_mismatch_.empty()) {
+    return Status(Code::kTls,
+                  fmt::format("TLS failed: the gateway's public key does not match --pin (its "
+                              "pin is {})",
+                              pin_mismatch_));
+  }
   if (verify != X509_V_OK) {
     return Status(Code::kTls, DescribeVerifyError(verify, server, peer_host_));
   }
   if (ssl_error == SSL_ERROR_SYSCALL || reason.empty()) {
     return Status(Code::kTls, "TLS failed: the peer closed the connection during the handshake");
+  }
+  if (!server && IsVagueCertificateAlert(reason)) {
+    // The alert says only that our certificate was refused; our own copy may say why.
+    std::string own = DescribeOwnCertificateProblem();
+    if (!own.empty()) {
+      return Status(Code::kTls, "TLS failed: the gateway rejected our client certificate: " + own);
+    }
   }
   return Status(Code::kTls, DescribeAlert(reason, server));
 }
@@ -244,6 +609,16 @@ Status TlsSession::Advance(Buffer& plaintext) {
     }
     ossl::X509Ptr cert(SSL_get1_peer_certificate(ssl_));
     peer_ = IdentityFromCertificate(cert.get());
+    if (context_->is_server() && cert) {
+      // Kept so that a reload can verify this client again (TlsContext::VerifyPeerAgain). On
+      // a server, SSL_get_peer_cert_chain() leaves out the leaf.
+      peer_.chain_der.push_back(CertificateDer(cert.get()));
+      STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl_);
+      for (int i = 0; chain != nullptr && i < sk_X509_num(chain); ++i) {
+        peer_.chain_der.push_back(CertificateDer(sk_X509_value(chain, i)));
+      }
+    }
+    peer_spki_ = SpkiSha256(cert.get());
     state_ = State::kEstablished;
   }
   for (;;) {
@@ -295,5 +670,17 @@ void TlsSession::DrainCiphertext(Buffer& out) {
 }
 
 size_t TlsSession::pending_ciphertext() const { return BIO_ctrl_pending(wbio_); }
+
+// ---- Session resumption support (issue 3): keying material bound to this connection. ----
+
+bool TlsSession::ExportKeyingMaterial(const char* label, const uint8_t* context,
+                                      size_t context_len, uint8_t* out, size_t out_len) const {
+  if (state_ != State::kEstablished && state_ != State::kClosed) return false;
+  ERR_clear_error();
+  int rc = SSL_export_keying_material(ssl_, out, out_len, label, std::strlen(label), context,
+                                      context_len, 1);
+  ERR_clear_error();
+  return rc == 1;
+}
 
 }  // namespace pipegate

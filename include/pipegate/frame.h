@@ -33,11 +33,13 @@ enum class FrameType : uint8_t {
   kPing = 0x6,
   kSettings = 0x7,
   kGoaway = 0x8,
-  kResume = 0x9,     ///< Reserved for stream resumption (SPEC §8); not sent by pipegate/1 yet.
+  kResume = 0x9,     ///< Client: resume a detached session on this new connection.
   kList = 0xA,
   kListReply = 0xB,
+  kSession = 0xC,    ///< Gateway: the id of the session this connection carries.
+  kResumeOk = 0xD,   ///< Gateway: the session is resumed; here is what it holds.
 };
-inline constexpr uint8_t kMaxFrameType = 0xB;
+inline constexpr uint8_t kMaxFrameType = 0xD;
 
 // Flags.
 inline constexpr uint8_t kFlagFin = 0x1;     ///< DATA: last byte of this direction.
@@ -61,6 +63,7 @@ enum class ErrorCode : uint32_t {
   kIo = 11,
   kShutdown = 12,
   kFrameSize = 13,
+  kResumeRejected = 14,
 };
 
 /// @brief Maps a wire error to the user-facing Code (and so to an exit status).
@@ -134,6 +137,40 @@ struct Setting {
   uint32_t value;
 };
 
+inline constexpr size_t kSessionIdSize = 16;
+inline constexpr size_t kResumeProofSize = 32;
+
+/// @brief SESSION: sent once by the gateway on a fresh connection, after SETTINGS.
+struct SessionPayload {
+  uint8_t session_id[kSessionIdSize] = {};
+  uint32_t ttl_ms = 0;  ///< How long the gateway keeps the session once detached.
+};
+
+/// @brief What one side holds of one stream, exchanged by RESUME and RESUME_OK.
+struct ResumeStream {
+  uint32_t id = 0;
+  uint64_t received = 0;   ///< Next offset expected from the peer.
+  uint64_t delivered = 0;  ///< Bytes of the peer's written into the local pipe.
+  uint8_t flags = 0;       ///< kResumeClosed, kResumeFinReceived.
+  ErrorCode error = ErrorCode::kNoError;  ///< Why it ended, for a closed stream.
+};
+inline constexpr uint8_t kResumeClosed = 0x1;       ///< The stream is finished on this side.
+inline constexpr uint8_t kResumeFinReceived = 0x2;  ///< The peer's FIN arrived.
+inline constexpr uint8_t kResumeAccepted = 0x4;     ///< OPEN_OK was sent (gateway) or seen.
+inline constexpr size_t kResumeStreamSize = 25;
+
+struct ResumePayload {
+  uint8_t session_id[kSessionIdSize] = {};
+  uint8_t proof[kResumeProofSize] = {};
+  uint32_t last_id = 0;  ///< Highest stream id the sender has seen or used.
+  std::vector<ResumeStream> streams;
+};
+
+struct ResumeOkPayload {
+  uint32_t last_id = 0;
+  std::vector<ResumeStream> streams;
+};
+
 struct ListEntry {
   std::string name;
   uint8_t kind = 0;
@@ -151,6 +188,9 @@ void AppendSettings(Buffer& out, const std::vector<Setting>& settings);
 void AppendGoaway(Buffer& out, const GoawayPayload& p);
 void AppendList(Buffer& out);
 void AppendListReply(Buffer& out, uint8_t flags, const std::vector<ListEntry>& entries);
+void AppendSession(Buffer& out, const SessionPayload& p);
+void AppendResume(Buffer& out, const ResumePayload& p);
+void AppendResumeOk(Buffer& out, const ResumeOkPayload& p);
 /// @brief Appends a DATA frame by copying @p len bytes.
 void AppendData(Buffer& out, uint32_t stream_id, uint8_t flags, uint64_t offset,
                 const uint8_t* data, size_t len);
@@ -165,6 +205,9 @@ Result<uint64_t> DecodePing(const uint8_t* p, size_t n);
 Result<std::vector<Setting>> DecodeSettings(const uint8_t* p, size_t n);
 Result<GoawayPayload> DecodeGoaway(const uint8_t* p, size_t n);
 Result<std::vector<ListEntry>> DecodeListReply(const uint8_t* p, size_t n);
+Result<SessionPayload> DecodeSession(const uint8_t* p, size_t n);
+Result<ResumePayload> DecodeResume(const uint8_t* p, size_t n);
+Result<ResumeOkPayload> DecodeResumeOk(const uint8_t* p, size_t n);
 
 // Big-endian helpers.
 inline void PutU16(uint8_t* p, uint16_t v) noexcept {

@@ -19,6 +19,7 @@ struct MuxOptions {
   uint32_t stream_window = 1u << 20;   ///< Credit we grant each stream (bounds its memory).
   uint32_t session_window = 16u << 20; ///< Credit we grant the whole connection.
   uint32_t max_streams = 256;          ///< Concurrent streams we accept.
+  bool resumable = false;  ///< Keep sent bytes until acknowledged, so streams survive Detach().
 };
 
 /// @brief Events of a Mux, delivered synchronously from Feed() or from a Mux method.
@@ -57,6 +58,12 @@ class MuxCallbacks {
   virtual void OnListReply(const std::vector<ListEntry>& entries, bool more) = 0;
   /// @brief The peer is going away.
   virtual void OnGoaway(const GoawayPayload& goaway) = 0;
+  /// @brief Client: the gateway named the session this connection carries.
+  virtual void OnSession(const SessionPayload& session) { (void)session; }
+  /// @brief Server: the client asks to resume a detached session on this connection.
+  virtual void OnResumeRequest(const ResumePayload& resume) { (void)resume; }
+  /// @brief Client: the gateway resumed the session.
+  virtual void OnResumeOk(const ResumeOkPayload& ok) { (void)ok; }
 };
 
 /// @brief The sans-I/O stream multiplexer of pipegate/1 (docs/protocol.md).
@@ -123,12 +130,69 @@ class Mux {
   bool HasStream(uint32_t id) const { return streams_.count(id) != 0; }
   uint32_t last_peer_stream() const noexcept { return last_peer_id_; }
 
+  // Resumption (SPEC §8, docs/protocol.md "Resume").
+  /// @brief The connection is gone: drops partial input and queued output, and holds every
+  /// stream (sending pauses) until ResumeWith(). The next connection starts with SETTINGS.
+  void Detach();
+  /// @return True between Detach() and ResumeWith().
+  bool detached() const noexcept { return detached_; }
+  /// @return What this side holds of every stream, and of recently closed ones.
+  std::vector<ResumeStream> ResumeState() const;
+  /// @return The highest stream id seen or used.
+  uint32_t last_stream_id() const noexcept {
+    return options_.is_client ? (next_id_ > 1 ? next_id_ - 2 : 0) : last_peer_id_;
+  }
+  /// @brief Reconciles with the peer's view after a reconnect and queues every frame it lost:
+  /// OPEN/OPEN_OK, DATA from the peer's received offset, FIN, RESET, STOP and CREDIT. Streams
+  /// the peer no longer has end with OnStreamReset. An error means the views cannot be
+  /// reconciled (the peer claims bytes never sent, or ones no longer held).
+  Status ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last_id);
+  /// @brief What the peer's SETTINGS said (to move a connection to another mux).
+  struct PeerSettings {
+    bool received = false;
+    uint32_t max_payload = kDefaultMaxFramePayload;
+    uint32_t stream_window = 0;
+    uint32_t max_streams = 0;
+    uint64_t session_window = 0;
+  };
+  PeerSettings peer_settings() const noexcept {
+    return PeerSettings{peer_settings_, peer_max_payload_, peer_stream_window_, peer_max_streams_,
+                        session_send_limit_};
+  }
+  /// @brief Takes over SETTINGS that another mux received on the connection being moved here.
+  void AdoptPeerSettings(const PeerSettings& p) noexcept {
+    peer_settings_ = p.received;
+    peer_max_payload_ = p.max_payload;
+    peer_stream_window_ = p.stream_window;
+    peer_max_streams_ = p.max_streams;
+    session_send_limit_ = p.session_window;
+  }
+  /// @return Of stream @p id: bytes the peer confirmed delivered, and bytes we delivered.
+  std::pair<uint64_t, uint64_t> Progress(uint32_t id) const {
+    const Stream* s = Find(id);
+    return s == nullptr ? std::pair<uint64_t, uint64_t>{0, 0}
+                        : std::pair<uint64_t, uint64_t>{s->acked, s->delivered};
+  }
+  void SendSession(const SessionPayload& session);
+  void SendResume(const ResumePayload& resume);
+  void SendResumeOk(const ResumeOkPayload& ok);
+  /// @return Bytes held for replay across all streams.
+  size_t replay_bytes() const;
+
   // Counters for tests and metrics.
   uint64_t stream_errors() const noexcept { return stream_errors_; }
 
  private:
   struct Stream {
     bool accepted = false;
+    OpenPayload open;      ///< Client: the OPEN, for replay after a reconnect.
+    OpenOkPayload ok;      ///< Server: the OPEN_OK, for replay after a reconnect.
+    Buffer replay;         ///< Resumable: bytes [acked, sent) kept until acknowledged.
+    bool reset_sent = false;
+    ResetPayload reset;
+    bool stop_sent = false;
+    StopPayload stop;
+    ErrorCode end_error = ErrorCode::kNoError;  ///< Why it ended, for its tombstone.
     // Our sending direction.
     uint64_t sent = 0;
     uint64_t acked = 0;
@@ -157,7 +221,18 @@ class Mux {
   void MaybeSendSessionCredit();
   void SessionConsumed(size_t n);
   void StreamError(uint32_t id, ErrorCode error, std::string_view reason);
+  void Ack(Stream& s, uint64_t delivered);
+  void SendRecorded(uint32_t id, Stream& s);  // Replays RESET/STOP this side sent.
+  void ResendData(uint32_t id, Stream& s, uint64_t from);
+  void Tombstone(uint32_t id, const Stream& s, ErrorCode error);
   void MaybeClose(uint32_t id);
+  /// @return Where frames go: output(), or a scratch sink while detached (state still
+  /// changes; ResumeWith() sends what the peer must learn).
+  Buffer& Out() {
+    if (!detached_) return out_;
+    sink_.Clear();
+    return sink_;
+  }
   Stream* Find(uint32_t id);
   const Stream* Find(uint32_t id) const;
   bool IsPeerId(uint32_t id) const { return ((id & 1) == 1) != options_.is_client; }
@@ -166,6 +241,7 @@ class Mux {
   MuxOptions options_;
   MuxCallbacks* cb_;
   Buffer out_;
+  Buffer sink_;
   std::unordered_map<uint32_t, Stream> streams_;
 
   // Decoder state.
@@ -176,6 +252,7 @@ class Mux {
   uint8_t prefix_[kDataPrefixSize] = {};
   size_t prefix_have_ = 0;
   size_t payload_left_ = 0;
+  size_t skip_left_ = 0;  ///< Bytes at the start of this DATA frame already received.
   bool discard_ = false;  ///< The current DATA frame's bytes are dropped.
   Buffer control_;
 
@@ -192,10 +269,13 @@ class Mux {
   uint64_t session_delivered_ = 0;
   uint64_t session_recv_limit_ = 0;
   uint64_t session_credited_ = 0;
+  uint64_t session_carry_ = 0;  ///< Undelivered bytes that arrived on an earlier connection.
 
   uint32_t next_id_ = 0;       ///< Our next stream id.
   uint32_t last_peer_id_ = 0;  ///< Highest stream id the peer opened.
   bool goaway_received_ = false;
+  bool detached_ = false;
+  std::vector<ResumeStream> closed_;  ///< Recently closed streams (tombstones), oldest first.
   bool goaway_sent_ = false;
   uint64_t stream_errors_ = 0;
 };

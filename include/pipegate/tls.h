@@ -1,9 +1,12 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "pipegate/acl.h"
 #include "pipegate/buffer.h"
@@ -13,22 +16,58 @@ typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 typedef struct bio_st BIO;
 typedef struct x509_st X509;
+typedef struct x509_store_ctx_st X509_STORE_CTX;
 
 namespace pipegate {
 
-/// @brief Files for the gateway's side of mutual TLS.
-struct TlsServerOptions {
-  std::string cert;       ///< PEM certificate chain of the gateway.
-  std::string key;        ///< PEM private key.
-  std::string client_ca;  ///< PEM CA bundle that client certificates must chain to.
+/// @brief Why the gateway refused clients during the TLS handshake, one counter per class.
+///
+/// Thread: the counters are atomic; every worker bumps them.
+struct TlsRefusalCounters {
+  std::atomic<uint64_t> expired{0};         ///< Client certificate past its notAfter.
+  std::atomic<uint64_t> not_yet_valid{0};   ///< Client certificate before its notBefore.
+  std::atomic<uint64_t> revoked{0};         ///< Listed in the CRL.
+  std::atomic<uint64_t> unknown_ca{0};      ///< Does not chain to client_ca.
+  std::atomic<uint64_t> wrong_usage{0};     ///< Its extended key usage lacks clientAuth.
+  std::atomic<uint64_t> no_certificate{0};  ///< The client sent none.
+  std::atomic<uint64_t> not_tls{0};         ///< The first bytes were not a TLS ClientHello.
+  std::atomic<uint64_t> other{0};           ///< Anything else (ALPN, versions, alerts).
 };
 
-/// @brief Files for the bridge's side of mutual TLS.
+/// @brief Files and policy for the gateway's side of mutual TLS.
+struct TlsServerOptions {
+  std::string cert;       ///< PEM certificate chain of the gateway (ECDSA or RSA key).
+  std::string key;        ///< PEM private key.
+  std::string client_ca;  ///< PEM CA bundle that client certificates must chain to.
+  std::string crl;        ///< PEM CRLs checked for client certificates; "" = no CRL check.
+  bool allow_tls12 = false;  ///< Also accept TLS 1.2, with forward-secret AEAD suites only.
+  /// Where handshake refusals are counted; may be null. Must outlive the context.
+  TlsRefusalCounters* counters = nullptr;
+};
+
+/// @brief Files and policy for the bridge's side of mutual TLS.
 struct TlsClientOptions {
   std::string cert;  ///< PEM client certificate.
   std::string key;   ///< PEM private key.
   std::string ca;    ///< PEM CA bundle that the gateway's certificate must chain to.
+  /// The name (or IP address) the gateway's certificate must carry, and the SNI sent, instead
+  /// of the host dialled (`--servername`). Empty: the host dialled.
+  std::string server_name;
+  /// SHA-256 digests (32 raw bytes each) of SubjectPublicKeyInfo; when not empty the gateway's
+  /// key must match one of them, on top of the CA check (`--pin`).
+  std::vector<std::string> pins;
 };
+
+/// @brief Parses a `--pin` value: "sha256:" then the SHA-256 of the gateway's
+/// SubjectPublicKeyInfo in base64 (44 characters, as HPKP and curl write it) or hex (64).
+/// @return The 32 raw digest bytes, or kUsage saying what is wrong.
+Result<std::string> ParseSpkiPin(std::string_view text);
+
+/// @brief Formats 32 raw digest bytes as "sha256:BASE64".
+std::string FormatSpkiPin(std::string_view digest);
+
+/// @brief Computes the pin of the certificate in a PEM file (its first certificate).
+Result<std::string> SpkiPinOfCertificateFile(const std::string& path);
 
 /// @brief An SSL_CTX configured for pipegate: TLS 1.3 only, mutual authentication, ALPN
 /// "pipegate/1", no session tickets, no early data.
@@ -51,11 +90,27 @@ class TlsContext {
   bool is_server() const noexcept { return server_; }
   /// @return The OpenSSL context (owned by this object).
   SSL_CTX* native() const noexcept { return ctx_; }
+  /// @return The `--servername` override (client), or "".
+  const std::string& server_name() const noexcept { return server_name_; }
+  /// @return The accepted SPKI digests (client), empty when not pinning.
+  const std::vector<std::string>& pins() const noexcept { return pins_; }
+  /// @return Where handshake refusals are counted (server), or null.
+  TlsRefusalCounters* counters() const noexcept { return counters_; }
+
+  /// @brief Verifies a client's certificate chain again, as recorded at its handshake
+  /// (PeerIdentity::chain_der), against this context's CA bundle and CRL: after a reload, a
+  /// client whose certificate the new files no longer accept (revoked, CA removed, expired
+  /// meanwhile) can be told apart from one they still accept.
+  /// @return OK, or kTls with the reason in the words of a failed handshake.
+  Status VerifyPeerAgain(const PeerIdentity& peer) const;
 
  private:
   TlsContext(SSL_CTX* ctx, bool server) : ctx_(ctx), server_(server) {}
   SSL_CTX* ctx_;
   bool server_;
+  std::string server_name_;
+  std::vector<std::string> pins_;
+  TlsRefusalCounters* counters_ = nullptr;
 };
 
 /// @brief Extracts CN, DNS and URI SANs from a certificate.
@@ -98,9 +153,21 @@ class TlsSession {
   bool peer_closed() const noexcept { return peer_closed_; }
   /// @return The verified peer's identities (valid once established).
   const PeerIdentity& peer_identity() const noexcept { return peer_; }
+  /// @return SHA-256 of the peer certificate's SubjectPublicKeyInfo (32 raw bytes), once
+  /// established.
+  const std::string& peer_spki_sha256() const noexcept { return peer_spki_; }
+  /// @brief Derives @p out_len bytes bound to this connection (TLS exporter, RFC 8446 §7.5).
+  /// @return False if the session is not established.
+  bool ExportKeyingMaterial(const char* label, const uint8_t* context, size_t context_len,
+                            uint8_t* out, size_t out_len) const;
 
  private:
   Status Fail(int ssl_error);
+  std::string DescribeOwnCertificateProblem() const;
+  void CountRefusal(long verify_result, const std::string& reason) const;
+  /// OpenSSL verify callback of pinning client contexts (installed by TlsContext::NewClient).
+  static int OnVerify(int preverify_ok, X509_STORE_CTX* store) noexcept;
+  friend class TlsContext;
 
   std::shared_ptr<const TlsContext> context_;
   SSL* ssl_ = nullptr;
@@ -110,6 +177,8 @@ class TlsSession {
   State state_ = State::kHandshaking;
   bool peer_closed_ = false;
   PeerIdentity peer_;
+  std::string peer_spki_;
+  std::string pin_mismatch_;  ///< The gateway's actual pin, when --pin refused it.
 };
 
 }  // namespace pipegate

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <unistd.h>
 
 #include <atomic>
 
@@ -34,16 +35,16 @@ std::string FormatAddress(const sockaddr_storage& ss) {
 
 }  // namespace
 
-Connection::Connection(uv_loop_t* loop, std::shared_ptr<const TlsContext> tls,
+Connection::Connection(uv_loop_t* loop, std::unique_ptr<TlsSession> tls,
                        const std::string& host, const ConnectionOptions& options,
-                       ConnectionHandler* handler)
+                       ConnectionHandler* handler, Mux* mux)
     : loop_(loop),
       id_(g_next_connection_id.fetch_add(1)),
       host_(host),
       options_(options),
       handler_(handler),
-      tls_(std::make_unique<TlsSession>(std::move(tls), host)),
-      mux_(options.mux, handler) {
+      tls_(std::move(tls)),
+      mux_(mux) {
   uv_tcp_init(loop_, &tcp_);
   uv_check_init(loop_, &check_);
   uv_idle_init(loop_, &idle_);
@@ -60,8 +61,9 @@ Connection::~Connection() = default;
 Result<Connection*> Connection::Accept(uv_loop_t* loop, uv_stream_t* server,
                                        std::shared_ptr<const TlsContext> tls,
                                        const ConnectionOptions& options,
-                                       ConnectionHandler* handler) {
-  auto* c = new Connection(loop, std::move(tls), "", options, handler);
+                                       ConnectionHandler* handler, Mux* mux) {
+  auto* c = new Connection(loop, std::make_unique<TlsSession>(std::move(tls), ""), "", options,
+                           handler, mux);
   int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_));
   if (rc != 0) {
     c->state_ = State::kClosing;
@@ -80,8 +82,10 @@ Result<Connection*> Connection::Accept(uv_loop_t* loop, uv_stream_t* server,
 
 Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
                                 std::shared_ptr<const TlsContext> tls,
-                                const ConnectionOptions& options, ConnectionHandler* handler) {
-  auto* c = new Connection(loop, std::move(tls), host, options, handler);
+                                const ConnectionOptions& options, ConnectionHandler* handler,
+                                Mux* mux) {
+  auto* c = new Connection(loop, std::make_unique<TlsSession>(std::move(tls), host), host,
+                           options, handler, mux);
   c->port_ = port;
   c->state_ = State::kResolving;
   addrinfo hints{};
@@ -197,24 +201,25 @@ void Connection::OnBytes(const uint8_t* p, size_t n) {
   }
   if (!was_established && tls_->established()) {
     state_ = State::kOpen;
+    mux_->Start();  // SETTINGS go first on every connection.
     handler_->OnTlsEstablished(tls_->peer_identity());
     if (state_ >= State::kClosing) return;
-    mux_.Start();
   }
   if (!plain_.empty()) {
-    Status fed = mux_.Feed(plain_.data(), plain_.size());
+    Status fed = mux_->Feed(plain_.data(), plain_.size());
     plain_.Clear();
     if (state_ >= State::kClosing) return;
     if (!fed.ok()) {
       PG_CONN_LOG(kWarn, id_, "protocol error from {}: {}", peer_address_, fed.message());
-      mux_.Goaway(ErrorForCode(fed.code()), fed.message());
+      mux_->Goaway(ErrorForCode(fed.code()), fed.message());
       BeginClose(fed, /*graceful=*/true);
       return;
     }
-    if (mux_.ready()) ever_ready_ = true;
+    if (mux_->ready()) ever_ready_ = true;
   }
   if (tls_->peer_closed()) {
-    BeginClose(Status(Code::kStreamLost, "connection closed by peer"), /*graceful=*/true);
+    // close_notify: an orderly end, not a loss to recover from.
+    BeginClose(Status(Code::kOk, "connection closed by peer"), /*graceful=*/true);
     return;
   }
   Flush();
@@ -240,8 +245,8 @@ void Connection::OnCheck(uv_check_t* handle) noexcept {
 
 void Connection::DoFlush() {
   if (state_ == State::kClosed) return;
-  Buffer& out = mux_.output();
-  if (!out.empty() && tls_->established()) {
+  if (mux_ != nullptr && !mux_->output().empty() && tls_->established()) {
+    Buffer& out = mux_->output();
     Status st = tls_->WritePlaintext(out.data(), out.size());
     out.Clear();
     if (!st.ok()) {
@@ -314,7 +319,7 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
     return;
   }
   if (self->state_ == State::kClosed) return;
-  if (!self->ever_ready_ && !self->mux_.ready()) {
+  if (!self->ever_ready_ && !self->mux_->ready()) {
     if (now - self->started_ms_ >= self->options_.handshake_timeout_ms) {
       Code code = self->state_ < State::kHandshaking ? Code::kConnect : Code::kTls;
       self->Abort(Status(code, self->state_ < State::kHandshaking
@@ -322,6 +327,19 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
                                    : "TLS failed: handshake timed out"));
     }
     return;
+  }
+  // Issue 4: an established connection with no stream for idle_timeout_ms is closed.
+  if (self->options_.idle_timeout_ms != 0 && self->mux_->stream_count() == 0) {
+    if (self->idle_since_ms_ == 0) {
+      self->idle_since_ms_ = now;
+    } else if (now - self->idle_since_ms_ >= self->options_.idle_timeout_ms) {
+      self->mux_->Goaway(ErrorCode::kNoError, "idle timeout");
+      self->Close(Status(Code::kLimit, fmt::format("idle: no stream for {} s",
+                                                   self->options_.idle_timeout_ms / 1000)));
+      return;
+    }
+  } else {
+    self->idle_since_ms_ = 0;
   }
   uint64_t silent = now - self->last_recv_ms_;
   if (silent >= self->options_.keepalive_timeout_ms) {
@@ -331,7 +349,7 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
   }
   if (silent >= self->options_.keepalive_interval_ms && !self->ping_outstanding_) {
     self->ping_outstanding_ = true;
-    self->mux_.Ping(now);
+    self->mux_->Ping(now);
     self->Flush();
   }
 }
@@ -349,18 +367,24 @@ void Connection::BeginClose(const Status& why, bool graceful) {
   state_ = State::kClosing;
   close_deadline_ms_ = uv_now(loop_) + options_.close_linger_ms;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  // The mux belongs to the session and may move on to a new connection: take what it queued
+  // for this one now, then never touch it again.
+  Mux* mux = mux_;
+  mux_ = nullptr;
+  if (graceful && can_send && mux != nullptr) {
+    Buffer& out = mux->output();
+    if (!out.empty() && tls_->established()) {
+      Status st = tls_->WritePlaintext(out.data(), out.size());
+      (void)st;
+    }
+    out.Clear();
+  }
   if (!handler_told_closed_) {
     handler_told_closed_ = true;
     handler_->OnConnectionClosed(why);
   }
   if (state_ == State::kClosed) return;
   if (graceful && can_send) {
-    Buffer& out = mux_.output();
-    if (!out.empty() && tls_->established()) {
-      Status st = tls_->WritePlaintext(out.data(), out.size());
-      (void)st;
-    }
-    out.Clear();
     tls_->Shutdown();
     tls_->DrainCiphertext(pending_);
     StartWrite();
@@ -395,6 +419,62 @@ void Connection::MaybeFree() {
   ConnectionHandler* handler = handler_;
   delete this;  // The only delete of a Connection.
   handler->OnConnectionFreed();
+}
+
+Connection::Released Connection::Release() {
+  Released out;
+  EncryptPending();
+  if (write_in_flight_) return out;  // Bytes half-written by libuv cannot be moved.
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) out.fd = ::dup(fd);
+  out.peer_address = peer_address_;
+  out.tls = std::move(tls_);
+  out.pending.Append(pending_.data(), pending_.size());
+  pending_.Clear();
+  handler_told_closed_ = true;
+  state_ = State::kClosing;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  CloseHandles();
+  return out;
+}
+
+Connection* Connection::Adopt(uv_loop_t* loop, Released released,
+                              const ConnectionOptions& options, ConnectionHandler* handler,
+                              Mux* mux) {
+  auto* c = new Connection(loop, std::move(released.tls), "", options, handler, mux);
+  c->peer_address_ = released.peer_address;
+  c->pending_.Append(released.pending.data(), released.pending.size());
+  int rc = uv_tcp_open(&c->tcp_, released.fd);
+  c->state_ = State::kOpen;
+  c->ever_ready_ = true;
+  if (rc != 0) {
+    ::close(released.fd);
+    c->Abort(Status(Code::kStreamLost, fmt::format("cannot adopt connection: {}", uv_strerror(rc))));
+    return c;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), &Connection::OnAlloc,
+                &Connection::OnRead);
+  c->Flush();
+  return c;
+}
+
+void Connection::EncryptPending() {
+  if (mux_ == nullptr) return;
+  Buffer& out = mux_->output();
+  if (!out.empty() && tls_ && tls_->established()) {
+    Status st = tls_->WritePlaintext(out.data(), out.size());
+    (void)st;  // A failure shows on the next read.
+    out.Clear();
+  }
+  if (tls_) tls_->DrainCiphertext(pending_);
+}
+
+void Connection::Rebind(ConnectionHandler* handler, Mux* mux) {
+  EncryptPending();  // What the old mux queued still goes out, in order.
+  handler_ = handler;
+  mux_ = mux;
+  Flush();
 }
 
 }  // namespace pipegate::uvglue

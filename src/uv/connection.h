@@ -20,6 +20,11 @@ struct ConnectionOptions {
   uint64_t keepalive_interval_ms = 10000; ///< PING after this long with nothing received.
   uint64_t keepalive_timeout_ms = 30000;  ///< Dead after this long with nothing received.
   uint64_t close_linger_ms = 2000;        ///< How long a graceful close waits for its bytes.
+  // Issue 4 (limits), added by the security work; see gateway/limits.h.
+  uint64_t idle_timeout_ms = 0;  ///< Close after this long with no stream open; 0 = never.
+  /// Held for as long as the connection lives and dropped when it is freed: the gateway's
+  /// per-source connection accounting (an admission token).
+  std::shared_ptr<const void> admission;
 };
 
 /// @brief What a Connection tells its handler, besides the Mux events.
@@ -50,17 +55,39 @@ class Connection {
   /// @brief Accepts a pending connection from @p server.
   static Result<Connection*> Accept(uv_loop_t* loop, uv_stream_t* server,
                                     std::shared_ptr<const TlsContext> tls,
-                                    const ConnectionOptions& options, ConnectionHandler* handler);
+                                    const ConnectionOptions& options, ConnectionHandler* handler,
+                                    Mux* mux);
   /// @brief Resolves and dials @p host:@p port; failures arrive as OnConnectionClosed.
   static Connection* Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
                              std::shared_ptr<const TlsContext> tls,
-                             const ConnectionOptions& options, ConnectionHandler* handler);
+                             const ConnectionOptions& options, ConnectionHandler* handler,
+                             Mux* mux);
+
+  /// @brief What Release() hands over: the socket and its TLS session.
+  struct Released {
+    int fd = -1;
+    std::unique_ptr<TlsSession> tls;  ///< Null if the connection could not be released.
+    std::string peer_address;
+    Buffer pending;  ///< Ciphertext not yet written, to be written first.
+  };
+  /// @brief Takes an established connection away from this loop (to move it to another
+  /// worker): the socket is duplicated, this connection closes without telling its handler
+  /// (no OnConnectionClosed), and OnConnectionFreed still comes.
+  Released Release();
+  /// @brief Adopts a released connection on @p loop, with @p handler and @p mux.
+  static Connection* Adopt(uv_loop_t* loop, Released released, const ConnectionOptions& options,
+                           ConnectionHandler* handler, Mux* mux);
+  /// @brief Hands the connection to another handler and mux on the same loop (the session it
+  /// resumes). What the old mux had queued is sent first; the old handler hears nothing more.
+  void Rebind(ConnectionHandler* handler, Mux* mux);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   /// @return The multiplexer; after using it call Flush().
-  Mux& mux() noexcept { return mux_; }
+  Mux& mux() noexcept { return *mux_; }
+  /// @return The TLS session (for exporters and the peer's key).
+  const TlsSession& tls() const noexcept { return *tls_; }
   /// @brief Sends queued mux output at the end of this loop turn.
   void Flush();
   /// @return True while more than the high mark of bytes wait for the socket.
@@ -81,13 +108,14 @@ class Connection {
  private:
   enum class State { kResolving, kConnecting, kHandshaking, kOpen, kClosing, kClosed };
 
-  Connection(uv_loop_t* loop, std::shared_ptr<const TlsContext> tls, const std::string& host,
-             const ConnectionOptions& options, ConnectionHandler* handler);
+  Connection(uv_loop_t* loop, std::unique_ptr<TlsSession> tls, const std::string& host,
+             const ConnectionOptions& options, ConnectionHandler* handler, Mux* mux);
   ~Connection();
 
   void StartTls();
   void OnBytes(const uint8_t* p, size_t n);
   void DoFlush();
+  void EncryptPending();
   void StartWrite();
   void BeginClose(const Status& why, bool graceful);
   void CloseHandles();
@@ -129,11 +157,12 @@ class Connection {
   ConnectionOptions options_;
   ConnectionHandler* handler_;
   std::unique_ptr<TlsSession> tls_;
-  Mux mux_;
+  Mux* mux_;  // Owned by the handler's session; outlives this connection or is rebound.
   uint64_t started_ms_ = 0;
   uint64_t last_recv_ms_ = 0;
   uint64_t close_deadline_ms_ = 0;
   bool ping_outstanding_ = false;
+  uint64_t idle_since_ms_ = 0;  // Issue 4: when the connection last had no stream (0: busy).
 
   uint8_t read_buf_[64 * 1024];
   Buffer plain_;     // Decrypted bytes on their way to the mux.

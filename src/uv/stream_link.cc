@@ -29,12 +29,12 @@ void StreamLink::DropOutput() {
 }
 
 void StreamLink::StartReading() {
-  Connection* c = owner_->connection();
-  if (c == nullptr) return;
+  Mux* mux = owner_->stream_mux();
+  if (mux == nullptr) return;
   if (in_ == nullptr) {
     local_eof_ = true;
-    c->mux().SendFin(id_);  // Nothing to send this way.
-    c->Flush();
+    mux->SendFin(id_);  // Nothing to send this way.
+    owner_->FlushSoon();
     return;
   }
   reading_ = true;
@@ -51,12 +51,12 @@ void StreamLink::StopLocalReading() {
 }
 
 void StreamLink::OnLocalReadable() {
-  Connection* c = owner_->connection();
-  if (c == nullptr || !reading_) return;
-  Mux& mux = c->mux();
+  Mux* m = owner_->stream_mux();
+  if (m == nullptr || !reading_) return;
+  Mux& mux = *m;
   // Bounded work per wake-up keeps one busy pipe from starving the others.
   for (int i = 0; i < 8; ++i) {
-    if (c->backlogged()) {
+    if (owner_->Backlogged()) {
       in_->WantRead(false);
       owner_->PauseForBackpressure(this);
       break;
@@ -87,16 +87,16 @@ void StreamLink::OnLocalReadable() {
     }
     break;
   }
-  c->Flush();
+  owner_->FlushSoon();
 }
 
 void StreamLink::OnData(const uint8_t* p, size_t n) {
-  Connection* c = owner_->connection();
-  if (c == nullptr) return;
+  Mux* mux = owner_->stream_mux();
+  if (mux == nullptr) return;
   bytes_received_ += n;
   if (out_ == nullptr) {
-    c->mux().Consumed(id_, n);  // Nowhere to put them: dropped, and acknowledged.
-    c->Flush();
+    mux->Consumed(id_, n);  // Nowhere to put them: dropped, and acknowledged.
+    owner_->FlushSoon();
     return;
   }
   ssize_t r = out_->Write(p, n);
@@ -105,8 +105,8 @@ void StreamLink::OnData(const uint8_t* p, size_t n) {
                                   : Status(Code::kIo, std::strerror(static_cast<int>(-r))));
     return;
   }
-  if (r > 0) c->mux().Consumed(id_, static_cast<size_t>(r));
-  c->Flush();
+  if (r > 0) mux->Consumed(id_, static_cast<size_t>(r));
+  owner_->FlushSoon();
 }
 
 void StreamLink::OnFin() {
@@ -118,24 +118,24 @@ void StreamLink::OnFin() {
 }
 
 void StreamLink::OnLocalWritten(size_t n) {
-  Connection* c = owner_->connection();
-  if (c == nullptr) return;
-  c->mux().Consumed(id_, n);
-  c->Flush();
+  Mux* mux = owner_->stream_mux();
+  if (mux == nullptr) return;
+  mux->Consumed(id_, n);
+  owner_->FlushSoon();
 }
 
 void StreamLink::OnLocalWriteError(const Status& status) {
-  Connection* c = owner_->connection();
+  Mux* mux = owner_->stream_mux();
   local_error_ = status;
-  if (c == nullptr) return;
+  if (mux == nullptr) return;
   if (status.code() == Code::kBrokenPipe) {
-    c->mux().StopReading(id_, ErrorCode::kBrokenPipe,
-                         fmt::format("broken pipe: the reader of '{}' went away", name_));
+    mux->StopReading(id_, ErrorCode::kBrokenPipe,
+                     fmt::format("broken pipe: the reader of '{}' went away", name_));
   } else {
-    c->mux().StopReading(id_, ErrorCode::kIo,
-                         fmt::format("writing '{}' failed: {}", name_, status.message()));
+    mux->StopReading(id_, ErrorCode::kIo,
+                     fmt::format("writing '{}' failed: {}", name_, status.message()));
   }
-  c->Flush();
+  owner_->FlushSoon();
 }
 
 void StreamLink::OnLocalWriteDone() { local_write_done_ = true; }

@@ -15,9 +15,14 @@ class StreamLink;
 class StreamLinkOwner {
  public:
   virtual ~StreamLinkOwner() = default;
-  /// @return The live connection, or nullptr once it is gone.
-  virtual Connection* connection() = 0;
-  /// @brief The connection's write backlog is full; call @p link->Resume() once it drains.
+  /// @return The session's multiplexer (it outlives connections, so streams survive a
+  /// reconnect), or nullptr once the session is gone.
+  virtual Mux* stream_mux() = 0;
+  /// @brief Sends what the mux queued, if a connection is attached.
+  virtual void FlushSoon() = 0;
+  /// @return True while the connection's write backlog is full.
+  virtual bool Backlogged() = 0;
+  /// @brief Called when a link paused for back-pressure; call @p link->Resume() later.
   virtual void PauseForBackpressure(StreamLink* link) = 0;
 };
 
