@@ -584,6 +584,7 @@ void Client::OnConnectionClosed(const Status& why) {
   bool transient = why.code() == Code::kStreamLost || why.code() == Code::kConnect ||
                    why.code() == Code::kTls;
   if (resuming_ && transient) {
+    PG_LOG(kInfo, "{}: reconnect attempt failed: {}", options_.address.ToString(), why.message());
     mux_->Detach();  // Whatever this attempt received (SETTINGS, say) is void.
     ScheduleReconnect(why);  // Still trying to get back.
     return;

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "pipegate/log.h"
+
 namespace pipegate::uvglue {
 
 StreamLink::~StreamLink() {
@@ -29,12 +31,13 @@ void StreamLink::DropOutput() {
 }
 
 void StreamLink::StartReading() {
-  Mux* mux = owner_->stream_mux();
+  StreamLinkOwner* owner = owner_;
+  Mux* mux = owner->stream_mux();
   if (mux == nullptr) return;
   if (in_ == nullptr) {
     local_eof_ = true;
-    mux->SendFin(id_);  // Nothing to send this way.
-    owner_->FlushSoon();
+    mux->SendFin(id_);  // Nothing to send this way (this may end the stream).
+    owner->FlushSoon();
     return;
   }
   reading_ = true;
@@ -50,19 +53,23 @@ void StreamLink::StopLocalReading() {
   if (in_ != nullptr) in_->WantRead(false);
 }
 
+// Any mux call below may end the stream, and the owner then deletes this link: after one,
+// only the locals `owner` and `id` are used.
 void StreamLink::OnLocalReadable() {
-  Mux* m = owner_->stream_mux();
+  StreamLinkOwner* owner = owner_;
+  uint32_t id = id_;
+  Mux* m = owner->stream_mux();
   if (m == nullptr || !reading_) return;
   Mux& mux = *m;
   // Bounded work per wake-up keeps one busy pipe from starving the others.
   for (int i = 0; i < 8; ++i) {
-    if (owner_->Backlogged()) {
+    if (owner->Backlogged()) {
       in_->WantRead(false);
-      owner_->PauseForBackpressure(this);
+      owner->PauseForBackpressure(this);
       break;
     }
     size_t room = 0;
-    uint8_t* p = mux.BeginData(id_, &room);
+    uint8_t* p = mux.BeginData(id, &room);
     if (p == nullptr) {
       in_->WantRead(false);  // Credit is spent; OnStreamWritable resumes.
       break;
@@ -70,8 +77,7 @@ void StreamLink::OnLocalReadable() {
     ssize_t r = in_->Read(p, room);
     if (r > 0) {
       bytes_sent_ += static_cast<uint64_t>(r);
-      mux.CommitData(id_, static_cast<size_t>(r), false);
-      if (!mux.HasStream(id_)) return;
+      mux.CommitData(id, static_cast<size_t>(r), false);
       continue;
     }
     if (r == -EAGAIN) break;
@@ -79,24 +85,26 @@ void StreamLink::OnLocalReadable() {
     in_->WantRead(false);
     if (r == 0) {
       local_eof_ = true;
-      mux.CommitData(id_, 0, true);  // EOF travels.
+      mux.CommitData(id, 0, true);  // EOF travels.
     } else {
-      local_error_ = Status(Code::kIo, fmt::format("reading failed: {}", std::strerror(static_cast<int>(-r))));
-      mux.ResetSending(id_, ErrorCode::kIo, fmt::format("reading '{}' failed: {}", name_,
-                                                        std::strerror(static_cast<int>(-r))));
+      std::string why = std::strerror(static_cast<int>(-r));
+      PG_LOG(kWarn, "stream {}: local read of {} bytes failed: {}", id, room, why);
+      local_error_ = Status(Code::kIo, fmt::format("reading failed: {}", why));
+      mux.ResetSending(id, ErrorCode::kIo, fmt::format("reading '{}' failed: {}", name_, why));
     }
     break;
   }
-  owner_->FlushSoon();
+  owner->FlushSoon();
 }
 
 void StreamLink::OnData(const uint8_t* p, size_t n) {
-  Mux* mux = owner_->stream_mux();
+  StreamLinkOwner* owner = owner_;
+  Mux* mux = owner->stream_mux();
   if (mux == nullptr) return;
   bytes_received_ += n;
   if (out_ == nullptr) {
     mux->Consumed(id_, n);  // Nowhere to put them: dropped, and acknowledged.
-    owner_->FlushSoon();
+    owner->FlushSoon();
     return;
   }
   ssize_t r = out_->Write(p, n);
@@ -106,7 +114,7 @@ void StreamLink::OnData(const uint8_t* p, size_t n) {
     return;
   }
   if (r > 0) mux->Consumed(id_, static_cast<size_t>(r));
-  owner_->FlushSoon();
+  owner->FlushSoon();
 }
 
 void StreamLink::OnFin() {
@@ -118,14 +126,16 @@ void StreamLink::OnFin() {
 }
 
 void StreamLink::OnLocalWritten(size_t n) {
-  Mux* mux = owner_->stream_mux();
+  StreamLinkOwner* owner = owner_;
+  Mux* mux = owner->stream_mux();
   if (mux == nullptr) return;
   mux->Consumed(id_, n);
-  owner_->FlushSoon();
+  owner->FlushSoon();
 }
 
 void StreamLink::OnLocalWriteError(const Status& status) {
-  Mux* mux = owner_->stream_mux();
+  StreamLinkOwner* owner = owner_;
+  Mux* mux = owner->stream_mux();
   local_error_ = status;
   if (mux == nullptr) return;
   if (status.code() == Code::kBrokenPipe) {
@@ -135,7 +145,7 @@ void StreamLink::OnLocalWriteError(const Status& status) {
     mux->StopReading(id_, ErrorCode::kIo,
                      fmt::format("writing '{}' failed: {}", name_, status.message()));
   }
-  owner_->FlushSoon();
+  owner->FlushSoon();
 }
 
 void StreamLink::OnLocalWriteDone() { local_write_done_ = true; }
