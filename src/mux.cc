@@ -172,7 +172,8 @@ Status Mux::OnDataStart(uint64_t offset) {
   }
   skip_left_ = static_cast<size_t>(s->received - offset);
   if (skip_left_ > 0) SessionConsumed(skip_left_);
-  s->received = end;
+  // `received` advances as payload bytes actually arrive (OnDataChunk), so a connection lost
+  // in the middle of a frame reports only what was really received.
   discard_ = false;
   return Status::Ok();
 }
@@ -191,10 +192,12 @@ void Mux::OnDataChunk(const uint8_t* p, size_t n) {
   }
   Stream* s = Find(frame_.stream_id);
   if (s == nullptr || s->recv_done) {
-    // The app closed the stream while this frame was arriving; its credit was returned by
-    // StopReading/Abort, which account for every received byte.
+    // The app closed the stream while this frame was arriving: drop the rest, keep the
+    // connection's credit flowing.
+    SessionConsumed(n);
     return;
   }
+  s->received += n;
   cb_->OnStreamData(frame_.stream_id, p, n);
 }
 
