@@ -40,6 +40,9 @@ LocalPipe::LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
   uv_idle_init(loop_, &idle_);
   idle_.data = this;
   ++pending_closes_;
+  uv_timer_init(loop_, &hold_timer_);
+  hold_timer_.data = this;
+  ++pending_closes_;
 }
 
 LocalPipe::~LocalPipe() {
@@ -52,6 +55,7 @@ void LocalPipe::Close() {
   events_ = nullptr;
   if (pollable_) uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &LocalPipe::OnClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), &LocalPipe::OnClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&hold_timer_), &LocalPipe::OnClosed);
 }
 
 void LocalPipe::OnClosed(uv_handle_t* handle) noexcept {
@@ -132,6 +136,7 @@ ssize_t LocalPipe::Read(uint8_t* p, size_t n) {
 }
 
 ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
+  held_ = false;
   size_t total = 0;
   while (total < n) {
     const uint8_t* q = p + total;
@@ -140,9 +145,15 @@ ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
     switch (record_mode_) {
       case RecordMode::kStream:
         break;
-      case RecordMode::kBlocks:
-        len = std::min(left, kPipeBuf - static_cast<size_t>(written_ % kPipeBuf));
+      case RecordMode::kBlocks: {
+        size_t block_left = kPipeBuf - static_cast<size_t>(written_ % kPipeBuf);
+        if (left < block_left && !final && !force_partial_) {
+          held_ = true;  // Wait for the rest of the block, so records inside it stay whole.
+          return static_cast<ssize_t>(total);
+        }
+        len = std::min(left, block_left);
         break;
+      }
       case RecordMode::kLines: {
         size_t window = std::min(left, kPipeBuf);
         const void* nl = memrchr(q, '\n', window);
@@ -153,7 +164,8 @@ ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
         } else if (final) {
           len = left;
         } else {
-          return static_cast<ssize_t>(total);  // Hold the unfinished line.
+          held_ = true;  // Hold the unfinished line.
+          return static_cast<ssize_t>(total);
         }
         break;
       }
@@ -174,10 +186,10 @@ ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
 ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
   if (closing_ || write_ended_) return -EPIPE;
   if (n == 0) return 0;
-  holding_partial_ = false;
   if (!queue_.empty()) {
     queue_.Append(p, n);
-    FlushQueueSoon();
+    holding_partial_ = false;  // The new bytes may complete a held record: poll again.
+    UpdatePoll();
     return 0;
   }
   ssize_t r = WriteSome(p, n, false);
@@ -186,32 +198,40 @@ ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
   size_t done = static_cast<size_t>(r);
   if (done < n) {
     queue_.Append(p + done, n - done);
-    if (!pollable_) {
-      holding_partial_ = true;  // Only an unfinished line can be left on a file.
-    } else if (record_mode_ == RecordMode::kLines && memchr(p + done, '\n', n - done) == nullptr &&
-               n - done < kPipeBuf) {
-      holding_partial_ = true;
-    }
+    holding_partial_ = held_;
+    ArmHoldTimer();
     UpdatePoll();
   }
   return r;
 }
 
-void LocalPipe::FlushQueueSoon() {
-  // Appending to a non-empty queue: the poll for writable is already armed, unless the queue
-  // held only an unfinished line.
-  UpdatePoll();
+void LocalPipe::ArmHoldTimer() {
+  // A partial block is written after a short pause if nothing completes it, so a slow stream
+  // without --lines is not held back indefinitely; a record torn that way had been sent torn.
+  if (holding_partial_ && record_mode_ == RecordMode::kBlocks && !closing_ &&
+      !uv_is_active(reinterpret_cast<uv_handle_t*>(&hold_timer_))) {
+    uv_timer_start(&hold_timer_, &LocalPipe::OnHoldTimer, kHoldMs, 0);
+  }
+}
+
+void LocalPipe::OnHoldTimer(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<LocalPipe*>(handle->data);
+  if (self->closing_ || !self->holding_partial_) return;
+  self->force_partial_ = true;
+  self->FlushQueue();
+  self->force_partial_ = false;
 }
 
 void LocalPipe::FlushQueue() {
   size_t reported = 0;
   while (!queue_.empty()) {
     ssize_t r = WriteSome(queue_.data(), queue_.size(), finishing_);
-    if (r == -EAGAIN || r == 0) {
-      holding_partial_ = r == 0 && record_mode_ == RecordMode::kLines &&
-                         memchr(queue_.data(), '\n', queue_.size()) == nullptr;
-      break;
+    if (r > 0) {
+      queue_.Consume(static_cast<size_t>(r));
+      reported += static_cast<size_t>(r);
     }
+    holding_partial_ = held_ && !queue_.empty();
+    if (r == -EAGAIN || r == 0 || holding_partial_) break;
     if (r < 0) {
       write_ended_ = true;
       queue_.Clear();
@@ -223,9 +243,8 @@ void LocalPipe::FlushQueue() {
       }
       return;
     }
-    queue_.Consume(static_cast<size_t>(r));
-    reported += static_cast<size_t>(r);
   }
+  ArmHoldTimer();
   if (reported > 0 && events_ != nullptr) {
     events_->OnLocalWritten(reported);
     if (closing_) return;

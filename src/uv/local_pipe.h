@@ -91,17 +91,20 @@ class LocalPipe {
   static void OnPoll(uv_poll_t* handle, int status, int events) noexcept;
   static void OnIdle(uv_idle_t* handle) noexcept;
   static void OnClosed(uv_handle_t* handle) noexcept;
+  static void OnHoldTimer(uv_timer_t* handle) noexcept;
+  void ArmHoldTimer();
+  static constexpr uint64_t kHoldMs = 10;
 
   /// @brief Writes from @p p as the record mode allows; returns bytes written, or -errno.
   ssize_t WriteSome(const uint8_t* p, size_t n, bool final);
   void FlushQueue();
-  void FlushQueueSoon();
   void UpdatePoll();
   void EndWriteSide();
 
   uv_loop_t* loop_;
   uv_poll_t poll_{};
   uv_idle_t idle_{};
+  uv_timer_t hold_timer_{};
   int fd_;
   unsigned directions_;
   bool owns_fd_;
@@ -114,7 +117,9 @@ class LocalPipe {
   bool finishing_ = false;
   bool write_ended_ = false;
   bool closing_ = false;
-  bool holding_partial_ = false;  ///< The queue holds only an unfinished line.
+  bool holding_partial_ = false;  ///< The queue holds only an unfinished record.
+  bool held_ = false;             ///< The last WriteSome() stopped at a record boundary.
+  bool force_partial_ = false;    ///< Write a held partial block anyway (hold timer).
   int pending_closes_ = 0;
   RecordMode record_mode_ = RecordMode::kStream;
   uint64_t written_ = 0;  ///< Stream offset of the next byte to write (for block alignment).
