@@ -612,6 +612,7 @@ void Client::OnConnectionClosed(const Status& why) {
 void Client::ScheduleReconnect(const Status& why) {
   uint64_t now = uv_now(loop_);
   uint64_t limit = resume_deadline_ms_ > 0 ? resume_deadline_ms_ : 300000;
+  if (options_.resume_timeout_ms > 0) limit = std::min(limit, options_.resume_timeout_ms);
   if (now - lost_at_ms_ >= limit) {
     LostForGood(fmt::format("could not reconnect within {} s ({})", limit / 1000, why.message()));
     return;
