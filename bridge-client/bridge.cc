@@ -595,7 +595,7 @@ void Client::OnConnectionClosed(const Status& why) {
     lost_at_ms_ = uv_now(loop_);
     backoff_ms_ = 0;
     mux_->Detach();
-    PG_LOG(kWarn, "{}: connection lost ({}); resuming", options_.address.ToString(),
+    PG_LOG(kInfo, "{}: connection lost ({}); resuming", options_.address.ToString(),
            why.message());
     ScheduleReconnect(why);
     return;
@@ -641,7 +641,7 @@ void Client::OnResumeOk(const ResumeOkPayload& ok) {
   resuming_ = false;
   ++resumes_;
   resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);  // Ratchet.
-  PG_LOG(kWarn, "{}: resumed after {} ms", options_.address.ToString(),
+  PG_LOG(kInfo, "{}: resumed after {} ms", options_.address.ToString(),
          uv_now(loop_) - lost_at_ms_);
   OnConnectionWritable();
   conn_->Flush();
