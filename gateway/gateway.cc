@@ -1018,6 +1018,7 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
     }
     snap->slots[e.name] = slot ? slot : std::make_shared<ExportSlot>();
   }
+  resume_ttl_ms_.store(snap->config.resume_ttl_s * 1000);
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
@@ -1105,6 +1106,8 @@ int Gateway::Run() {
   const GatewayConfig& config = snapshot_->config;
   RaiseFileLimit(config.limits);  // Issue 4: one descriptor per connection and per stream.
 
+  // FIFOs first: once "listening on" is logged, local programs may open them.
+  PrepareFifos(config);
   // Bind every listener once, on this thread; each worker listens on a duplicate of the fd.
   for (const std::string& listen : config.listen) {
     Result<std::pair<std::string, uint16_t>> hp = ParseHostPort(listen);
@@ -1146,7 +1149,6 @@ int Gateway::Run() {
     }
     listen_fds_.push_back(fd);
   }
-  PrepareFifos(config);
   // Issue 4: listeners are bound and FIFOs made; drop to `user`/`group` before any thread runs.
   if (Status dropped = DropPrivileges(config); !dropped.ok()) {
     PG_LOG(kError, "{}", dropped.message());
@@ -1191,6 +1193,18 @@ int Gateway::Run() {
     auto* c = static_cast<SignalContext*>(handle->data);
     PG_LOG(kInfo, "{}", FormatCounters(c->gateway->counters()));
   }, SIGUSR1);
+  // Issue 4: after a burst of connections (a flood, a slowloris) give the freed memory back.
+  uv_timer_t trim;
+  uv_timer_init(&loop, &trim);
+  trim.data = this;
+  uv_timer_start(&trim, [](uv_timer_t* handle) noexcept {
+    static_cast<Gateway*>(handle->data)->limiter().TrimMemoryAfterChurn();
+  }, 1000, 1000);
+  // main() blocked these signals until now (see there); pending ones are delivered here.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&handled, sig);
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);
   uv_run(&loop, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->Join();
   PG_CHECK(uv_loop_close(&loop) == 0);

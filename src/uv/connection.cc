@@ -234,11 +234,13 @@ void Connection::Flush() {
   uv_idle_start(&idle_, &Connection::OnIdle);
 }
 
-void Connection::OnIdle(uv_idle_t* handle) noexcept { uv_idle_stop(handle); }
+// The idle handle only keeps poll from blocking while a flush is pending; OnCheck stops it.
+void Connection::OnIdle(uv_idle_t* /*handle*/) noexcept {}
 
 void Connection::OnCheck(uv_check_t* handle) noexcept {
   auto* self = static_cast<Connection*>(handle->data);
   uv_check_stop(handle);
+  uv_idle_stop(&self->idle_);
   self->flush_scheduled_ = false;
   self->DoFlush();
 }
