@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> pins;
   double wait = 0;
   double keepalive = 0;
+  double resume_timeout = 0;
   bool verbose = false;
   bool lines = false;
   auto common = [&](CLI::App* a) {
@@ -51,12 +52,17 @@ int main(int argc, char** argv) {
                   "Name (or IP) the gateway certificate must carry, instead of HOST");
     a->add_option("--pin", pins,
                   "Also require the gateway's public key to be sha256:BASE64 (or HEX); "
-                  "repeatable");
+                  "repeatable")
+        ->allow_extra_args(false);  // One pin per --pin, so an address never becomes a pin.
     a->add_option("--wait", wait, "Wait up to SECONDS for a busy pipe or a reader")
         ->check(CLI::Range(0.0, 86400.0));
     a->add_option("--keepalive", keepalive,
                   "Ping after SECONDS of silence; the link is dead after 3x (default 10)")
         ->check(CLI::Range(0.1, 3600.0));
+    a->add_option("--resume-timeout", resume_timeout,
+                  "Give up reconnecting after SECONDS (default: as long as the gateway keeps "
+                  "the session, 300 s unless configured)")
+        ->check(CLI::Range(0.1, 86400.0));
     a->add_flag("-v,--verbose", verbose, "Log what happens");
   };
   common(&app);
@@ -105,6 +111,7 @@ int main(int argc, char** argv) {
   options.lines = lines;
   options.wait_ms = static_cast<uint32_t>(std::llround(wait * 1000));
   options.keepalive_ms = static_cast<uint64_t>(std::llround(keepalive * 1000));
+  options.resume_timeout_ms = static_cast<uint64_t>(std::llround(resume_timeout * 1000));
 
   // Flags beat the environment, which beats ~/.config/pipegate/config.toml.
   pipegate::ClientDefaults defaults;

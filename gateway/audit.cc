@@ -2,12 +2,13 @@
 
 #include "audit.h"
 
-#include <string>
-
 #include <fmt/format.h>
 
-#include "gateway.h"
+#include <string>
+
 #include "pipegate/log.h"
+
+#include "gateway.h"
 
 namespace pipegate::gateway {
 
@@ -67,8 +68,8 @@ void Audit(const AuditEvent& e) {
   std::string line = fmt::format(
       "audit: decision={} identity=\"{}\" identities=\"{}\" export=\"{}\" access={} from={} "
       "conn=C{}",
-      VerdictName(e.verdict), e.peer != nullptr ? SanitizeForLog(e.peer->Display(), 128) : "?",
-      ids, SanitizeForLog(e.export_name), e.access.empty() ? "-" : e.access,
+      VerdictName(e.verdict), e.peer != nullptr ? SanitizeForLog(e.peer->Display(), 128) : "?", ids,
+      SanitizeForLog(e.export_name), e.access.empty() ? "-" : e.access,
       e.address.empty() ? "?" : e.address, e.connection_id);
   if (e.stream_id != 0) line += fmt::format(" stream=S{}", e.stream_id);
   if (e.hidden) line += " answered=no-such-pipe";
@@ -86,13 +87,13 @@ std::string FormatCounters(const Counters& k) {
       "acl_denied={} wrong_access={} not_found={} invalid_names={} unavailable={} busy={} "
       "no_reader={} broken_pipe={} streams_revoked={} connections_revoked={} reloads={} "
       "reload_failures={} bytes_to_clients={} bytes_from_clients={}",
-      k.connections_accepted.load(), k.connections_refused.load(),
-      k.refused_max_connections.load(), k.refused_per_source.load(), k.refused_memory.load(),
-      k.tls_handshake_failed.load(), t.expired.load(), t.not_yet_valid.load(), t.revoked.load(),
-      t.unknown_ca.load(), t.wrong_usage.load(), t.no_certificate.load(), t.not_tls.load(),
-      t.other.load(), k.protocol_errors.load(), k.streams_opened.load(), k.acl_denied.load(),
-      k.wrong_access.load(), k.not_found.load(), k.invalid_names.load(), k.unavailable.load(),
-      k.busy.load(), k.no_reader.load(), k.broken_pipe.load(), k.streams_revoked.load(),
+      k.connections_accepted.load(), k.connections_refused.load(), k.refused_max_connections.load(),
+      k.refused_per_source.load(), k.refused_memory.load(), k.tls_handshake_failed.load(),
+      t.expired.load(), t.not_yet_valid.load(), t.revoked.load(), t.unknown_ca.load(),
+      t.wrong_usage.load(), t.no_certificate.load(), t.not_tls.load(), t.other.load(),
+      k.protocol_errors.load(), k.streams_opened.load(), k.acl_denied.load(), k.wrong_access.load(),
+      k.not_found.load(), k.invalid_names.load(), k.unavailable.load(), k.busy.load(),
+      k.no_reader.load(), k.broken_pipe.load(), k.streams_revoked.load(),
       k.connections_revoked.load(), k.reloads.load(), k.reload_failures.load(),
       k.bytes_to_clients.load(), k.bytes_from_clients.load());
 }

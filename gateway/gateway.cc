@@ -552,9 +552,9 @@ void Session::OnListRequest() {
     entries.push_back(ListEntry{e.name, static_cast<uint8_t>(e.kind),
                                 static_cast<uint8_t>(e.access)});
   }
-  PG_CONN_LOG(kInfo, conn_id_, "audit: decision=listed identity=\"{}\" from={} shown={} of={}",
-              SanitizeForLog(peer_.Display(), 128), peer_address_, entries.size(),
-              snap->config.exports.size());
+  PG_LOG(kInfo, "audit: decision=listed identity=\"{}\" from={} conn=C{} shown={} of={}",
+         SanitizeForLog(peer_.Display(), 128), peer_address_, conn_id_, entries.size(),
+         snap->config.exports.size());
   mux_->SendListReply(entries);
   FlushSoon();
 }
@@ -596,17 +596,16 @@ void Session::RevokeUnallowed(const Snapshot& snap) {
     if (e == nullptr) {
       victims.emplace_back(id, fmt::format("access denied: '{}' is no longer exported", s->name()));
     } else if (!IsAllowed(e->allow, peer_)) {
-      victims.emplace_back(
-          id, fmt::format("access denied for '{}': no longer allowed on '{}'", peer_.Display(),
-                          e->name));
+      victims.emplace_back(id, fmt::format("access denied for '{}': no longer allowed on '{}'",
+                                           peer_.Display(), e->name));
     }
   }
   for (auto& [id, why] : victims) {
     auto it = streams_.find(id);
     if (it == streams_.end()) continue;
     counters().streams_revoked++;
-    Audit(AuditEvent{Verdict::kRevoked, &peer_, it->second->name(), "", peer_address_, conn_id_,
-                     id, "removed from the allow list by a reload", false});
+    Audit(AuditEvent{Verdict::kRevoked, &peer_, it->second->name(), "", peer_address_, conn_id_, id,
+                     "removed from the allow list by a reload", false});
     mux_->Abort(id, ErrorCode::kAccessDenied, why);  // May delete the stream (OnStreamClosed).
   }
   if (!victims.empty()) FlushSoon();
@@ -619,7 +618,6 @@ void Worker::RevokeUnallowed() {
   // Sessions only delete themselves from their timers' close callbacks, so the list stays valid.
   for (Session* s : sessions) s->RevokeUnallowed(*snap);
 }
-
 
 // ---- Session: life cycle and resumption ----
 
@@ -1075,9 +1073,9 @@ void Gateway::Reload() {
   PG_LOG(kInfo, "reloaded {}: {} export(s)", config_path_, (*next)->config.exports.size());
   // Issue 4: what only a restart changes, and revocation of what is no longer allowed.
   const GatewayConfig& now = (*next)->config;
-  if (previous && (previous->config.listen != now.listen ||
-                   previous->config.workers != now.workers || previous->config.user != now.user ||
-                   previous->config.group != now.group)) {
+  if (previous &&
+      (previous->config.listen != now.listen || previous->config.workers != now.workers ||
+       previous->config.user != now.user || previous->config.group != now.group)) {
     PG_LOG(kWarn, "listen, workers, user and group take effect only after a restart");
   }
   if (now.reload_revokes) {

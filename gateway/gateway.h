@@ -102,7 +102,7 @@ class Gateway {
   void UpdateSessionKey(const std::string& id, const std::string& key);
   void UnregisterSession(const std::string& id, const Session* session);
   /// @return How long a detached session is kept.
-  uint32_t resume_ttl_ms() const noexcept { return resume_ttl_ms_; }
+  uint32_t resume_ttl_ms() const noexcept { return resume_ttl_ms_.load(); }
 
  private:
   Result<std::shared_ptr<const Snapshot>> Load();
@@ -116,7 +116,7 @@ class Gateway {
   Counters counters_;
   ConnectionLimiter limiter_;  // Issue 4.
   std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.
-  uint32_t resume_ttl_ms_ = 300000;
+  std::atomic<uint32_t> resume_ttl_ms_{300000};  ///< Set by Load(), read by the workers.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> listen_fds_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> created_;  ///< path -> (dev, ino).

@@ -50,6 +50,13 @@ int main(int argc, char** argv) {
     std::cerr << "pipegated: --config FILE is required (or --check-config FILE)\n";
     return 1;
   }
+  // Until Gateway::Run() has installed its handlers, the stop, reload and counter signals wait
+  // (blocked) instead of killing the process with their default action; threads started
+  // meanwhile inherit the mask, so the signals always reach the main loop.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, sig);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   pipegate::gateway::Gateway gateway(config);
   return gateway.Run();
 }

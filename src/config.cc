@@ -41,11 +41,30 @@ namespace {
 constexpr size_t kMaxConfigBytes = size_t{16} * 1024 * 1024;
 constexpr int64_t kMaxWorkers = 256;
 
-constexpr std::array<std::string_view, 2> kTopLevelKeys = {"gateway", "export"};
-constexpr std::array<std::string_view, 5> kGatewayKeys = {"listen", "cert", "key", "client_ca",
-                                                          "workers"};
-constexpr std::array<std::string_view, 8> kExportKeys = {"name",   "kind", "access", "path",
-                                                         "create", "mode", "allow",  "max_clients"};
+constexpr std::array<std::string_view, 3> kTopLevelKeys = {"gateway", "export", "limits"};
+constexpr std::array<std::string_view, 12> kGatewayKeys = {
+    "listen",         "cert",           "key",  "client_ca", "workers",   "crl", "tls_min_version",
+    "hide_existence", "reload_revokes", "user", "group",     "resume_ttl"};
+constexpr std::array<std::string_view, 10> kExportKeys = {
+    "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group"};
+constexpr std::array<std::string_view, 9> kLimitKeys = {"handshake_timeout",
+                                                        "idle_timeout",
+                                                        "max_connections",
+                                                        "max_connections_per_source",
+                                                        "max_streams_per_connection",
+                                                        "max_bytes_in_flight_per_connection",
+                                                        "max_bytes_in_flight",
+                                                        "max_frame_size",
+                                                        "max_name_length"};
+
+// Bounds of the [limits] values. The frame size bounds come from the protocol: a peer must
+// accept 16 KiB DATA bodies, and SETTINGS may not announce more than kMaxFramePayloadLimit
+// (1 MiB, offset prefix included; see include/pipegate/frame.h).
+constexpr int64_t kMinFrameSize = 16384;
+constexpr int64_t kMaxFrameSize = (int64_t{1} << 20) - 8;
+constexpr int64_t kMinWindow = 64 * 1024;
+constexpr int64_t kMaxWindow = int64_t{1} << 30;
+constexpr int64_t kMaxNameLength = 128;
 
 int LineOf(const toml::node& node) { return static_cast<int>(node.source().begin.line); }
 
@@ -174,6 +193,15 @@ class ConfigValidator {
                                      std::string(TypeName(gateway->type())));
     }
 
+    if (const toml::node* limits = root.get("limits")) {
+      if (const toml::table* table = limits->as_table()) {
+        ParseLimits(*table);
+      } else {
+        AddError(LineOf(*limits),
+                 "limits must be a table ([limits]), not " + std::string(TypeName(limits->type())));
+      }
+    }
+
     if (const toml::node* exports = root.get("export")) {
       ParseExports(*exports);
     }
@@ -203,7 +231,9 @@ class ConfigValidator {
         continue;
       }
       std::string hint = Suggestion(key.str(), kTopLevelKeys);
-      if (hint.empty() && IsKnown(key.str(), kGatewayKeys)) {
+      if (hint.empty() && IsKnown(key.str(), kLimitKeys)) {
+        hint = " (it belongs under [limits])";
+      } else if (hint.empty() && IsKnown(key.str(), kGatewayKeys)) {
         hint = " (it belongs under [gateway])";
       } else if (hint.empty() && IsKnown(key.str(), kExportKeys)) {
         hint = " (it belongs under an [[export]])";
@@ -289,8 +319,13 @@ class ConfigValidator {
                  const std::array<std::string_view, N>& known) {
     for (auto&& [key, value] : table) {
       if (!IsKnown(key.str(), known)) {
-        AddError(LineOf(key, value),
-                 subject + ": unknown key " + Quoted(key.str()) + Suggestion(key.str(), known));
+        std::string hint = Suggestion(key.str(), known);
+        if (hint.empty() && subject == "gateway" && IsKnown(key.str(), kLimitKeys)) {
+          hint = " (it belongs under [limits])";
+        } else if (hint.empty() && subject == "limits" && IsKnown(key.str(), kGatewayKeys)) {
+          hint = " (it belongs under [gateway])";
+        }
+        AddError(LineOf(key, value), subject + ": unknown key " + Quoted(key.str()) + hint);
       }
     }
   }
@@ -315,6 +350,218 @@ class ConfigValidator {
     }
     if (std::optional<int64_t> workers = GetInteger(table, subject, "workers", 0, kMaxWorkers)) {
       config_.workers = static_cast<uint32_t>(*workers);
+    }
+    if (table.get("crl") != nullptr) {
+      if (std::optional<std::string> crl = GetPath(table, subject, "crl")) {
+        config_.crl = std::move(*crl);
+      }
+    }
+    if (std::optional<std::string> version =
+            GetString(table, subject, "tls_min_version", /*required=*/false)) {
+      if (*version == "1.3") {
+        config_.tls_min_version = TlsMinVersion::kTls13;
+      } else if (*version == "1.2") {
+        config_.tls_min_version = TlsMinVersion::kTls12;
+      } else {
+        AddError(LineOf(*table.get("tls_min_version")),
+                 subject + ": tls_min_version must be \"1.3\" (the default) or \"1.2\", not " +
+                     Quoted(*version));
+      }
+    }
+    if (std::optional<bool> hide = GetBool(table, subject, "hide_existence")) {
+      config_.hide_existence = *hide;
+    }
+    if (std::optional<bool> revokes = GetBool(table, subject, "reload_revokes")) {
+      config_.reload_revokes = *revokes;
+    }
+    if (std::optional<int64_t> ttl = GetInteger(table, subject, "resume_ttl", 1, 86400)) {
+      config_.resume_ttl_s = static_cast<uint32_t>(*ttl);
+    }
+    if (std::optional<std::string> user = GetAccountName(table, subject, "user")) {
+      config_.user = std::move(*user);
+    }
+    if (std::optional<std::string> group = GetAccountName(table, subject, "group")) {
+      config_.group = std::move(*group);
+    }
+  }
+
+  std::optional<bool> GetBool(const toml::table& table, const std::string& subject,
+                              std::string_view key) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr || !CheckType(subject, key, *node, toml::node_type::boolean)) {
+      return std::nullopt;
+    }
+    return node->as_boolean()->get();
+  }
+
+  // A user or group: a name as useradd accepts it, or a numeric id. Whether it exists is checked
+  // when the gateway starts (and by --check-config), not here: parsing stays free of I/O.
+  std::optional<std::string> GetAccountName(const toml::table& table, const std::string& subject,
+                                            std::string_view key) {
+    std::optional<std::string> value = GetString(table, subject, key, /*required=*/false);
+    if (!value) {
+      return std::nullopt;
+    }
+    const bool valid = !value->empty() && value->size() <= 32 && (*value)[0] != '-' &&
+                       std::all_of(value->begin(), value->end(), [](char c) {
+                         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+                       });
+    if (!valid) {
+      AddError(LineOf(*table.get(key)), subject + ": " + std::string(key) + " " + Quoted(*value) +
+                                            " is not a user or group name or a numeric id");
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  // A duration in seconds: an integer or a float. Returns milliseconds within [lo_ms, hi_ms];
+  // 0 is also accepted when @p zero_ok (it means "never").
+  std::optional<uint64_t> GetSeconds(const toml::table& table, const std::string& subject,
+                                     std::string_view key, uint64_t lo_ms, uint64_t hi_ms,
+                                     bool zero_ok) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) {
+      return std::nullopt;
+    }
+    double seconds = 0;
+    if (const toml::value<int64_t>* integer = node->as_integer()) {
+      seconds = static_cast<double>(integer->get());
+    } else if (const toml::value<double>* floating = node->as_floating_point()) {
+      seconds = floating->get();
+    } else {
+      AddError(LineOf(*node), subject + ": " + std::string(key) +
+                                  " must be a number of seconds, not " + TypeName(node->type()));
+      return std::nullopt;
+    }
+    if (zero_ok && seconds == 0) {
+      return 0;
+    }
+    const double ms = seconds * 1000.0;
+    if (!(ms >= static_cast<double>(lo_ms) && ms <= static_cast<double>(hi_ms))) {
+      AddError(LineOf(*node), subject + ": " + std::string(key) + " must be from " +
+                                  FormatSeconds(lo_ms) + " to " + FormatSeconds(hi_ms) +
+                                  " seconds" + (zero_ok ? " (or 0 for never)" : "") + ", not " +
+                                  FormatSeconds(ms));
+      return std::nullopt;
+    }
+    return static_cast<uint64_t>(ms);
+  }
+
+  static std::string FormatSeconds(double ms) {
+    std::string text = std::to_string(ms / 1000.0);
+    text.erase(text.find_last_not_of('0') + 1);
+    if (!text.empty() && text.back() == '.') {
+      text.pop_back();
+    }
+    return text;
+  }
+
+  // A byte count: an integer, or a string with a binary suffix ("64K", "16M", "1G"; "KiB",
+  // "MiB" and "GiB" are accepted too). Returns it if within [lo, hi].
+  std::optional<uint64_t> GetBytes(const toml::table& table, const std::string& subject,
+                                   std::string_view key, int64_t lo, int64_t hi) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) {
+      return std::nullopt;
+    }
+    const int line = LineOf(*node);
+    int64_t value = 0;
+    if (const toml::value<int64_t>* integer = node->as_integer()) {
+      value = integer->get();
+    } else if (const toml::value<std::string>* text = node->as_string()) {
+      std::optional<int64_t> parsed = ParseByteSize(text->get());
+      if (!parsed) {
+        AddError(line, subject + ": " + std::string(key) + " " + Quoted(text->get()) +
+                           " is not a size (write bytes, or a number with K, M or G)");
+        return std::nullopt;
+      }
+      value = *parsed;
+    } else {
+      AddError(line, subject + ": " + std::string(key) + " must be a size in bytes, not " +
+                         TypeName(node->type()));
+      return std::nullopt;
+    }
+    if (value < lo || value > hi) {
+      AddError(line, subject + ": " + std::string(key) + " must be from " + std::to_string(lo) +
+                         " to " + std::to_string(hi) + " bytes, not " + std::to_string(value));
+      return std::nullopt;
+    }
+    return static_cast<uint64_t>(value);
+  }
+
+  static std::optional<int64_t> ParseByteSize(std::string_view text) {
+    size_t digits = 0;
+    int64_t value = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+      if (value > (int64_t{1} << 40)) {
+        return std::nullopt;
+      }
+      value = value * 10 + (text[digits] - '0');
+      ++digits;
+    }
+    if (digits == 0) {
+      return std::nullopt;
+    }
+    std::string_view suffix = text.substr(digits);
+    if (!suffix.empty() && suffix.front() == ' ') {
+      suffix.remove_prefix(1);
+    }
+    int shift = 0;
+    if (suffix.empty() || suffix == "B") {
+      shift = 0;
+    } else if (suffix == "K" || suffix == "KiB") {
+      shift = 10;
+    } else if (suffix == "M" || suffix == "MiB") {
+      shift = 20;
+    } else if (suffix == "G" || suffix == "GiB") {
+      shift = 30;
+    } else {
+      return std::nullopt;
+    }
+    return value << shift;
+  }
+
+  void ParseLimits(const toml::table& table) {
+    const std::string subject = "limits";
+    CheckKeys(table, subject, kLimitKeys);
+    Limits& l = config_.limits;
+    if (auto v = GetSeconds(table, subject, "handshake_timeout", 100, 3600 * 1000, false)) {
+      l.handshake_timeout_ms = *v;
+    }
+    if (auto v = GetSeconds(table, subject, "idle_timeout", 1000, 7 * 86400 * 1000, true)) {
+      l.idle_timeout_ms = *v;
+    }
+    if (auto v = GetInteger(table, subject, "max_connections", 1, 1000000)) {
+      l.max_connections = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_connections_per_source", 1, 1000000)) {
+      l.max_connections_per_source = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_streams_per_connection", 1, 65536)) {
+      l.max_streams_per_connection = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetBytes(table, subject, "max_bytes_in_flight_per_connection", kMinWindow,
+                          kMaxWindow)) {
+      l.max_bytes_in_flight_per_connection = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetBytes(table, subject, "max_bytes_in_flight", kMinWindow, int64_t{1} << 40)) {
+      l.max_bytes_in_flight = *v;
+    }
+    if (auto v = GetBytes(table, subject, "max_frame_size", kMinFrameSize, kMaxFrameSize)) {
+      l.max_frame_size = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_name_length", 1, kMaxNameLength)) {
+      l.max_name_length = static_cast<uint32_t>(*v);
+    }
+    if (l.max_bytes_in_flight < l.max_bytes_in_flight_per_connection) {
+      AddError(LineOf(table), subject + ": max_bytes_in_flight (" +
+                                  std::to_string(l.max_bytes_in_flight) +
+                                  ") must be at least max_bytes_in_flight_per_connection (" +
+                                  std::to_string(l.max_bytes_in_flight_per_connection) + ")");
+    }
+    if (l.max_connections_per_source > l.max_connections) {
+      l.max_connections_per_source = l.max_connections;  // Harmless; the total limit rules.
     }
   }
 
@@ -421,6 +668,16 @@ class ConfigValidator {
     }
     ParseFifoOptions(table, subject, kind, out);
     ParseAllow(table, subject, out);
+    if (std::optional<std::string> owner = GetAccountName(table, subject, "owner")) {
+      out.owner = std::move(*owner);
+    }
+    if (std::optional<std::string> group = GetAccountName(table, subject, "group")) {
+      out.group = std::move(*group);
+    }
+    if (kind == ExportKind::kFifo && !out.create && (!out.owner.empty() || !out.group.empty())) {
+      AddError(out.line, subject + ": owner and group only apply to a FIFO the gateway creates " +
+                             "(create = true)");
+    }
 
     // Default instances (SPEC §3): one reader of a read FIFO, otherwise unlimited.
     out.max_clients = (out.kind == ExportKind::kFifo && out.access == Access::kRead) ? 1 : 0;
@@ -500,7 +757,8 @@ class ConfigValidator {
   // `create` and `mode` describe a FIFO the gateway makes, so they only fit fifo exports.
   void ParseFifoOptions(const toml::table& table, const std::string& subject,
                         std::optional<ExportKind> kind, ExportConfig& out) {
-    for (std::string_view key : {std::string_view("create"), std::string_view("mode")}) {
+    for (std::string_view key : {std::string_view("create"), std::string_view("mode"),
+                                 std::string_view("owner"), std::string_view("group")}) {
       const toml::node* node = table.get(key);
       if (node != nullptr && kind == ExportKind::kUnix) {
         AddError(LineOf(*node),
@@ -671,6 +929,12 @@ ConfigParseResult LoadGatewayConfig(const std::string& path) {
     close(fd);
     return fail("cannot read: is a directory");
   }
+  // The config decides who may reach which local pipe, so anyone who can change it owns the
+  // gateway.
+  if (Status safe = CheckFilePermissions(path, "configuration file"); !safe.ok()) {
+    close(fd);
+    return fail(safe.message());
+  }
   char buffer[8192];
   for (;;) {
     const ssize_t n = read(fd, buffer, sizeof(buffer));
@@ -701,6 +965,31 @@ ConfigParseResult LoadGatewayConfig(const std::string& path) {
     absolute = std::filesystem::path(path);
   }
   return ParseGatewayConfig(text, absolute.lexically_normal().parent_path().string());
+}
+
+Status CheckFilePermissions(const std::string& path, std::string_view what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status(Code::kUsage,
+                  std::string("cannot use ") + std::string(what) + " '" + path +
+                      "': " + std::error_code(errno, std::generic_category()).message());
+  }
+  if ((st.st_mode & S_IWOTH) != 0) {
+    return Status(Code::kUsage, "refusing to use " + std::string(what) + " '" + path +
+                                    "': it is world-writable (fix with: chmod o-w '" + path + "')");
+  }
+  // A file in a directory that anyone may write to (without the sticky bit) can be replaced by
+  // anyone, whatever the file's own mode.
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::absolute(path, ec).parent_path();
+  struct stat dst {};
+  if (!ec && ::stat(dir.c_str(), &dst) == 0 && (dst.st_mode & S_IWOTH) != 0 &&
+      (dst.st_mode & S_ISVTX) == 0) {
+    return Status(Code::kUsage, "refusing to use " + std::string(what) + " '" + path +
+                                    "': its directory '" + dir.string() +
+                                    "' is world-writable, so anyone may replace it");
+  }
+  return Status::Ok();
 }
 
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors) {

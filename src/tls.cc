@@ -79,7 +79,9 @@ Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert,
   PG_CHECK(ctx != nullptr);
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY);
+  // RELEASE_BUFFERS: an idle connection (a slowloris one included) holds no 16 KiB record
+  // buffers, only what its state needs (issue 4).
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY | SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_num_tickets(ctx.get(), 0);
   SSL_CTX_set_max_early_data(ctx.get(), 0);
   // No resumption of any kind: every connection presents and verifies certificates afresh, so
@@ -245,7 +247,8 @@ Status LoadCrls(X509_STORE* store, const std::string& path) {
   // The loop ends on "no start line" once the file is read; that is not an error.
   ERR_clear_error();
   if (loaded == 0) {
-    return Status(Code::kUsage, fmt::format("cannot load CRL file '{}': it holds no PEM CRL", path));
+    return Status(Code::kUsage,
+                  fmt::format("cannot load CRL file '{}': it holds no PEM CRL", path));
   }
   return Status::Ok();
 }
@@ -485,8 +488,8 @@ int TlsSession::OnVerify(int preverify_ok, X509_STORE_CTX* store) noexcept {
   // Pinning comes on top of the CA check: only a chain that verified is compared, and only its
   // leaf (the gateway's own key, which survives certificate renewals that keep the key).
   if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
-  auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store,
-                                                           SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* self = ssl != nullptr ? static_cast<TlsSession*>(SSL_get_app_data(ssl)) : nullptr;
   if (self == nullptr) return 0;
   std::string spki = SpkiSha256(X509_STORE_CTX_get_current_cert(store));

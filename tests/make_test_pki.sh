@@ -31,6 +31,15 @@ certs client --dir "$tmp" --id alice --out notyet --not-yet-valid
 certs client --dir "$tmp" --id alice --out wrongeku --eku serverAuth
 certs gateway --dir "$tmp" --out gateway-wrongname --dns wrong.example
 certs gateway --dir "$tmp" --out gateway-expired --dns localhost --ip 127.0.0.1 --ip ::1 --expired
+# RSA keys work as well as ECDSA ones, on both sides.
+certs gateway --dir "$tmp" --out gateway-rsa --key-type rsa
+certs client --dir "$tmp" --id carol --key-type rsa
+# A second gateway certificate with a new key, for rotation under live streams.
+certs gateway --dir "$tmp" --out gateway-rotated --cn pipegate-gateway-rotated
+# mallory is revoked in crl.pem; crl-empty.pem revokes nobody.
+certs client --dir "$tmp" --id mallory
+certs crl --dir "$tmp" --out "$tmp/crl-empty.pem"
+certs crl --dir "$tmp" --revoke "$tmp/mallory.crt"
 
 # A second, foreign CA: its certificates look right but must be refused.
 certs ca --dir "$tmp/other" --cn "pipegate foreign CA"
@@ -56,6 +65,17 @@ check fail sslserver "$tmp/ca.crt" "$tmp/gateway-expired.crt"
 check fail sslclient "$tmp/ca.crt" "$tmp/other/alice.crt"
 check fail sslserver "$tmp/ca.crt" "$tmp/other/gateway.crt"
 check ok sslserver "$tmp/other/ca.crt" "$tmp/other/gateway.crt"
+check ok sslserver "$tmp/ca.crt" "$tmp/gateway-rsa.crt"
+check ok sslclient "$tmp/ca.crt" "$tmp/carol.crt"
+check ok sslserver "$tmp/ca.crt" "$tmp/gateway-rotated.crt"
+if openssl verify -crl_check -CRLfile "$tmp/crl.pem" -CAfile "$tmp/ca.crt" "$tmp/mallory.crt" \
+  >/dev/null 2>&1; then
+  echo "$0: mallory.crt is not revoked by crl.pem" >&2
+  exit 1
+fi
+openssl verify -crl_check -CRLfile "$tmp/crl.pem" -CAfile "$tmp/ca.crt" "$tmp/alice.crt" >/dev/null
+openssl verify -crl_check -CRLfile "$tmp/crl-empty.pem" -CAfile "$tmp/ca.crt" "$tmp/mallory.crt" \
+  >/dev/null
 
 chmod 755 "$tmp"
 rm -rf "$out"

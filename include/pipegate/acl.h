@@ -8,9 +8,12 @@ namespace pipegate {
 
 /// @brief Who a verified client certificate says the client is (SPEC §5).
 struct PeerIdentity {
-  std::string common_name;           ///< Subject CN, may be empty.
+  std::string common_name;             ///< Subject CN, may be empty.
   std::vector<std::string> dns_names;  ///< DNS subject alternative names.
   std::vector<std::string> uris;       ///< URI subject alternative names (SPIFFE IDs work as is).
+  /// The certificate chain the peer presented (DER, leaf first), kept by the gateway so that a
+  /// reload can check the client against a new CA bundle or CRL. Not an identity.
+  std::vector<std::string> chain_der;
 
   /// @return Every identity, CN first.
   std::vector<std::string> All() const;

@@ -24,12 +24,45 @@ struct ExportConfig {
   std::string name;
   ExportKind kind = ExportKind::kFifo;
   Access access = Access::kRead;
-  std::string path;               ///< Absolute (relative paths resolve against the config file).
-  bool create = false;            ///< Create a missing FIFO.
-  uint32_t mode = 0600;           ///< Mode for a created FIFO.
-  std::vector<std::string> allow; ///< Client identities; "*" admits any verified client.
-  uint32_t max_clients = 0;       ///< 0 = unlimited. Default 1 for fifo/read, else unlimited.
-  int line = 0;                   ///< Line of the `[[export]]` header, for messages.
+  std::string path;                ///< Absolute (relative paths resolve against the config file).
+  bool create = false;             ///< Create a missing FIFO.
+  uint32_t mode = 0600;            ///< Mode for a created FIFO.
+  std::vector<std::string> allow;  ///< Client identities; "*" admits any verified client.
+  uint32_t max_clients = 0;        ///< 0 = unlimited. Default 1 for fifo/read, else unlimited.
+  std::string owner;               ///< Owner of a created FIFO (user name or uid); "" = default.
+  std::string group;               ///< Group of a created FIFO (group name or gid); "" = default.
+  int line = 0;                    ///< Line of the `[[export]]` header, for messages.
+};
+
+/// @brief Lowest TLS version the gateway accepts (`tls_min_version`).
+enum class TlsMinVersion : uint8_t {
+  kTls13 = 0,  ///< "1.3", the default.
+  kTls12 = 1,  ///< "1.2", with forward-secret AEAD cipher suites only.
+};
+
+/// @brief The `[limits]` table: what one client, or all of them, may take (issue 4). Every
+/// field has a default meant for a gateway serving a few hundred clients.
+struct Limits {
+  uint64_t handshake_timeout_ms = 10000;  ///< TCP accept to SETTINGS (TLS included).
+  /// A connection with no stream open this long is closed; 0 = never (the default, because
+  /// `pipegate mount` keeps an idle connection open by design).
+  uint64_t idle_timeout_ms = 0;
+  uint32_t max_connections = 1024;            ///< Connections in total (all workers).
+  uint32_t max_connections_per_source = 128;  ///< Connections from one IP address.
+  uint32_t max_streams_per_connection = 256;  ///< Concurrent streams on one connection.
+  /// The session window a connection is granted: what a client may have sent that is not yet
+  /// in a local pipe, over all its streams (each stream gets at most 1 MiB of it).
+  uint32_t max_bytes_in_flight_per_connection = 4u << 20;
+  /// Sum of every connection's window; connections past it are refused. The default lets every
+  /// one of max_connections have its full window.
+  uint64_t max_bytes_in_flight = uint64_t{4} << 30;
+  uint32_t max_frame_size = 65536;  ///< Largest DATA frame body accepted (offset excluded).
+  uint32_t max_name_length = 128;   ///< Longest export name a client may ask for (≤ 128).
+
+  /// @return How many connections the total bytes-in-flight budget admits.
+  uint64_t ConnectionsByMemory() const {
+    return max_bytes_in_flight / max_bytes_in_flight_per_connection;
+  }
 };
 
 /// @brief The whole gateway configuration file (SPEC §4).
@@ -38,7 +71,15 @@ struct GatewayConfig {
   std::string cert;
   std::string key;
   std::string client_ca;
-  uint32_t workers = 0;             ///< 0 = one per core.
+  uint32_t workers = 0;  ///< 0 = one per core.
+  std::string crl;       ///< PEM CRL file checked for client certificates; "" = none.
+  TlsMinVersion tls_min_version = TlsMinVersion::kTls13;
+  bool hide_existence = false;  ///< A refused open answers "no such pipe".
+  bool reload_revokes = true;   ///< A reload ends streams their identity may no longer use.
+  uint32_t resume_ttl_s = 300;  ///< How long a detached session is kept for a resume.
+  std::string user;             ///< Drop to this user after binding; "" = stay.
+  std::string group;            ///< Drop to this group; "" = the user's primary group.
+  Limits limits;
   std::vector<ExportConfig> exports;
 
   /// @return The export named @p name, or nullptr.
@@ -72,6 +113,12 @@ struct ClientDefaults {
 
 /// @brief Reads client defaults; errors are kUsage with FILE:LINE.
 Result<ClientDefaults> LoadClientDefaults(const std::string& path);
+
+/// @brief Refuses a file that anyone on the machine may change: world-writable itself, or in a
+/// world-writable directory without the sticky bit. Used for the config file, certificates,
+/// keys, CA bundles and CRLs. @param what Names the file in the message ("private key").
+/// @return OK, or kUsage with a message that says how to fix it.
+Status CheckFilePermissions(const std::string& path, std::string_view what);
 
 /// @brief Formats errors as `FILE:LINE: message` lines.
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors);

@@ -36,10 +36,10 @@ struct TlsRefusalCounters {
 
 /// @brief Files and policy for the gateway's side of mutual TLS.
 struct TlsServerOptions {
-  std::string cert;       ///< PEM certificate chain of the gateway (ECDSA or RSA key).
-  std::string key;        ///< PEM private key.
-  std::string client_ca;  ///< PEM CA bundle that client certificates must chain to.
-  std::string crl;        ///< PEM CRLs checked for client certificates; "" = no CRL check.
+  std::string cert;          ///< PEM certificate chain of the gateway (ECDSA or RSA key).
+  std::string key;           ///< PEM private key.
+  std::string client_ca;     ///< PEM CA bundle that client certificates must chain to.
+  std::string crl;           ///< PEM CRLs checked for client certificates; "" = no CRL check.
   bool allow_tls12 = false;  ///< Also accept TLS 1.2, with forward-secret AEAD suites only.
   /// Where handshake refusals are counted; may be null. Must outlive the context.
   TlsRefusalCounters* counters = nullptr;

@@ -20,7 +20,7 @@ struct ConnectionOptions {
   uint64_t keepalive_interval_ms = 10000; ///< PING after this long with nothing received.
   uint64_t keepalive_timeout_ms = 30000;  ///< Dead after this long with nothing received.
   uint64_t close_linger_ms = 2000;        ///< How long a graceful close waits for its bytes.
-  // Issue 4 (limits), added by the security work; see gateway/limits.h.
+  // Issue 4 (limits), added by the security work; see src/connection_limits.h.
   uint64_t idle_timeout_ms = 0;  ///< Close after this long with no stream open; 0 = never.
   /// Held for as long as the connection lives and dropped when it is freed: the gateway's
   /// per-source connection accounting (an admission token).

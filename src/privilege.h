@@ -1,0 +1,49 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "pipegate/config.h"
+#include "pipegate/status.h"
+
+namespace pipegate {
+
+/// @brief A resolved user and group (issue 4, privilege dropping).
+struct Account {
+  std::string user_name;  ///< As resolved; empty when only a group was given.
+  std::string group_name;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+};
+
+/// @brief Resolves `user` and `group` names (or numeric ids) through the system databases.
+/// Without a group, a user's primary group is used.
+/// @return The account, or kUsage naming what does not exist.
+Result<Account> ResolveAccount(const std::string& user, const std::string& group);
+
+/// @brief Checks what the config parser cannot: that the gateway's user and group and every
+/// export's FIFO owner and group exist. Used at startup, on reload and by --check-config.
+Status CheckAccounts(const GatewayConfig& config);
+
+/// @brief Switches the process to the configured `user`/`group` (supplementary groups from the
+/// user's entry), for good: it then checks that root cannot be regained. Call after binding the
+/// listeners and creating FIFOs, before starting threads. Without `user` and `group` it does
+/// nothing; when not running as root it accepts only the current user and group.
+/// @return OK (with a log line saying what it did), or kUsage.
+Status DropPrivileges(const GatewayConfig& config);
+
+/// @brief Raises the soft RLIMIT_NOFILE to the hard limit (each connection needs a descriptor,
+/// each stream one more) and warns when the hard limit is below what max_connections needs.
+void RaiseFileLimit(const Limits& limits);
+
+/// @brief Gives a FIFO the gateway has just created the export's mode and owner. It opens the
+/// FIFO without following symlinks and changes the open file, so that a symlink swapped in after
+/// mkfifo() cannot redirect the change.
+/// @param owner,group The export's owner/group, else the gateway's user/group; "" = leave.
+Status SetFifoModeAndOwner(const std::string& path, uint32_t mode, const std::string& owner,
+                           const std::string& group);
+
+}  // namespace pipegate

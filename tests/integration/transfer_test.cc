@@ -1,0 +1,235 @@
+// Bulk data through the gateway and the bridge, verified by SHA-256 end to end (SPEC §3):
+// fifo read and write exports, many streams on one connection, and backpressure.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/bridge_client.h"
+#include "support/data.h"
+#include "support/files.h"
+#include "support/gateway_fixture.h"
+#include "support/pipe_io.h"
+#include "support/proc_stats.h"
+#include "support/process.h"
+#include "support/timing.h"
+#include "support/unix_socket.h"
+
+namespace pipegate::testing {
+namespace {
+
+std::string MiB(uint64_t bytes) { return std::to_string(bytes / kMiB) + " MiB"; }
+
+// Local writer -> FIFO -> gateway -> TLS -> `pipegate cat` -> file.
+TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
+  TempDir dir;
+  const uint64_t size = DataSize(64 * kMiB, 16 * kMiB);
+  const std::string source = dir.Join("source");
+  const std::string sha = WriteRandomFile(source, size, 1);
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("bulk")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("bulk");
+
+  const std::string out = dir.Join("out");
+  const auto start = Clock::now();
+  Bridge cat(dir, {"cat", gw.Address("bulk")}, StdioSpec::Null(), out);
+  ASSERT_TRUE(cat.started());
+  // The gateway opens the FIFO for reading once the remote reader is attached.
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
+                      Duration(10000)))
+      << "the gateway never opened " << fifo << " for the remote reader; " << cat.Describe();
+  ASSERT_TRUE(cat.Running()) << "cat ended before any local writer came: " << cat.Describe();
+
+  ProcessOptions writer_options = ProcessOptions::Of({"cat", source});
+  writer_options.stdout_spec = StdioSpec::File(fifo);
+  Process writer(std::move(writer_options));
+  ASSERT_TRUE(writer.started()) << writer.error();
+
+  EXPECT_EQ(writer.Wait(Duration(60000)), 0) << "local writer";
+  ASSERT_EQ(cat.Wait(Duration(60000)), 0) << cat.Describe();
+  const Duration took = Since(start);
+  EXPECT_EQ(FileSize(out).value_or(0), size);
+  EXPECT_EQ(Sha256Hex(out), sha);
+  ::testing::Test::RecordProperty("mib_per_s",
+                                  std::to_string(static_cast<double>(size) / kMiB /
+                                                 (static_cast<double>(took.count()) / 1000.0)));
+}
+
+// `pipegate write` < file -> TLS -> gateway -> FIFO -> local reader. Exit 0 must mean that every
+// byte is already in the FIFO (SPEC §3 "Delivery is confirmed").
+TEST(Transfer, WriteDelivers64MiBIntoFifoWriteExportBeforeExiting) {
+  TempDir dir;
+  const uint64_t size = DataSize(64 * kMiB, 16 * kMiB);
+  const std::string source = dir.Join("source");
+  const std::string sha = WriteRandomFile(source, size, 2);
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoWrite("sink")}));
+  ASSERT_TRUE(gw.Start());
+
+  FifoReaderOptions reader_options;
+  reader_options.copy_to = dir.Join("out");
+  FifoReader reader(gw.ExportPath("sink"), reader_options);
+  ASSERT_TRUE(reader.ok()) << reader.error();
+
+  Bridge write(dir, {"write", gw.Address("sink")}, StdioSpec::File(source));
+  ASSERT_TRUE(write.started());
+  ASSERT_EQ(write.Wait(Duration(60000)), 0) << write.Describe();
+  const uint64_t delivered = reader.DeliveredBytes();
+  EXPECT_EQ(delivered, size) << "`pipegate write` exited 0 when only " << delivered << " of "
+                             << size << " bytes were in the local FIFO";
+
+  ASSERT_TRUE(reader.WaitDone(Duration(30000)))
+      << "the local reader saw no EOF after the remote writer finished; read " << reader.bytes();
+  EXPECT_TRUE(reader.saw_eof());
+  EXPECT_EQ(reader.error(), "");
+  EXPECT_EQ(reader.bytes(), size);
+  EXPECT_EQ(reader.Sha256Hex(), sha);
+  EXPECT_EQ(Sha256Hex(dir.Join("out")), sha);
+}
+
+// Eight local clients of a mounted unix export, at once; all streams share one TLS connection.
+TEST(Transfer, MountedUnixExportCarriesEightConcurrentStreamsOnOneConnection) {
+  TempDir dir;
+  const std::string server_path = dir.Join("echo.sock");
+  UnixEchoServer server(server_path, UnixEchoServer::Mode::kEcho);
+  ASSERT_TRUE(server.ok()) << server.error();
+  GatewayFixture gw(dir, WithExports({ExportSpec::Unix("echo", server_path)}));
+  ASSERT_TRUE(gw.Start());
+
+  const std::string local = dir.Join("m.sock");
+  Bridge mount(dir, {"mount", gw.Address("echo"), local});
+  ASSERT_TRUE(mount.started());
+  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
+      << mount.Describe();
+  ASSERT_TRUE(mount.Running()) << mount.Describe();
+
+  constexpr int kStreams = 8;
+  const size_t size = DataSize(4 * kMiB, 1 * kMiB);
+  std::vector<std::string> payloads;
+  for (int i = 0; i < kStreams; ++i) {
+    payloads.push_back(RandomStream(100 + static_cast<uint64_t>(i)).Next(size));
+  }
+  std::vector<ExchangeResult> results(kStreams);
+  std::atomic<int> finished{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      results[static_cast<size_t>(i)] =
+          UnixExchange(local, payloads[static_cast<size_t>(i)], Duration(30000));
+      ++finished;
+    });
+  }
+  int max_connections = 0;
+  const bool all_done = WaitFor(
+      [&] {
+        max_connections = std::max(max_connections, CountTcpConnections(mount.pid(), gw.port()));
+        return finished.load() == kStreams;
+      },
+      Duration(20000), Duration(20));
+  if (!all_done) {
+    ADD_FAILURE() << "streams stalled: " << finished.load() << " of " << kStreams
+                  << " finished after 20 s; sockets (gateway " << gw.pid() << ", mount "
+                  << mount.pid() << ", test " << getpid() << "):\n"
+                  << SocketReport({gw.pid(), mount.pid(), getpid()});
+  }
+  for (auto& client : clients) {
+    client.join();
+  }
+  for (int i = 0; i < kStreams; ++i) {
+    const auto& result = results[static_cast<size_t>(i)];
+    EXPECT_TRUE(result.ok) << "stream " << i << ": " << result.error;
+    EXPECT_EQ(result.received.size(), size) << "stream " << i;
+    EXPECT_EQ(Sha256HexOf(result.received), Sha256HexOf(payloads[static_cast<size_t>(i)]))
+        << "stream " << i;
+  }
+  EXPECT_EQ(server.accepted(), kStreams);
+  EXPECT_EQ(server.half_closes(), kStreams) << "half-close did not reach the unix server";
+  if (::testing::Test::HasFailure()) {
+    ADD_FAILURE() << "mount: " << mount.Describe();
+  }
+  EXPECT_LE(max_connections, 1) << "the mount opened " << max_connections << " TCP connections for "
+                                << kStreams << " streams";
+
+  mount.process().Signal(SIGTERM);
+  EXPECT_EQ(mount.Wait(Duration(10000)), 0) << mount.Describe();
+  EXPECT_FALSE(PathExists(local)) << "mount left " << local << " behind";
+}
+
+// A remote writer faster than the local reader is slowed down, and the gateway's memory stays
+// bounded while it waits (SPEC §3 "Backpressure, not buffering").
+TEST(Transfer, StalledLocalReaderBlocksRemoteWriterWithBoundedGatewayMemory) {
+  TempDir dir;
+  const uint64_t size = DataSize(256 * kMiB, 64 * kMiB);
+  constexpr uint64_t kSeed = 3;
+  constexpr uint64_t kRssAllowance = 64 * kMiB;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoWrite("slow")}));
+  ASSERT_TRUE(gw.Start());
+
+  FifoReader reader(gw.ExportPath("slow"), FifoReaderOptions::Paused());
+  ASSERT_TRUE(reader.ok()) << reader.error();
+  const uint64_t baseline = ReadRssBytes(gw.pid()).value_or(0);
+  ASSERT_GT(baseline, 0u);
+
+  Bridge write(dir, {"write", gw.Address("slow")}, StdioSpec::Pipe());
+  ASSERT_TRUE(write.started());
+  StreamFeeder feeder(write.process().TakeStdinFd(), size, kSeed);
+
+  uint64_t peak = baseline;
+  auto sample = [&] { peak = std::max<uint64_t>(peak, ReadRssBytes(gw.pid()).value_or(0)); };
+  // Wait until the source stops making progress: every buffer between it and the FIFO is full.
+  const bool stalled = WaitFor(
+      [&] {
+        sample();
+        return feeder.done() || !write.Running() ||
+               (feeder.written() > 0 && Since(feeder.last_progress()) > Duration(750) &&
+                CountTcpConnections(write.pid(), gw.port()) == 1);
+      },
+      Duration(60000), Duration(20));
+  ASSERT_TRUE(stalled) << "the source never stalled; written " << feeder.written();
+  ASSERT_TRUE(write.Running()) << "pipegate write ended while the reader stalled: "
+                               << write.Describe();
+  ASSERT_FALSE(feeder.done()) << "all " << MiB(size)
+                              << " were accepted while the local reader read nothing";
+  const uint64_t in_flight = feeder.written();
+  // Stay stalled a little longer and watch the gateway's memory.
+  const auto observe_until = Clock::now() + Duration(1500);
+  WaitFor(
+      [&] {
+        sample();
+        return Clock::now() >= observe_until;
+      },
+      Duration(5000), Duration(50));
+  EXPECT_TRUE(write.Running());
+  EXPECT_LT(feeder.written() - in_flight, 1 * kMiB) << "the source kept going while stalled";
+  EXPECT_LE(peak, baseline + kRssAllowance)
+      << "gateway RSS grew from " << MiB(baseline) << " to " << MiB(peak) << " with "
+      << MiB(in_flight) << " accepted from the source while the reader stalled";
+  ::testing::Test::RecordProperty("stalled_in_flight_bytes", std::to_string(in_flight));
+  ::testing::Test::RecordProperty("gateway_rss_growth_bytes", std::to_string(peak - baseline));
+
+  reader.Resume();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        sample();
+        return !write.Running();
+      },
+      Duration(120000), Duration(20)))
+      << "pipegate write did not finish after the reader drained; reader has " << reader.bytes();
+  EXPECT_EQ(write.Wait(Duration(1000)), 0) << write.Describe();
+  ASSERT_TRUE(reader.WaitDone(Duration(30000))) << "reader saw no EOF; read " << reader.bytes();
+  EXPECT_EQ(feeder.error(), "");
+  EXPECT_EQ(reader.bytes(), size);
+  EXPECT_EQ(reader.Sha256Hex(), RandomStreamSha256(size, kSeed));
+  EXPECT_LE(peak, baseline + kRssAllowance)
+      << "gateway RSS peaked at " << MiB(peak) << " (baseline " << MiB(baseline) << ")";
+}
+
+}  // namespace
+}  // namespace pipegate::testing
