@@ -12,6 +12,11 @@
 //       Connects, does WARMUP then COUNT round trips of SIZE bytes, prints
 //       "p50_us p99_us mean_us min_us max_us".
 //   benchtool freeport              Prints a free TCP port on 127.0.0.1 (bind to port 0).
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -24,11 +29,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 namespace {
 
@@ -95,7 +95,8 @@ struct Hasher {
     }
   }
   void Tail(const char* p, size_t n) {
-    for (size_t i = 0; i < n; i++) tail = (tail ^ static_cast<unsigned char>(p[i])) * 0x100000001B3ull;
+    for (size_t i = 0; i < n; i++)
+      tail = (tail ^ static_cast<unsigned char>(p[i])) * 0x100000001B3ull;
   }
   uint64_t Digest(uint64_t bytes) const {
     uint64_t h = bytes * kMul;
@@ -116,7 +117,8 @@ int Check(int argc, char** argv) {
     size_t got;
     if (!started) {
       ssize_t n;
-      do n = ::read(0, buf.data(), kBuf); while (n < 0 && errno == EINTR);
+      do n = ::read(0, buf.data(), kBuf);
+      while (n < 0 && errno == EINTR);
       if (n < 0) Die("read");
       first = Clock::now();
       started = true;
@@ -246,8 +248,8 @@ int PingPong(int argc, char** argv) {
   };
   double sum = 0;
   for (double v : us) sum += v;
-  std::printf("%.1f %.1f %.1f %.1f %.1f\n", pct(0.50), pct(0.99), sum / static_cast<double>(us.size()),
-              sorted.front(), sorted.back());
+  std::printf("%.1f %.1f %.1f %.1f %.1f\n", pct(0.50), pct(0.99),
+              sum / static_cast<double>(us.size()), sorted.front(), sorted.back());
   return 0;
 }
 

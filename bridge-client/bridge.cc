@@ -1,6 +1,7 @@
 #include "bridge.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -12,13 +13,13 @@
 #include <cstring>
 #include <unordered_map>
 
-#include <fmt/format.h>
 #include <uv.h>
 
 #include "pipegate/config.h"
 #include "pipegate/frame.h"
 #include "pipegate/log.h"
 #include "pipegate/resume.h"
+
 #include "uv/connection.h"
 #include "uv/local_pipe.h"
 #include "uv/stream_link.h"
@@ -31,8 +32,8 @@ using uvglue::StreamLink;
 
 namespace {
 
-constexpr uint64_t kMountPollMs = 20;        // How often a FIFO mount looks for a local reader.
-constexpr uint64_t kReaderGoneGraceMs = 100; // After EOF, time for the old reader to leave.
+constexpr uint64_t kMountPollMs = 20;         // How often a FIFO mount looks for a local reader.
+constexpr uint64_t kReaderGoneGraceMs = 100;  // After EOF, time for the old reader to leave.
 
 std::string Errno(int err) { return std::strerror(err); }
 
@@ -234,10 +235,9 @@ void Client::Finish(const Status& status) {
     conn_ = nullptr;
     c->Close(status.ok() ? Status(Code::kOk, "done") : status);
   }
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&timer_),
-                         reinterpret_cast<uv_handle_t*>(&reconnect_timer_),
-                         reinterpret_cast<uv_handle_t*>(&sigint_),
-                         reinterpret_cast<uv_handle_t*>(&sigterm_)}) {
+  for (uv_handle_t* h :
+       {reinterpret_cast<uv_handle_t*>(&timer_), reinterpret_cast<uv_handle_t*>(&reconnect_timer_),
+        reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
 }
@@ -364,8 +364,8 @@ void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
     }
   }
   // ls hides exports this identity may not use, so "no such pipe" covers both cases.
-  Finish(Status(Code::kNotFound, fmt::format("no such pipe '{}' (or access denied)",
-                                             options_.address.name)));
+  Finish(Status(Code::kNotFound,
+                fmt::format("no such pipe '{}' (or access denied)", options_.address.name)));
 }
 
 // ---- mount ----
@@ -493,8 +493,8 @@ void Client::OnWaiterReadable() {
     for (int i = 0; i < 16; ++i) {
       int fd = ::accept4(wait_pipe_->fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;
-      LocalPipe* pipe = *LocalPipe::Open(loop_, fd, LocalPipe::kRead | LocalPipe::kWrite, true,
-                                         nullptr);
+      LocalPipe* pipe =
+          *LocalPipe::Open(loop_, fd, LocalPipe::kRead | LocalPipe::kWrite, true, nullptr);
       Result<BridgeStream*> s = OpenStream(Access::kDuplex, pipe, pipe);
       if (!s) {
         pipe->Close();
@@ -581,11 +581,11 @@ void Client::OnConnectionClosed(const Status& why) {
   conn_ = nullptr;
   if (finished_) return;
   bool have_streams = !streams_.empty() || options_.command == Command::kMount;
-  bool transient = why.code() == Code::kStreamLost || why.code() == Code::kConnect ||
-                   why.code() == Code::kTls;
+  bool transient =
+      why.code() == Code::kStreamLost || why.code() == Code::kConnect || why.code() == Code::kTls;
   if (resuming_ && transient) {
     PG_LOG(kInfo, "{}: reconnect attempt failed: {}", options_.address.ToString(), why.message());
-    mux_->Detach();  // Whatever this attempt received (SETTINGS, say) is void.
+    mux_->Detach();          // Whatever this attempt received (SETTINGS, say) is void.
     ScheduleReconnect(why);  // Still trying to get back.
     return;
   }
@@ -595,8 +595,7 @@ void Client::OnConnectionClosed(const Status& why) {
     lost_at_ms_ = uv_now(loop_);
     backoff_ms_ = 0;
     mux_->Detach();
-    PG_LOG(kInfo, "{}: connection lost ({}); resuming", options_.address.ToString(),
-           why.message());
+    PG_LOG(kInfo, "{}: connection lost ({}); resuming", options_.address.ToString(), why.message());
     ScheduleReconnect(why);
     return;
   }

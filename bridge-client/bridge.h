@@ -15,11 +15,11 @@ enum class Command { kLs, kCat, kWrite, kConnect, kMount };
 struct BridgeOptions {
   Command command = Command::kCat;
   PipeAddress address;
-  std::string local_path;        ///< mount: where the pipe appears.
-  std::string present_as;        ///< mount: "", "unix" or "fifo".
-  uint32_t wait_ms = 0;          ///< --wait, for busy and no reader.
-  bool lines = false;            ///< write --lines.
-  uint64_t keepalive_ms = 0;     ///< --keepalive: PING interval (dead after 3×); 0 = default.
+  std::string local_path;          ///< mount: where the pipe appears.
+  std::string present_as;          ///< mount: "", "unix" or "fifo".
+  uint32_t wait_ms = 0;            ///< --wait, for busy and no reader.
+  bool lines = false;              ///< write --lines.
+  uint64_t keepalive_ms = 0;       ///< --keepalive: PING interval (dead after 3×); 0 = default.
   uint64_t resume_timeout_ms = 0;  ///< --resume-timeout: give up reconnecting after this; 0 =
                                    ///< as long as the gateway keeps the session.
   TlsClientOptions tls;

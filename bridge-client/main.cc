@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
-#include "bridge.h"
 #include "pipegate/config.h"
 #include "pipegate/log.h"
+
+#include "bridge.h"
+#include <CLI/CLI.hpp>
 
 namespace {
 
@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
   ls->add_option("address", address, "pipe://HOST[:PORT]")->required();
   CLI::App* cat = app.add_subcommand("cat", "Copy the remote pipe to stdout until EOF");
   cat->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
-  CLI::App* write = app.add_subcommand("write", "Copy stdin to the remote pipe; exit 0 once delivered");
+  CLI::App* write =
+      app.add_subcommand("write", "Copy stdin to the remote pipe; exit 0 once delivered");
   write->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
   write->add_flag("--lines", lines, "Records are lines (each whole line in one write)");
   CLI::App* connect = app.add_subcommand("connect", "Connect stdin and stdout to the remote pipe");
@@ -138,9 +139,10 @@ int main(int argc, char** argv) {
     if (!digest) return Fail(options.address.ToString(), digest.error());
     options.tls.pins.push_back(*digest);
   }
-  for (auto [value, what] : {std::pair{&options.tls.cert, "a client certificate (--cert or PIPEGATE_CERT)"},
-                             std::pair{&options.tls.key, "a client key (--key or PIPEGATE_KEY)"},
-                             std::pair{&options.tls.ca, "a CA bundle (--ca or PIPEGATE_CA)"}}) {
+  for (auto [value, what] :
+       {std::pair{&options.tls.cert, "a client certificate (--cert or PIPEGATE_CERT)"},
+        std::pair{&options.tls.key, "a client key (--key or PIPEGATE_KEY)"},
+        std::pair{&options.tls.ca, "a CA bundle (--ca or PIPEGATE_CA)"}}) {
     if (value->empty()) {
       return Fail(options.address.ToString(),
                   pipegate::Status(pipegate::Code::kUsage, std::string("missing ") + what));

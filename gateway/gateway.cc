@@ -1,6 +1,7 @@
 #include "gateway.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -14,18 +15,18 @@
 #include <thread>
 #include <unordered_map>
 
-#include <fmt/format.h>
 #include <uv.h>
 
-#include "audit.h"
-#include "connection_limits.h"
 #include "pipegate/acl.h"
 #include "pipegate/address.h"
 #include "pipegate/log.h"
 #include "pipegate/resume.h"
+
+#include "audit.h"
+#include "connection_limits.h"
+#include "privilege.h"
 #include "uv/connection.h"
 #include "uv/local_pipe.h"
-#include "privilege.h"
 #include "uv/stream_link.h"
 
 namespace pipegate::gateway {
@@ -72,8 +73,8 @@ Result<int> OpenExport(const ExportConfig& e) {
     if (fd < 0) {
       if (errno == ELOOP) return SymlinkRefused(e);
       if (errno == ENXIO) {
-        return Status(Code::kNoReader, fmt::format("no reader: nothing has '{}' open for reading",
-                                                   e.name));
+        return Status(Code::kNoReader,
+                      fmt::format("no reader: nothing has '{}' open for reading", e.name));
       }
       return Status(Code::kIo, fmt::format("cannot open {}: {}", e.path, Errno(errno)));
     }
@@ -290,8 +291,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   // ConnectionHandler.
   void OnTlsEstablished(const PeerIdentity& peer) override {
     peer_ = peer;
-    PG_CONN_LOG(kInfo, conn_id_, "client '{}' connected from {}", peer_.Display(),
-                peer_address_);
+    PG_CONN_LOG(kInfo, conn_id_, "client '{}' connected from {}", peer_.Display(), peer_address_);
   }
   void OnConnectionWritable() override {
     std::vector<ExportStream*> paused;
@@ -377,7 +377,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   Worker* worker_;
   std::unique_ptr<Mux> mux_;
   Connection* conn_ = nullptr;
-  int live_conns_ = 0;      ///< Connections whose handler is this session.
+  int live_conns_ = 0;  ///< Connections whose handler is this session.
   PeerIdentity peer_;
   bool ready_ = false;
   bool registered_ = false;
@@ -388,8 +388,8 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   bool replacing_ = false;
   int open_timers_ = 2;
   std::string session_id_;
-  uint64_t conn_id_ = 0;       ///< Of the connection attached last, for logs.
-  std::string peer_address_;   ///< Of the connection attached last, for logs.
+  uint64_t conn_id_ = 0;      ///< Of the connection attached last, for logs.
+  std::string peer_address_;  ///< Of the connection attached last, for logs.
   uv_timer_t retry_{};
   uv_timer_t ttl_{};
   std::unordered_map<uint32_t, ExportStream*> streams_;
@@ -538,7 +538,8 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
                                                                 : uvglue::RecordMode::kBlocks);
     (*pipe)->WatchHangup(true);  // A reader that leaves while we are idle is a broken pipe.
   }
-  uint8_t granted = static_cast<uint8_t>(e->kind == ExportKind::kFifo ? e->access : Access::kDuplex);
+  uint8_t granted =
+      static_cast<uint8_t>(e->kind == ExportKind::kFifo ? e->access : Access::kDuplex);
   mux.Accept(id, OpenOkPayload{static_cast<uint8_t>(e->kind), granted});
   stream->StartReading();
   return true;
@@ -549,8 +550,8 @@ void Session::OnListRequest() {
   std::vector<ListEntry> entries;
   for (const ExportConfig& e : snap->config.exports) {
     if (!IsAllowed(e.allow, peer_)) continue;  // ls never shows what this identity can't use.
-    entries.push_back(ListEntry{e.name, static_cast<uint8_t>(e.kind),
-                                static_cast<uint8_t>(e.access)});
+    entries.push_back(
+        ListEntry{e.name, static_cast<uint8_t>(e.kind), static_cast<uint8_t>(e.access)});
   }
   PG_LOG(kInfo, "audit: decision=listed identity=\"{}\" from={} conn=C{} shown={} of={}",
          SanitizeForLog(peer_.Display(), 128), peer_address_, conn_id_, entries.size(),
@@ -652,8 +653,8 @@ void Session::OnMuxReady() {
 void Session::OnConnectionClosed(const Status& why) {
   if (replacing_) return;  // A stale connection being dropped for a resumed one.
   if (ready_) {
-    PG_CONN_LOG(kInfo, conn_id_, "client '{}' from {} closed: {}", peer_.Display(),
-                peer_address_, why.message());
+    PG_CONN_LOG(kInfo, conn_id_, "client '{}' from {} closed: {}", peer_.Display(), peer_address_,
+                why.message());
   } else {
     counters().tls_handshake_failed++;
     PG_CONN_LOG(kWarn, conn_id_, "connection from {} failed: {}", peer_address_, why.message());
@@ -712,8 +713,8 @@ void Session::MaybeDelete() {
 
 void Session::RejectResume(const std::string& why) {
   counters().resume_rejected++;
-  PG_CONN_LOG(kInfo, conn_id_, "refused to resume a session for '{}' from {}: {}",
-              peer_.Display(), peer_address_, why);
+  PG_CONN_LOG(kInfo, conn_id_, "refused to resume a session for '{}' from {}: {}", peer_.Display(),
+              peer_address_, why);
   if (conn_ == nullptr) return;
   mux_->Goaway(ErrorCode::kResumeRejected, why);
   conn_->Close(Status(Code::kOk, "resume refused"));
@@ -764,8 +765,7 @@ void Session::OnResumeRequest(const ResumePayload& resume) {
   MaybeDelete();
 }
 
-void Session::Attach(Connection* conn, const ResumePayload& resume,
-                     const Mux::PeerSettings& peer) {
+void Session::Attach(Connection* conn, const ResumePayload& resume, const Mux::PeerSettings& peer) {
   if (conn_ != nullptr) {
     // The old connection is stale (the client already moved on): drop it, keep the session.
     Connection* old = conn_;
@@ -792,8 +792,8 @@ void Session::Attach(Connection* conn, const ResumePayload& resume,
   std::memcpy(sid, session_id_.data(), kSessionIdSize);
   worker_->gateway()->UpdateSessionKey(session_id_, DeriveResumeKey(conn->tls(), sid));
   counters().sessions_resumed++;
-  PG_CONN_LOG(kInfo, conn_id_, "session of '{}' resumed from {} with {} stream(s)",
-              peer_.Display(), peer_address_, streams_.size());
+  PG_CONN_LOG(kInfo, conn_id_, "session of '{}' resumed from {} with {} stream(s)", peer_.Display(),
+              peer_address_, streams_.size());
   OnConnectionWritable();
   FlushSoon();
 }
@@ -861,7 +861,8 @@ void Worker::Start(const std::vector<int>& listen_fds) {
     tcp->data = this;
     int dup_fd = ::dup(fd);
     int rc = uv_tcp_open(tcp.get(), dup_fd);
-    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp.get()), 511, &Worker::OnConnection);
+    if (rc == 0)
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp.get()), 511, &Worker::OnConnection);
     if (rc != 0) PG_LOG(kError, "worker {}: cannot listen: {}", index_, uv_strerror(rc));
     listeners_.push_back(std::move(tcp));
   }
@@ -1153,7 +1154,8 @@ int Gateway::Run() {
     return 1;
   }
 
-  unsigned n = config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
+  unsigned n =
+      config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     workers_.push_back(std::make_unique<Worker>(this, static_cast<int>(i)));
     workers_.back()->Start(listen_fds_);
@@ -1175,29 +1177,41 @@ int Gateway::Run() {
     PG_LOG(kInfo, "received {}: draining (up to {} s)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
            kDrainGraceMs / 1000);
     for (auto& w : *c->workers) w->RequestStop();
-    uv_walk(handle->loop, [](uv_handle_t* h, void*) {
-      if (!uv_is_closing(h)) uv_close(h, nullptr);
-    }, nullptr);
+    uv_walk(
+        handle->loop,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
   };
   uv_signal_start(&sigterm, on_stop, SIGTERM);
   uv_signal_start(&sigint, on_stop, SIGINT);
-  uv_signal_start(&sighup, [](uv_signal_t* handle, int) noexcept {
-    auto* c = static_cast<SignalContext*>(handle->data);
-    PG_LOG(kInfo, "received SIGHUP: reloading");
-    c->reload();
-  }, SIGHUP);
+  uv_signal_start(
+      &sighup,
+      [](uv_signal_t* handle, int) noexcept {
+        auto* c = static_cast<SignalContext*>(handle->data);
+        PG_LOG(kInfo, "received SIGHUP: reloading");
+        c->reload();
+      },
+      SIGHUP);
   // Issue 4: SIGUSR1 logs every counter (refusals by class included) on one line.
-  uv_signal_start(&sigusr1, [](uv_signal_t* handle, int) noexcept {
-    auto* c = static_cast<SignalContext*>(handle->data);
-    PG_LOG(kInfo, "{}", FormatCounters(c->gateway->counters()));
-  }, SIGUSR1);
+  uv_signal_start(
+      &sigusr1,
+      [](uv_signal_t* handle, int) noexcept {
+        auto* c = static_cast<SignalContext*>(handle->data);
+        PG_LOG(kInfo, "{}", FormatCounters(c->gateway->counters()));
+      },
+      SIGUSR1);
   // Issue 4: after a burst of connections (a flood, a slowloris) give the freed memory back.
   uv_timer_t trim;
   uv_timer_init(&loop, &trim);
   trim.data = this;
-  uv_timer_start(&trim, [](uv_timer_t* handle) noexcept {
-    static_cast<Gateway*>(handle->data)->limiter().TrimMemoryAfterChurn();
-  }, 1000, 1000);
+  uv_timer_start(
+      &trim,
+      [](uv_timer_t* handle) noexcept {
+        static_cast<Gateway*>(handle->data)->limiter().TrimMemoryAfterChurn();
+      },
+      1000, 1000);
   // main() blocked these signals until now (see there); pending ones are delivered here.
   sigset_t handled;
   sigemptyset(&handled);

@@ -7,10 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "connection_limits.h"
 #include "pipegate/config.h"
 #include "pipegate/status.h"
 #include "pipegate/tls.h"
+
+#include "connection_limits.h"
 
 namespace pipegate::gateway {
 
@@ -114,9 +115,9 @@ class Gateway {
   mutable std::mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_;
   Counters counters_;
-  ConnectionLimiter limiter_;  // Issue 4.
+  ConnectionLimiter limiter_;                      // Issue 4.
   std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.
-  std::atomic<uint32_t> resume_ttl_ms_{300000};  ///< Set by Load(), read by the workers.
+  std::atomic<uint32_t> resume_ttl_ms_{300000};    ///< Set by Load(), read by the workers.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> listen_fds_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> created_;  ///< path -> (dev, ino).

@@ -4,11 +4,11 @@
 #include <iostream>
 #include <string>
 
-#include <CLI/CLI.hpp>
-
-#include "gateway.h"
 #include "pipegate/config.h"
 #include "pipegate/log.h"
+
+#include "gateway.h"
+#include <CLI/CLI.hpp>
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // A vanished reader is an EPIPE to handle, never a crash.

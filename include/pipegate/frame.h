@@ -19,7 +19,7 @@ inline constexpr size_t kFrameHeaderSize = 12;
 inline constexpr size_t kDataPrefixSize = 8;  ///< DATA payload starts with offset u64.
 inline constexpr uint32_t kDefaultMaxFramePayload = 16384 + kDataPrefixSize;
 inline constexpr uint32_t kMaxFramePayloadLimit = 1u << 20;  ///< Largest max_frame a peer may set.
-inline constexpr size_t kMaxControlPayload = 16384;  ///< Non-DATA frames are never longer.
+inline constexpr size_t kMaxControlPayload = 16384;          ///< Non-DATA frames are never longer.
 inline constexpr size_t kMaxReasonLength = 512;
 inline constexpr const char* kAlpn = "pipegate/1";
 
@@ -33,11 +33,11 @@ enum class FrameType : uint8_t {
   kPing = 0x6,
   kSettings = 0x7,
   kGoaway = 0x8,
-  kResume = 0x9,     ///< Client: resume a detached session on this new connection.
+  kResume = 0x9,  ///< Client: resume a detached session on this new connection.
   kList = 0xA,
   kListReply = 0xB,
-  kSession = 0xC,    ///< Gateway: the id of the session this connection carries.
-  kResumeOk = 0xD,   ///< Gateway: the session is resumed; here is what it holds.
+  kSession = 0xC,   ///< Gateway: the id of the session this connection carries.
+  kResumeOk = 0xD,  ///< Gateway: the session is resumed; here is what it holds.
 };
 inline constexpr uint8_t kMaxFrameType = 0xD;
 
@@ -74,10 +74,10 @@ const char* ErrorCodeName(ErrorCode error) noexcept;
 
 /// @brief SETTINGS identifiers (id u16, value u32 pairs).
 enum class SettingId : uint16_t {
-  kMaxFramePayload = 1,   ///< Largest payload the sender accepts (≥ 16 KiB + 8).
-  kStreamWindow = 2,      ///< Initial credit the sender grants each new stream.
-  kSessionWindow = 3,     ///< Initial credit the sender grants the whole connection.
-  kMaxStreams = 4,        ///< Concurrent streams the sender accepts.
+  kMaxFramePayload = 1,  ///< Largest payload the sender accepts (≥ 16 KiB + 8).
+  kStreamWindow = 2,     ///< Initial credit the sender grants each new stream.
+  kSessionWindow = 3,    ///< Initial credit the sender grants the whole connection.
+  kMaxStreams = 4,       ///< Concurrent streams the sender accepts.
 };
 
 /// @brief A decoded frame header.
@@ -149,9 +149,9 @@ struct SessionPayload {
 /// @brief What one side holds of one stream, exchanged by RESUME and RESUME_OK.
 struct ResumeStream {
   uint32_t id = 0;
-  uint64_t received = 0;   ///< Next offset expected from the peer.
-  uint64_t delivered = 0;  ///< Bytes of the peer's written into the local pipe.
-  uint8_t flags = 0;       ///< kResumeClosed, kResumeFinReceived.
+  uint64_t received = 0;                  ///< Next offset expected from the peer.
+  uint64_t delivered = 0;                 ///< Bytes of the peer's written into the local pipe.
+  uint8_t flags = 0;                      ///< kResumeClosed, kResumeFinReceived.
   ErrorCode error = ErrorCode::kNoError;  ///< Why it ended, for a closed stream.
 };
 inline constexpr uint8_t kResumeClosed = 0x1;       ///< The stream is finished on this side.
