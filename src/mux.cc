@@ -319,6 +319,8 @@ Status Mux::OnFrame() {
         if (IsClosedId(id)) return Status::Ok();
         return ProtocolError(fmt::format("STOP for unknown stream {}", id));
       }
+      if (s->stop_received) return Status::Ok();  // Replayed after a reconnect.
+      s->stop_received = true;
       if (!s->send_done) {
         s->send_done = true;
         // Before OPEN_OK nothing was sent, and a RESET there would read as a refusal.
@@ -550,7 +552,10 @@ void Mux::SessionConsumed(size_t n) {
 void Mux::MaybeSendSessionCredit() {
   if (session_delivered_ - session_credited_ < options_.session_window / 4) return;
   session_credited_ = session_delivered_;
-  session_recv_limit_ = session_delivered_ + options_.session_window;
+  // Never below what was allowed before: after a resume the limit also covers replays, and the
+  // sender may still use all of it.
+  session_recv_limit_ =
+      std::max(session_recv_limit_, session_delivered_ + options_.session_window);
   AppendCredit(Out(), 0, CreditPayload{session_delivered_, session_recv_limit_});
 }
 
@@ -793,9 +798,16 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
   detached_ = false;
   // The receiver side: allow the replays on top of a fresh connection window.
   for (auto& [id, st] : streams_) session_recv_limit_ += st.recv_limit - st.received;
+  // In id order: the gateway requires the ids of re-sent OPENs to increase.
+  std::vector<uint32_t> ids;
+  ids.reserve(streams_.size());
+  for (const auto& entry : streams_) ids.push_back(entry.first);
+  std::sort(ids.begin(), ids.end());
   std::vector<uint32_t> ended;
+  std::vector<uint32_t> fins;  // The peer ended its direction cleanly; its FIN may be lost.
   std::vector<std::pair<uint32_t, ErrorCode>> resets;
-  for (auto& [id, st] : streams_) {
+  for (uint32_t id : ids) {
+    Stream& st = streams_.at(id);
     auto it = by_id.find(id);
     bool ours = !IsPeerId(id);
     if (it == by_id.end()) {
@@ -815,10 +827,14 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
       // Finished cleanly there: it delivered everything and our FIN, and we had its FIN.
       Ack(st, std::min(r.delivered, st.sent));
       if (st.fin_sent && st.acked == st.sent) st.send_done = true;
-      if (!st.send_done || !st.recv_done) {
+      // A peer closes cleanly only once we delivered all it sent, so only its FIN can be
+      // missing here.
+      bool fin_lost = !st.recv_done && st.delivered == st.received;
+      if (!st.send_done || (!st.recv_done && !fin_lost)) {
         resets.emplace_back(id, ErrorCode::kCancel);
         continue;
       }
+      if (fin_lost) fins.push_back(id);
       ended.push_back(id);
       continue;
     }
@@ -826,11 +842,24 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
       AppendOpenOk(Out(), id, st.ok);
     }
     Ack(st, r.delivered);
-    if (!st.send_done) ResendData(id, st, r.received);
+    if (!st.send_done) {
+      ResendData(id, st, r.received);
+    } else if (st.fin_sent && !st.reset_sent && (r.flags & kResumeFinReceived) == 0) {
+      // A FIN sent with nothing outstanding counted as delivered at once; it may be lost.
+      AppendData(Out(), id, kFlagFin, st.sent, nullptr, 0);
+    }
     SendRecorded(id, st);
     if (st.accepted || !options_.is_client) {
       AppendCredit(Out(), id, CreditPayload{st.delivered, st.recv_limit});
     }
+  }
+  for (uint32_t id : fins) {
+    Stream* st = Find(id);
+    if (st == nullptr || st->recv_done) continue;
+    st->fin_received = true;
+    cb_->OnStreamFin(id);
+    st = Find(id);
+    if (st != nullptr) st->recv_done = true;
   }
   for (uint32_t id : ended) {
     Stream* st = Find(id);

@@ -192,6 +192,7 @@ class Mux {
     ResetPayload reset;
     bool stop_sent = false;
     StopPayload stop;
+    bool stop_received = false;  ///< A replayed STOP is not reported twice.
     ErrorCode end_error = ErrorCode::kNoError;  ///< Why it ended, for its tombstone.
     // Our sending direction.
     uint64_t sent = 0;
