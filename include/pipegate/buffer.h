@@ -18,8 +18,12 @@ class Buffer {
   explicit Buffer(size_t capacity) { Reserve(capacity); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
-  Buffer(Buffer&&) noexcept = default;
-  Buffer& operator=(Buffer&&) noexcept = default;
+  /// Moves leave the source empty and reusable (no storage, no bytes).
+  Buffer(Buffer&& other) noexcept { MoveFrom(other); }
+  Buffer& operator=(Buffer&& other) noexcept {
+    if (this != &other) MoveFrom(other);
+    return *this;
+  }
 
   /// @return The first unconsumed byte.
   const uint8_t* data() const noexcept { return data_.get() + head_; }
@@ -67,6 +71,13 @@ class Buffer {
   }
 
  private:
+  void MoveFrom(Buffer& other) noexcept {
+    data_ = std::move(other.data_);
+    capacity_ = other.capacity_;
+    head_ = other.head_;
+    tail_ = other.tail_;
+    other.capacity_ = other.head_ = other.tail_ = 0;
+  }
   void MakeRoom(size_t n) {
     // Slide the live bytes to the front when that makes enough room; else grow.
     if (head_ > 0 && capacity_ - size() >= n) {

@@ -186,10 +186,7 @@ TEST(Buffer, MoveTransfersTheBytes) {
   EXPECT_EQ(Text(c), "oved");
 }
 
-// TODO: enable once the move operations of Buffer reset the source. The defaulted moves leave
-// the source with its old size and capacity but no storage, so size() lies and the next
-// Append writes through a null pointer.
-TEST(Buffer, DISABLED_MovedFromIsEmptyAndReusable) {
+TEST(Buffer, MovedFromIsEmptyAndReusable) {
   Buffer a;
   Append(a, "moved");
   Buffer b(std::move(a));
