@@ -159,6 +159,16 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   static void OnReconnectTimer(uv_timer_t* handle) noexcept;
   void NewMux();
   void Dial();
+  /// @return Whether a stream may be opened now: on a ready connection, or queued on a detached
+  /// mux that will send its OPEN when it resumes.
+  bool CanOpen() const {
+    return !finished_ && (mux_->detached() || (conn_ != nullptr && ready_));
+  }
+  /// @brief Watches a mount's waiting pipe only while a stream can be opened for it (the pipe
+  /// is level-triggered: left watched, it would spin the loop).
+  void ArmWaiter() {
+    if (wait_pipe_ != nullptr) wait_pipe_->WantRead(CanOpen());
+  }
   void ScheduleReconnect(const Status& why);
   void LostForGood(const std::string& why);
   uvglue::ConnectionOptions ConnOptions() const;
@@ -166,6 +176,10 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   uv_loop_t* loop_;
   BridgeOptions options_;
   std::unique_ptr<Mux> mux_;  // Outlives connections: streams resume across them.
+  /// The mux a mount gave up on; it may still be inside its Feed() (the GOAWAY that refused
+  /// the resume), so it is freed at the next NewMux() or with the client.
+  std::unique_ptr<Mux> retired_mux_;
+  bool ignore_close_ = false;  ///< Closing a connection we already gave up on.
   std::shared_ptr<const TlsContext> tls_;
   Connection* conn_ = nullptr;
   bool ready_ = false;
@@ -268,6 +282,10 @@ void Client::OnMuxReady() {
     return;
   }
   ready_ = true;
+  if (mount_ != MountState::kNone) {
+    ArmWaiter();  // A mount on a fresh session after a refused resume: serve openers again.
+    return;
+  }
   if (options_.command == Command::kLs || options_.command == Command::kMount) {
     mux_->RequestList();
     conn_->Flush();
@@ -290,7 +308,7 @@ Result<BridgeStream*> Client::OpenStream(Access access, LocalPipe* in, LocalPipe
   if (out != nullptr) out->set_events(stream.get());
   BridgeStream* raw = stream.get();
   streams_[*id] = std::move(stream);
-  conn_->Flush();
+  if (conn_ != nullptr) conn_->Flush();
   return raw;
 }
 
@@ -476,7 +494,11 @@ void Client::MountFifoWriteArm() {
 }
 
 void Client::OnWaiterReadable() {
-  if (finished_ || conn_ == nullptr) return;
+  if (finished_) return;
+  if (!CanOpen()) {
+    ArmWaiter();
+    return;
+  }
   if (mount_ == MountState::kWaitWriter) {
     LocalPipe* pipe = wait_pipe_;
     wait_pipe_ = nullptr;
@@ -509,7 +531,7 @@ void Client::OnTimer(uv_timer_t* handle) noexcept {
 }
 
 void Client::MountTick() {
-  if (finished_ || conn_ == nullptr) return;
+  if (!CanOpen()) return;
   if (mount_ == MountState::kWaitGone) {
     // A successful probe open would hand EOF to a reader blocked in open() if we closed it
     // again, so after EOF we do not probe at all until the old reader has had time to go.
@@ -550,7 +572,9 @@ void Client::NewMux() {
   MuxOptions mo;
   mo.is_client = true;
   mo.resumable = options_.command != Command::kLs;
+  retired_mux_ = std::move(mux_);
   mux_ = std::make_unique<Mux>(mo, this);
+  ready_ = false;
 }
 
 uvglue::ConnectionOptions Client::ConnOptions() const {
@@ -578,6 +602,7 @@ void Client::OnSession(const SessionPayload& session) {
 }
 
 void Client::OnConnectionClosed(const Status& why) {
+  if (ignore_close_) return;
   conn_ = nullptr;
   if (finished_) return;
   bool have_streams = !streams_.empty() || options_.command == Command::kMount;
@@ -586,6 +611,7 @@ void Client::OnConnectionClosed(const Status& why) {
   if (resuming_ && transient) {
     PG_LOG(kInfo, "{}: reconnect attempt failed: {}", options_.address.ToString(), why.message());
     mux_->Detach();          // Whatever this attempt received (SETTINGS, say) is void.
+    ArmWaiter();
     ScheduleReconnect(why);  // Still trying to get back.
     return;
   }
@@ -595,6 +621,7 @@ void Client::OnConnectionClosed(const Status& why) {
     lost_at_ms_ = uv_now(loop_);
     backoff_ms_ = 0;
     mux_->Detach();
+    ArmWaiter();  // New local openers are queued on the detached mux.
     PG_LOG(kInfo, "{}: connection lost ({}); resuming", options_.address.ToString(), why.message());
     ScheduleReconnect(why);
     return;
@@ -638,6 +665,8 @@ void Client::OnResumeOk(const ResumeOkPayload& ok) {
     return;
   }
   resuming_ = false;
+  // The replay may have finished every stream, and with them the command.
+  if (finished_ || conn_ == nullptr) return;
   ++resumes_;
   resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);  // Ratchet.
   PG_LOG(kInfo, "{}: resumed after {} ms", options_.address.ToString(),
@@ -675,13 +704,18 @@ void Client::LostForGood(const std::string& why) {
     if (conn_ != nullptr) {
       Connection* c = conn_;
       conn_ = nullptr;
+      ignore_close_ = true;
       c->Close(Status(Code::kOk, "resume refused"));
+      ignore_close_ = false;
     }
-    NewMux();
+    NewMux();  // Not ready until the new connection's SETTINGS: openers wait (ArmWaiter).
     if (mount_ == MountState::kStreaming || mount_ == MountState::kWaitGone) {
       MountStreamEnded(Status::Ok());
     }
-    Dial();
+    ArmWaiter();
+    // Dial from the loop, not from inside the old connection's callbacks.
+    backoff_ms_ = 0;
+    uv_timer_start(&reconnect_timer_, &Client::OnReconnectTimer, 0, 0);
     return;
   }
   Finish(Status(Code::kStreamLost,

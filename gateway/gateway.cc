@@ -662,7 +662,10 @@ void Session::OnConnectionClosed(const Status& why) {
   if (why.code() == Code::kProtocol) counters().protocol_errors++;
   conn_ = nullptr;
   bool lost = why.code() == Code::kStreamLost || why.code() == Code::kTls;
-  if (lost && registered_ && !draining_ && !finished_ && (!streams_.empty() || !pending_.empty())) {
+  // A session without streams is kept too: a mount may open streams while it is disconnected,
+  // and they must be sent on the resumed session.
+  if (lost && registered_ && !draining_ && !finished_ &&
+      worker_->gateway()->TryDetachSession()) {
     // Keep the streams: their local ends just see back-pressure until the client resumes.
     detached_ = true;
     mux_->Detach();
@@ -695,6 +698,7 @@ void Session::DropStreams() {
 void Session::Finish(const std::string& why) {
   if (finished_) return;
   finished_ = true;
+  if (detached_) worker_->gateway()->SessionReattached();
   detached_ = false;
   (void)why;
   DropStreams();
@@ -778,6 +782,7 @@ void Session::Attach(Connection* conn, const ResumePayload& resume, const Mux::P
   conn->Rebind(this, mux_.get());
   set_connection(conn);
   uv_timer_stop(&ttl_);
+  if (detached_) worker_->gateway()->SessionReattached();
   detached_ = false;
   mux_->AdoptPeerSettings(peer);
   mux_->SendResumeOk(ResumeOkPayload{mux_->last_stream_id(), mux_->ResumeState()});
@@ -804,7 +809,8 @@ void Worker::Adopt(Handoff handoff) {
   if (gateway_->FindSession(handoff.session_id, &record) && record.worker == this) {
     target = record.session;
   }
-  uvglue::ConnectionOptions options;
+  // The configured limits and timeouts; the admission token comes with the connection.
+  uvglue::ConnectionOptions options = ConnectionOptionsFor(gateway_->snapshot()->config.limits);
   if (target == nullptr) {
     // The session ended while the connection was on its way: say so on a fresh session.
     auto* fresh = new Session(this);
@@ -839,6 +845,15 @@ void Gateway::UpdateSessionKey(const std::string& id, const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
   if (it != sessions_.end()) it->second.key = key;
+}
+
+bool Gateway::TryDetachSession() {
+  uint32_t cap = snapshot()->config.limits.max_connections;
+  uint32_t n = detached_sessions_.load();
+  do {
+    if (n >= cap) return false;
+  } while (!detached_sessions_.compare_exchange_weak(n, n + 1));
+  return true;
 }
 
 void Gateway::UnregisterSession(const std::string& id, const Session* session) {

@@ -104,6 +104,11 @@ class Gateway {
   void UnregisterSession(const std::string& id, const Session* session);
   /// @return How long a detached session is kept.
   uint32_t resume_ttl_ms() const noexcept { return resume_ttl_ms_.load(); }
+  /// @brief Counts a session that starts waiting for its client; false (nothing counted) when
+  /// as many sessions as max_connections already wait, so detached sessions stay bounded.
+  bool TryDetachSession();
+  /// @brief A detached session was resumed or ended.
+  void SessionReattached() noexcept { detached_sessions_.fetch_sub(1); }
 
  private:
   Result<std::shared_ptr<const Snapshot>> Load();
@@ -118,6 +123,7 @@ class Gateway {
   ConnectionLimiter limiter_;                      // Issue 4.
   std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.
   std::atomic<uint32_t> resume_ttl_ms_{300000};    ///< Set by Load(), read by the workers.
+  std::atomic<uint32_t> detached_sessions_{0};     ///< Sessions waiting for a resume.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> listen_fds_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> created_;  ///< path -> (dev, ino).

@@ -430,6 +430,7 @@ Connection::Released Connection::Release() {
   uv_os_fd_t fd = -1;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) out.fd = ::dup(fd);
   out.peer_address = peer_address_;
+  out.admission = options_.admission;
   out.tls = std::move(tls_);
   out.pending.Append(pending_.data(), pending_.size());
   pending_.Clear();
@@ -443,7 +444,9 @@ Connection::Released Connection::Release() {
 Connection* Connection::Adopt(uv_loop_t* loop, Released released,
                               const ConnectionOptions& options, ConnectionHandler* handler,
                               Mux* mux) {
-  auto* c = new Connection(loop, std::move(released.tls), "", options, handler, mux);
+  ConnectionOptions adopted = options;
+  if (!adopted.admission) adopted.admission = std::move(released.admission);
+  auto* c = new Connection(loop, std::move(released.tls), "", adopted, handler, mux);
   c->peer_address_ = released.peer_address;
   c->pending_.Append(released.pending.data(), released.pending.size());
   int rc = uv_tcp_open(&c->tcp_, released.fd);

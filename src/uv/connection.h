@@ -69,6 +69,7 @@ class Connection {
     std::unique_ptr<TlsSession> tls;  ///< Null if the connection could not be released.
     std::string peer_address;
     Buffer pending;  ///< Ciphertext not yet written, to be written first.
+    std::shared_ptr<const void> admission;  ///< The admission token travels with the socket.
   };
   /// @brief Takes an established connection away from this loop (to move it to another
   /// worker): the socket is duplicated, this connection closes without telling its handler

@@ -320,7 +320,7 @@ class EchoClient {
   std::thread thread_;
 };
 
-TEST(ResumeFaults, DISABLED_MountedUnixExportToAnEchoServerThroughCutsAndStalls) {
+TEST(ResumeFaults, MountedUnixExportToAnEchoServerThroughCutsAndStalls) {
   TempDir dir;
   const uint64_t size = DataSize(256 * kMiB, 32 * kMiB);
   constexpr int kConnections = 4;
@@ -562,7 +562,7 @@ int64_t CpuMs(pid_t pid) {
   return static_cast<int64_t>((utime + stime) * 1000 / static_cast<uint64_t>(sysconf(_SC_CLK_TCK)));
 }
 
-TEST(ResumeFaults, DISABLED_AMountServesALocalClientThatConnectsWhileDisconnected) {
+TEST(ResumeFaults, AMountServesALocalClientThatConnectsWhileDisconnected) {
   // A local program connects to a mounted socket while the gateway is unreachable: it waits (the
   // mount neither refuses it nor spins on the pending connection), and is served after the
   // resume.
@@ -609,7 +609,7 @@ TEST(ResumeFaults, DISABLED_AMountServesALocalClientThatConnectsWhileDisconnecte
          std::to_string(cpu_used) + " ms in 2000 ms");
 }
 
-TEST(ResumeFaults, DISABLED_AMountStartsFreshStreamsAfterTheGatewayRestarts) {
+TEST(ResumeFaults, AMountStartsFreshStreamsAfterTheGatewayRestarts) {
   // The session dies with the gateway: the mount says so and serves new openers with fresh
   // streams on a new session.
   TempDir dir;
@@ -645,7 +645,7 @@ TEST(ResumeFaults, DISABLED_AMountStartsFreshStreamsAfterTheGatewayRestarts) {
 // Targeted faults: a reply lost in flight at the worst moment. The relay holds what the gateway
 // sends (a downstream stall) until the gateway has acted, then the connection is cut.
 
-TEST(ResumeFaults, DISABLED_WriteWhoseOpenOkAndFinAreLostStillCompletes) {
+TEST(ResumeFaults, WriteWhoseOpenOkAndFinAreLostStillCompletes) {
   // The gateway answers a `write` OPEN with OPEN_OK and, at once, the FIN of its own (empty)
   // direction. Both are lost; after the resume the bridge must still learn of that FIN, or it
   // waits for it forever after its data is delivered.
@@ -681,7 +681,7 @@ TEST(ResumeFaults, DISABLED_WriteWhoseOpenOkAndFinAreLostStillCompletes) {
   EXPECT_EQ(reader.Sha256Hex(), RandomStreamSha256(size, kSeed));
 }
 
-TEST(ResumeFaults, DISABLED_CatWhoseLastFinIsLostEndsCleanly) {
+TEST(ResumeFaults, CatWhoseLastFinIsLostEndsCleanly) {
   // Every byte was acknowledged when the gateway's FIFO writer closes, so the gateway sends its
   // FIN with nothing outstanding and forgets the stream. That FIN is lost: after the resume,
   // `cat` must end with exit 0 (it has every byte), not report the stream lost.
