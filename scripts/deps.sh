@@ -21,6 +21,8 @@ PACKAGES=(
   libfmt-dev
   nlohmann-json3-dev
   openssl
+  clang
+  libclang-rt-14-dev
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

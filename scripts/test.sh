@@ -2,12 +2,14 @@
 # Builds pipegate and runs every test, the way CI does (.ci/run):
 #   1. build-ci/    RelWithDebInfo, warnings are errors (-DPIPEGATE_WERROR=ON), full tests;
 #   2. build-asan/  Debug with AddressSanitizer + UndefinedBehaviorSanitizer, tests with smaller
-#                   data (PIPEGATE_TEST_QUICK=1) and timeouts scaled by 3.
-# Missing Debian packages are installed first (scripts/deps.sh). Both stages run even if the
-# first one fails, so one run shows everything; the exit status is non-zero if anything failed.
+#                   data (PIPEGATE_TEST_QUICK=1) and timeouts scaled by 3;
+#   3. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 60 s (see below).
+# Missing Debian packages are installed first (scripts/deps.sh). Every stage runs even if an
+# earlier one fails, so one run shows everything; the exit status is non-zero if anything failed.
 #
 # Usage: scripts/test.sh
-# Environment: JOBS (parallel compile jobs, default: number of cores).
+# Environment: JOBS (parallel compile jobs, default: number of cores); FUZZ_SECONDS (per fuzz
+# target, default 60).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -64,9 +66,53 @@ stage asan build-asan -- \
   ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
+# 3. build-fuzz/  clang with libFuzzer, ASan and UBSan: each fuzz target runs for FUZZ_SECONDS
+#    (default 60) from the committed seed corpus. New inputs go to build-fuzz/fuzz-work/ (the
+#    committed corpus is only read); a crash leaves its input in build-fuzz/fuzz-work/*/crashes/
+#    and fails the stage. Copy such an input into tests/fuzz/corpus/ once it is fixed.
+fuzz_stage() {
+  local dir=build-fuzz seconds=${FUZZ_SECONDS:-60}
+  log "[fuzz] configure $dir (clang, libFuzzer, address,undefined)"
+  if ! command -v clang++ >/dev/null; then
+    failed+=("fuzz: clang++ not found")
+    return
+  fi
+  if ! CC=clang CXX=clang++ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DPIPEGATE_WERROR=OFF \
+    -DPIPEGATE_SANITIZE=address,undefined -DPIPEGATE_BUILD_TESTS=ON \
+    -DPIPEGATE_BUILD_FUZZERS=ON; then
+    failed+=("fuzz: configure")
+    return
+  fi
+  log "[fuzz] build ($JOBS jobs)"
+  if ! cmake --build "$dir" -j "$JOBS" --target mux_fuzz config_fuzz; then
+    failed+=("fuzz: build")
+    return
+  fi
+  local target work
+  for target in mux config; do
+    work=$dir/fuzz-work/$target
+    rm -rf "$work"
+    mkdir -p "$work/corpus" "$work/crashes"
+    log "[fuzz] $target: ${seconds} s from tests/fuzz/corpus/$target"
+    if ! UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
+      "$dir/tests/fuzz/${target}_fuzz" -max_total_time="$seconds" -print_final_stats=1 \
+      -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$work/crashes/" \
+      "$work/corpus" "tests/fuzz/corpus/$target" >"$work/log" 2>&1; then
+      tail -n 60 "$work/log"
+      failed+=("fuzz: $target")
+      continue
+    fi
+    # The summary: executions, coverage (cov: edges, ft: features) and corpus size.
+    grep -E '^#[0-9]+.*DONE|^stat::number_of_executed_units|^stat::peak_rss_mb' "$work/log" || \
+      tail -n 5 "$work/log"
+  done
+}
+fuzz_stage
+
 echo
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test.sh: FAILED: ${failed[*]}"
   exit 1
 fi
-echo "test.sh: all stages passed (build-ci, build-asan)"
+echo "test.sh: all stages passed (build-ci, build-asan, build-fuzz)"

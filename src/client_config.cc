@@ -3,6 +3,10 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include <fstream>
+#include <iterator>
+#include <string>
+
 #include <fmt/format.h>
 
 #include "pipegate/config.h"
@@ -11,7 +15,13 @@ namespace pipegate {
 
 Result<ClientDefaults> LoadClientDefaults(const std::string& path) {
   ClientDefaults d;
-  toml::parse_result parsed = toml::parse_file(path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(Code::kUsage, fmt::format("{}: cannot read", path));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (ConfigError unsafe = ScreenTomlText(text); unsafe.line != 0) {
+    return Status(Code::kUsage, fmt::format("{}:{}: {}", path, unsafe.line, unsafe.message));
+  }
+  toml::parse_result parsed = toml::parse(text, path);
   if (!parsed) {
     const toml::parse_error& err = parsed.error();
     return Status(Code::kUsage, fmt::format("{}:{}: {}", path, err.source().begin.line,

@@ -564,5 +564,44 @@ TEST_F(LoadGatewayConfigTest, ReportsSyntaxErrorsFromFile) {
   EXPECT_EQ(FormatConfigErrors(path, result.errors).rfind(path + ":2: syntax error", 0), 0u);
 }
 
+
+// ---- Screening for toml++ 3.3 (ScreenTomlText) ----
+
+TEST(ScreenTomlText, RefusesNonAsciiOutsideStringsWithItsLine) {
+  // The fuzzer's crasher: toml++ 3.3.0 reaches TOML_UNREACHABLE on U+02DA here.
+  const std::string crasher = "gateway = \xcb\x9az\nprrt \nt = ";
+  ConfigError e = ScreenTomlText(crasher);
+  EXPECT_EQ(e.line, 1);
+  EXPECT_NE(e.message.find("non-ASCII"), std::string::npos) << e.message;
+  ExpectOneError(std::string(kGatewayHeader) + "workers = \xc2\xa7\n", 5, "non-ASCII");
+  EXPECT_EQ(ScreenTomlText("a = 1\n\xe3\x80\x80" "b = 2\n").line, 2);  // U+3000, a "space".
+}
+
+TEST(ScreenTomlText, RefusesNonAsciiAfterALineEndingBackslash) {
+  // marzer/tomlplusplus#190: the parser skips whitespace after the backslash.
+  ConfigError e = ScreenTomlText("s = \"\"\"\\\n\n  \xc2\xa7\"\"\"\n");
+  EXPECT_EQ(e.line, 3);
+  EXPECT_NE(e.message.find("line-ending backslash"), std::string::npos) << e.message;
+}
+
+TEST(ScreenTomlText, AcceptsNonAsciiInStringsAndComments) {
+  const char* ok[] = {
+      "a = \"\xc2\xa7 \\\" \xcb\x9a\"  # \xc2\xa7 comment\n",
+      "a = '\xcb\x9a'\n\"k\xc2\xa7\" = 1\n",
+      "a = \"\"\"\n\xc2\xa7 \"quoted\" \\\" \xcb\x9a\n\"\"\"\nb = 1\n",
+      "a = '''\n\xc2\xa7 ' '' \xcb\x9a'''\n",
+      "a = \"\"\"x\"\"\"\"\"\nb = \"\xc2\xa7\"\n",  // Ends in two quotes, then a new key.
+      "a = \"\"\"\\\n   x \xc2\xa7\"\"\"\n",        // The backslash is followed by ASCII.
+      "# only a comment \xf0\x9f\x98\x80\r\nb = 1\r\n",
+  };
+  for (const char* text : ok) {
+    ConfigError e = ScreenTomlText(text);
+    EXPECT_EQ(e.line, 0) << text << ": " << e.message;
+  }
+  MustParse(std::string(kGatewayHeader) +
+            "# Gr\xc3\xbc\xc3\x9f" "e\n\n[[export]]\nname = \"x\"\nkind = \"fifo\"\n"
+            "access = \"read\"\npath = \"/run/\xc3\xa9.fifo\"\nallow = [\"*\"]\n");
+}
+
 }  // namespace
 }  // namespace pipegate
