@@ -587,22 +587,7 @@ void Mux::ResetSending(uint32_t id, ErrorCode error, std::string_view reason) {
 void Mux::Abort(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr) return;
-  if (s->end_error == ErrorCode::kNoError) s->end_error = error;
-  if (!s->recv_done) {
-    s->recv_done = true;
-    SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-    if (!s->fin_received) {
-      s->stop_sent = true;
-      s->stop = StopPayload{error, std::string(reason)};
-      AppendStop(Out(), id, s->stop);
-    }
-  }
-  if (!s->send_done) {
-    s->send_done = true;
-    s->reset_sent = true;
-    s->reset = ResetPayload{error, s->sent, std::string(reason)};
-    AppendReset(Out(), id, s->reset);
-  }
+  EndBothDirections(id, *s, error, reason);
   MaybeClose(id);
 }
 
@@ -611,26 +596,30 @@ void Mux::StreamError(uint32_t id, ErrorCode error, std::string_view reason) {
   PG_DEBUG(kMux, "stream {} error: {}", id, reason);
   Stream* s = Find(id);
   if (s == nullptr) return;
-  // The same steps as Abort(), but OnStreamReset comes before OnStreamClosed: the app reads the
-  // error when the stream closes, and the id is forgotten after OnStreamClosed.
-  if (s->end_error == ErrorCode::kNoError) s->end_error = error;
-  if (!s->recv_done) {
-    s->recv_done = true;
-    SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-    if (!s->fin_received) {
-      s->stop_sent = true;
-      s->stop = StopPayload{error, std::string(reason)};
-      AppendStop(Out(), id, s->stop);
-    }
-  }
-  if (!s->send_done) {
-    s->send_done = true;
-    s->reset_sent = true;
-    s->reset = ResetPayload{error, s->sent, std::string(reason)};
-    AppendReset(Out(), id, s->reset);
-  }
+  // As Abort(), but OnStreamReset comes before OnStreamClosed: the app reads the error when
+  // the stream closes, and the id is forgotten after OnStreamClosed.
+  EndBothDirections(id, *s, error, reason);
   cb_->OnStreamReset(id, error, reason);
   MaybeClose(id);
+}
+
+void Mux::EndBothDirections(uint32_t id, Stream& s, ErrorCode error, std::string_view reason) {
+  if (s.end_error == ErrorCode::kNoError) s.end_error = error;
+  if (!s.recv_done) {
+    s.recv_done = true;
+    SessionConsumed(static_cast<size_t>(s.received - s.delivered));
+    if (!s.fin_received) {
+      s.stop_sent = true;
+      s.stop = StopPayload{error, std::string(reason)};
+      AppendStop(Out(), id, s.stop);
+    }
+  }
+  if (!s.send_done) {
+    s.send_done = true;
+    s.reset_sent = true;
+    s.reset = ResetPayload{error, s.sent, std::string(reason)};
+    AppendReset(Out(), id, s.reset);
+  }
 }
 
 void Mux::MaybeClose(uint32_t id) {

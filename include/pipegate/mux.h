@@ -222,6 +222,8 @@ class Mux {
   void MaybeSendSessionCredit();
   void SessionConsumed(size_t n);
   void StreamError(uint32_t id, ErrorCode error, std::string_view reason);
+  /// @brief Sends STOP and RESET for whichever directions are still open (no callbacks).
+  void EndBothDirections(uint32_t id, Stream& s, ErrorCode error, std::string_view reason);
   void Ack(Stream& s, uint64_t delivered);
   void SendRecorded(uint32_t id, Stream& s);  // Replays RESET/STOP this side sent.
   void ResendData(uint32_t id, Stream& s, uint64_t from);

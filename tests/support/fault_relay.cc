@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "support/process.h"
+#include "support/tcp_proxy.h"
 
 namespace pipegate::testing {
 namespace {
@@ -76,20 +77,10 @@ FaultRelay::FaultRelay(uint16_t target_port) : target_(target_port) {
     wake_[0] = wake_[1] = -1;
     return;
   }
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      listen(fd, 64) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
-    if (fd >= 0) {
-      close(fd);
-    }
+  listen_fd_ = ListenOnLoopback(&port_);
+  if (listen_fd_ < 0) {
     return;
   }
-  listen_fd_ = fd;
-  port_ = ntohs(addr.sin_port);
   thread_ = std::thread([this] { Run(); });
 }
 

@@ -36,8 +36,7 @@ struct Direction {
 
 }  // namespace
 
-TcpProxy::TcpProxy(uint16_t target_port) : target_(target_port) {
-  IgnoreSigpipe();
+int ListenOnLoopback(uint16_t* port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -48,10 +47,18 @@ TcpProxy::TcpProxy(uint16_t target_port) : target_(target_port) {
     if (fd >= 0) {
       close(fd);
     }
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TcpProxy::TcpProxy(uint16_t target_port) : target_(target_port) {
+  IgnoreSigpipe();
+  listen_fd_ = ListenOnLoopback(&port_);
+  if (listen_fd_ < 0) {
     return;
   }
-  listen_fd_ = fd;
-  port_ = ntohs(addr.sin_port);
   acceptor_ = std::thread([this] { AcceptLoop(); });
 }
 

@@ -10,6 +10,10 @@
 
 namespace pipegate::testing {
 
+/// @brief A non-blocking TCP socket listening on 127.0.0.1 at a free port.
+/// @return The socket (the caller closes it), with @p port set; -1 on failure.
+int ListenOnLoopback(uint16_t* port);
+
 /// @brief A loopback TCP relay between clients and a target port, which a test can cut.
 ///
 /// Listens on 127.0.0.1:0 and relays each accepted connection to 127.0.0.1:target, one thread
