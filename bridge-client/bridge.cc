@@ -161,9 +161,7 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   void Dial();
   /// @return Whether a stream may be opened now: on a ready connection, or queued on a detached
   /// mux that will send its OPEN when it resumes.
-  bool CanOpen() const {
-    return !finished_ && (mux_->detached() || (conn_ != nullptr && ready_));
-  }
+  bool CanOpen() const { return !finished_ && (mux_->detached() || (conn_ != nullptr && ready_)); }
   /// @brief Watches a mount's waiting pipe only while a stream can be opened for it (the pipe
   /// is level-triggered: left watched, it would spin the loop).
   void ArmWaiter() {
@@ -610,7 +608,7 @@ void Client::OnConnectionClosed(const Status& why) {
       why.code() == Code::kStreamLost || why.code() == Code::kConnect || why.code() == Code::kTls;
   if (resuming_ && transient) {
     PG_LOG(kInfo, "{}: reconnect attempt failed: {}", options_.address.ToString(), why.message());
-    mux_->Detach();          // Whatever this attempt received (SETTINGS, say) is void.
+    mux_->Detach();  // Whatever this attempt received (SETTINGS, say) is void.
     ArmWaiter();
     ScheduleReconnect(why);  // Still trying to get back.
     return;

@@ -664,8 +664,7 @@ void Session::OnConnectionClosed(const Status& why) {
   bool lost = why.code() == Code::kStreamLost || why.code() == Code::kTls;
   // A session without streams is kept too: a mount may open streams while it is disconnected,
   // and they must be sent on the resumed session.
-  if (lost && registered_ && !draining_ && !finished_ &&
-      worker_->gateway()->TryDetachSession()) {
+  if (lost && registered_ && !draining_ && !finished_ && worker_->gateway()->TryDetachSession()) {
     // Keep the streams: their local ends just see back-pressure until the client resumes.
     detached_ = true;
     mux_->Detach();

@@ -1,15 +1,15 @@
 // Defaults for the bridge client from ~/.config/pipegate/config.toml.
 #define TOML_HEADER_ONLY 1
 #define TOML_EXCEPTIONS 0
-#include <toml++/toml.h>
+#include <fmt/format.h>
 
 #include <fstream>
 #include <iterator>
 #include <string>
 
-#include <fmt/format.h>
-
 #include "pipegate/config.h"
+
+#include <toml++/toml.h>
 
 namespace pipegate {
 
@@ -24,8 +24,8 @@ Result<ClientDefaults> LoadClientDefaults(const std::string& path) {
   toml::parse_result parsed = toml::parse(text, path);
   if (!parsed) {
     const toml::parse_error& err = parsed.error();
-    return Status(Code::kUsage, fmt::format("{}:{}: {}", path, err.source().begin.line,
-                                            err.description()));
+    return Status(Code::kUsage,
+                  fmt::format("{}:{}: {}", path, err.source().begin.line, err.description()));
   }
   const toml::table& t = parsed.table();
   for (auto&& [key, node] : t) {

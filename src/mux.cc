@@ -1,8 +1,8 @@
 #include "pipegate/mux.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "pipegate/log.h"
 
@@ -13,8 +13,7 @@ Status ProtocolError(std::string what) { return Status(Code::kProtocol, std::mov
 
 }  // namespace
 
-Mux::Mux(const MuxOptions& options, MuxCallbacks* callbacks)
-    : options_(options), cb_(callbacks) {
+Mux::Mux(const MuxOptions& options, MuxCallbacks* callbacks) : options_(options), cb_(callbacks) {
   next_id_ = options_.is_client ? 1 : 2;
   session_recv_limit_ = options_.session_window;
 }
@@ -554,8 +553,7 @@ void Mux::MaybeSendSessionCredit() {
   session_credited_ = session_delivered_;
   // Never below what was allowed before: after a resume the limit also covers replays, and the
   // sender may still use all of it.
-  session_recv_limit_ =
-      std::max(session_recv_limit_, session_delivered_ + options_.session_window);
+  session_recv_limit_ = std::max(session_recv_limit_, session_delivered_ + options_.session_window);
   AppendCredit(Out(), 0, CreditPayload{session_delivered_, session_recv_limit_});
 }
 
@@ -634,8 +632,8 @@ Result<uint32_t> Mux::Open(const OpenPayload& open) {
   if (!options_.is_client) return Status(Code::kInternal, "only clients open streams");
   if (goaway_received_) return Status(Code::kStreamLost, "the gateway is going away");
   if (peer_settings_ && streams_.size() >= peer_max_streams_) {
-    return Status(Code::kLimit, fmt::format("too many streams (gateway limit {})",
-                                            peer_max_streams_));
+    return Status(Code::kLimit,
+                  fmt::format("too many streams (gateway limit {})", peer_max_streams_));
   }
   if (next_id_ >= 0x7fffffff) return Status(Code::kLimit, "stream ids exhausted");
   uint32_t id = next_id_;
@@ -732,7 +730,8 @@ void Mux::Detach() {
 std::vector<ResumeStream> Mux::ResumeState() const {
   std::vector<ResumeStream> out = closed_;
   for (const auto& [id, st] : streams_) {
-    uint8_t flags = (st.fin_received ? kResumeFinReceived : 0) | (st.accepted ? kResumeAccepted : 0);
+    uint8_t flags =
+        (st.fin_received ? kResumeFinReceived : 0) | (st.accepted ? kResumeAccepted : 0);
     out.push_back(ResumeStream{id, st.received, st.delivered, flags, ErrorCode::kNoError});
   }
   return out;
@@ -777,7 +776,8 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
     const ResumeStream& r = *it->second;
     if (r.received > st.sent) {
       return Status(Code::kProtocol, fmt::format("the peer claims byte {} of stream {}, but only "
-                                                 "{} were sent", r.received, id, st.sent));
+                                                 "{} were sent",
+                                                 r.received, id, st.sent));
     }
     if (r.received < st.acked) {
       return Status(Code::kProtocol,

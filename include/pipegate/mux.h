@@ -16,9 +16,9 @@ namespace pipegate {
 struct MuxOptions {
   bool is_client = false;
   uint32_t max_frame_payload = 65536 + kDataPrefixSize;  ///< Largest DATA payload we accept.
-  uint32_t stream_window = 1u << 20;   ///< Credit we grant each stream (bounds its memory).
-  uint32_t session_window = 16u << 20; ///< Credit we grant the whole connection.
-  uint32_t max_streams = 256;          ///< Concurrent streams we accept.
+  uint32_t stream_window = 1u << 20;    ///< Credit we grant each stream (bounds its memory).
+  uint32_t session_window = 16u << 20;  ///< Credit we grant the whole connection.
+  uint32_t max_streams = 256;           ///< Concurrent streams we accept.
   bool resumable = false;  ///< Keep sent bytes until acknowledged, so streams survive Detach().
 };
 
@@ -185,14 +185,14 @@ class Mux {
  private:
   struct Stream {
     bool accepted = false;
-    OpenPayload open;      ///< Client: the OPEN, for replay after a reconnect.
-    OpenOkPayload ok;      ///< Server: the OPEN_OK, for replay after a reconnect.
-    Buffer replay;         ///< Resumable: bytes [acked, sent) kept until acknowledged.
+    OpenPayload open;  ///< Client: the OPEN, for replay after a reconnect.
+    OpenOkPayload ok;  ///< Server: the OPEN_OK, for replay after a reconnect.
+    Buffer replay;     ///< Resumable: bytes [acked, sent) kept until acknowledged.
     bool reset_sent = false;
     ResetPayload reset;
     bool stop_sent = false;
     StopPayload stop;
-    bool stop_received = false;  ///< A replayed STOP is not reported twice.
+    bool stop_received = false;                 ///< A replayed STOP is not reported twice.
     ErrorCode end_error = ErrorCode::kNoError;  ///< Why it ended, for its tombstone.
     // Our sending direction.
     uint64_t sent = 0;

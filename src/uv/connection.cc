@@ -1,12 +1,11 @@
 #include "uv/connection.h"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <atomic>
-
-#include <fmt/format.h>
 
 #include "pipegate/log.h"
 
@@ -35,9 +34,8 @@ std::string FormatAddress(const sockaddr_storage& ss) {
 
 }  // namespace
 
-Connection::Connection(uv_loop_t* loop, std::unique_ptr<TlsSession> tls,
-                       const std::string& host, const ConnectionOptions& options,
-                       ConnectionHandler* handler, Mux* mux)
+Connection::Connection(uv_loop_t* loop, std::unique_ptr<TlsSession> tls, const std::string& host,
+                       const ConnectionOptions& options, ConnectionHandler* handler, Mux* mux)
     : loop_(loop),
       id_(g_next_connection_id.fetch_add(1)),
       host_(host),
@@ -60,8 +58,8 @@ Connection::~Connection() = default;
 
 Result<Connection*> Connection::Accept(uv_loop_t* loop, uv_stream_t* server,
                                        std::shared_ptr<const TlsContext> tls,
-                                       const ConnectionOptions& options,
-                                       ConnectionHandler* handler, Mux* mux) {
+                                       const ConnectionOptions& options, ConnectionHandler* handler,
+                                       Mux* mux) {
   auto* c = new Connection(loop, std::make_unique<TlsSession>(std::move(tls), ""), "", options,
                            handler, mux);
   int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_));
@@ -84,8 +82,8 @@ Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16
                                 std::shared_ptr<const TlsContext> tls,
                                 const ConnectionOptions& options, ConnectionHandler* handler,
                                 Mux* mux) {
-  auto* c = new Connection(loop, std::make_unique<TlsSession>(std::move(tls), host), host,
-                           options, handler, mux);
+  auto* c = new Connection(loop, std::make_unique<TlsSession>(std::move(tls), host), host, options,
+                           handler, mux);
   c->port_ = port;
   c->state_ = State::kResolving;
   addrinfo hints{};
@@ -113,8 +111,8 @@ void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) no
   }
   if (status != 0 || res == nullptr) {
     uv_freeaddrinfo(res);
-    self->Abort(Status(Code::kConnect, fmt::format("cannot resolve '{}': {}", self->host_,
-                                                   uv_strerror(status))));
+    self->Abort(Status(Code::kConnect,
+                       fmt::format("cannot resolve '{}': {}", self->host_, uv_strerror(status))));
     return;
   }
   // Prefer the first address the resolver gives (it orders by RFC 6724).
@@ -152,8 +150,7 @@ void Connection::OnConnected(uv_connect_t* req, int status) noexcept {
 void Connection::StartTls() {
   state_ = State::kHandshaking;
   uv_tcp_nodelay(&tcp_, 1);
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::OnAlloc,
-                &Connection::OnRead);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::OnAlloc, &Connection::OnRead);
   if (!tls_->established()) {
     Status st = tls_->Advance(plain_);  // A client writes its ClientHello here.
     (void)st;
@@ -178,9 +175,10 @@ void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* /*bu
   if (nread == 0) return;
   Status why;
   if (self->state_ == State::kHandshaking) {
-    why = Status(Code::kTls, nread == UV_EOF
-                                 ? "TLS failed: the peer closed the connection during the handshake"
-                                 : fmt::format("TLS failed: {}", uv_strerror(static_cast<int>(nread))));
+    why = Status(Code::kTls,
+                 nread == UV_EOF
+                     ? "TLS failed: the peer closed the connection during the handshake"
+                     : fmt::format("TLS failed: {}", uv_strerror(static_cast<int>(nread))));
   } else if (nread == UV_EOF) {
     why = Status(Code::kStreamLost, "connection closed by peer");
   } else {
@@ -263,8 +261,8 @@ void Connection::DoFlush() {
 void Connection::StartWrite() {
   if (write_in_flight_ || pending_.empty() || state_ == State::kClosed) return;
   if (state_ < State::kHandshaking) return;
-  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(pending_.data()),
-                             static_cast<unsigned>(pending_.size()));
+  uv_buf_t buf =
+      uv_buf_init(reinterpret_cast<char*>(pending_.data()), static_cast<unsigned>(pending_.size()));
   int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
   if (n > 0) pending_.Consume(static_cast<size_t>(n));
   if (n < 0 && n != UV_EAGAIN) {
@@ -276,8 +274,8 @@ void Connection::StartWrite() {
     pending_.Clear();
     buf = uv_buf_init(reinterpret_cast<char*>(inflight_.data()),
                       static_cast<unsigned>(inflight_.size()));
-    int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1,
-                      &Connection::OnWrite);
+    int rc =
+        uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, &Connection::OnWrite);
     if (rc != 0) {
       Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(rc))));
       return;
@@ -441,9 +439,8 @@ Connection::Released Connection::Release() {
   return out;
 }
 
-Connection* Connection::Adopt(uv_loop_t* loop, Released released,
-                              const ConnectionOptions& options, ConnectionHandler* handler,
-                              Mux* mux) {
+Connection* Connection::Adopt(uv_loop_t* loop, Released released, const ConnectionOptions& options,
+                              ConnectionHandler* handler, Mux* mux) {
   ConnectionOptions adopted = options;
   if (!adopted.admission) adopted.admission = std::move(released.admission);
   auto* c = new Connection(loop, std::move(released.tls), "", adopted, handler, mux);
@@ -454,7 +451,8 @@ Connection* Connection::Adopt(uv_loop_t* loop, Released released,
   c->ever_ready_ = true;
   if (rc != 0) {
     ::close(released.fd);
-    c->Abort(Status(Code::kStreamLost, fmt::format("cannot adopt connection: {}", uv_strerror(rc))));
+    c->Abort(
+        Status(Code::kStreamLost, fmt::format("cannot adopt connection: {}", uv_strerror(rc))));
     return c;
   }
   uv_tcp_nodelay(&c->tcp_, 1);

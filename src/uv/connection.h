@@ -16,10 +16,10 @@ namespace pipegate::uvglue {
 /// @brief Limits and timers of a connection.
 struct ConnectionOptions {
   MuxOptions mux;
-  uint64_t handshake_timeout_ms = 10000;  ///< TCP connect + TLS + SETTINGS must finish by then.
-  uint64_t keepalive_interval_ms = 10000; ///< PING after this long with nothing received.
-  uint64_t keepalive_timeout_ms = 30000;  ///< Dead after this long with nothing received.
-  uint64_t close_linger_ms = 2000;        ///< How long a graceful close waits for its bytes.
+  uint64_t handshake_timeout_ms = 10000;   ///< TCP connect + TLS + SETTINGS must finish by then.
+  uint64_t keepalive_interval_ms = 10000;  ///< PING after this long with nothing received.
+  uint64_t keepalive_timeout_ms = 30000;   ///< Dead after this long with nothing received.
+  uint64_t close_linger_ms = 2000;         ///< How long a graceful close waits for its bytes.
   // Issue 4 (limits), added by the security work; see src/connection_limits.h.
   uint64_t idle_timeout_ms = 0;  ///< Close after this long with no stream open; 0 = never.
   /// Held for as long as the connection lives and dropped when it is freed: the gateway's
@@ -68,7 +68,7 @@ class Connection {
     int fd = -1;
     std::unique_ptr<TlsSession> tls;  ///< Null if the connection could not be released.
     std::string peer_address;
-    Buffer pending;  ///< Ciphertext not yet written, to be written first.
+    Buffer pending;                         ///< Ciphertext not yet written, to be written first.
     std::shared_ptr<const void> admission;  ///< The admission token travels with the socket.
   };
   /// @brief Takes an established connection away from this loop (to move it to another

@@ -564,7 +564,6 @@ TEST_F(LoadGatewayConfigTest, ReportsSyntaxErrorsFromFile) {
   EXPECT_EQ(FormatConfigErrors(path, result.errors).rfind(path + ":2: syntax error", 0), 0u);
 }
 
-
 // ---- Screening for toml++ 3.3 (ScreenTomlText) ----
 
 TEST(ScreenTomlText, RefusesNonAsciiOutsideStringsWithItsLine) {
@@ -574,7 +573,10 @@ TEST(ScreenTomlText, RefusesNonAsciiOutsideStringsWithItsLine) {
   EXPECT_EQ(e.line, 1);
   EXPECT_NE(e.message.find("non-ASCII"), std::string::npos) << e.message;
   ExpectOneError(std::string(kGatewayHeader) + "workers = \xc2\xa7\n", 5, "non-ASCII");
-  EXPECT_EQ(ScreenTomlText("a = 1\n\xe3\x80\x80" "b = 2\n").line, 2);  // U+3000, a "space".
+  EXPECT_EQ(ScreenTomlText("a = 1\n\xe3\x80\x80"
+                           "b = 2\n")
+                .line,
+            2);  // U+3000, a "space".
 }
 
 TEST(ScreenTomlText, RefusesNonAsciiAfterALineEndingBackslash) {
@@ -599,7 +601,8 @@ TEST(ScreenTomlText, AcceptsNonAsciiInStringsAndComments) {
     EXPECT_EQ(e.line, 0) << text << ": " << e.message;
   }
   MustParse(std::string(kGatewayHeader) +
-            "# Gr\xc3\xbc\xc3\x9f" "e\n\n[[export]]\nname = \"x\"\nkind = \"fifo\"\n"
+            "# Gr\xc3\xbc\xc3\x9f"
+            "e\n\n[[export]]\nname = \"x\"\nkind = \"fifo\"\n"
             "access = \"read\"\npath = \"/run/\xc3\xa9.fifo\"\nallow = [\"*\"]\n");
 }
 
