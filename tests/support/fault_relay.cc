@@ -358,7 +358,9 @@ void FaultRelay::Run() {
         stats_.schedule_skipped += static_cast<int>(schedule_.size());
         schedule_.clear();
       }
-      if (!in_stall_ && !schedule_.empty() && forwarded_.load() >= schedule_.front().at) {
+      // A cut waits for a connection to cut (the bridge may be between reconnect attempts).
+      if (!in_stall_ && !schedule_.empty() && forwarded_.load() >= schedule_.front().at &&
+          !(schedule_.front().cut && conns_.empty())) {
         const Event e = schedule_.front();
         schedule_.erase(schedule_.begin());
         if (e.cut) {
