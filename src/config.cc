@@ -28,11 +28,9 @@
 
 #include "pipegate/address.h"
 
-// toml++ is used header-only and without exceptions, in this file only (see
-// cmake/Dependencies.cmake).
-#define TOML_HEADER_ONLY 1
-#define TOML_EXCEPTIONS 0
-#include <toml++/toml.h>
+// toml++ is used header-only and without exceptions (see cmake/Dependencies.cmake), with a fix
+// for Debian's 3.3.0 (src/toml.h).
+#include "toml.h"
 
 namespace pipegate {
 namespace {
@@ -172,10 +170,6 @@ class ConfigValidator {
   explicit ConfigValidator(std::string_view base_dir) : base_dir_(base_dir) {}
 
   ConfigParseResult Run(std::string_view text) {
-    if (ConfigError unsafe = ScreenTomlText(text); unsafe.line != 0) {
-      AddError(unsafe.line, "syntax error: " + unsafe.message);
-      return Finish();
-    }
     toml::parse_result parsed = toml::parse(text);
     if (!parsed) {
       const toml::parse_error& error = parsed.error();
@@ -907,75 +901,6 @@ const ExportConfig* GatewayConfig::Find(std::string_view name) const {
     }
   }
   return nullptr;
-}
-
-ConfigError ScreenTomlText(std::string_view text) {
-  enum class State { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
-  State state = State::kCode;
-  int line = 1;
-  const size_t n = text.size();
-  auto is_blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') {
-      ++line;
-      if (state != State::kMultiBasic && state != State::kMultiLiteral) state = State::kCode;
-      continue;
-    }
-    switch (state) {
-      case State::kCode:
-        if (c >= 0x80) return ConfigError{line, "non-ASCII character outside a string or comment"};
-        if (c == '#') {
-          state = State::kComment;
-        } else if (c == '"' || c == '\'') {
-          const bool multi = i + 2 < n && text[i + 1] == text[i] && text[i + 2] == text[i];
-          if (multi) i += 2;
-          state = c == '"' ? (multi ? State::kMultiBasic : State::kBasic)
-                           : (multi ? State::kMultiLiteral : State::kLiteral);
-        }
-        break;
-      case State::kComment:
-        break;
-      case State::kBasic:
-        if (c == '\\') {
-          if (i + 1 < n && text[i + 1] != '\n') ++i;  // An escaped character never ends it.
-        } else if (c == '"') {
-          state = State::kCode;
-        }
-        break;
-      case State::kLiteral:
-        if (c == '\'') state = State::kCode;
-        break;
-      case State::kMultiBasic:
-      case State::kMultiLiteral: {
-        const char quote = state == State::kMultiBasic ? '"' : '\'';
-        if (state == State::kMultiBasic && c == '\\') {
-          size_t j = i + 1;
-          while (j < n && is_blank(text[j])) ++j;
-          if (j < n && text[j] == '\n') {
-            // A line-ending backslash: the parser skips the whitespace and newlines after it.
-            while (j < n && (is_blank(text[j]) || text[j] == '\n')) {
-              if (text[j] == '\n') ++line;
-              ++j;
-            }
-            if (j < n && static_cast<unsigned char>(text[j]) >= 0x80) {
-              return ConfigError{line, "non-ASCII character after a line-ending backslash"};
-            }
-            i = j - 1;
-          } else if (i + 1 < n) {
-            ++i;  // An escaped character.
-          }
-        } else if (text[i] == quote && i + 2 < n && text[i + 1] == quote && text[i + 2] == quote) {
-          i += 2;
-          // Up to two more quotes are content: a string may end with one or two quotes.
-          for (int extra = 0; extra < 2 && i + 1 < n && text[i + 1] == quote; ++extra) ++i;
-          state = State::kCode;
-        }
-        break;
-      }
-    }
-  }
-  return ConfigError{0, ""};
 }
 
 ConfigParseResult ParseGatewayConfig(std::string_view text, std::string_view base_dir) {

@@ -120,14 +120,6 @@ Result<ClientDefaults> LoadClientDefaults(const std::string& path);
 /// @return OK, or kUsage with a message that says how to fix it.
 Status CheckFilePermissions(const std::string& path, std::string_view what);
 
-/// @brief Screens TOML text before toml++ sees it. toml++ 3.3.0 (Debian 12) reaches
-/// undefined behaviour (TOML_UNREACHABLE in is_non_ascii_horizontal_whitespace, upstream
-/// marzer/tomlplusplus#190 and #295) on some non-ASCII characters where it looks for
-/// whitespace: outside strings and comments, and after a line-ending backslash in a multi-line
-/// basic string. TOML allows neither, so refusing them first changes no valid document.
-/// @return The first offending line (1-based) and why, or line 0 if the text is safe to parse.
-ConfigError ScreenTomlText(std::string_view text);
-
 /// @brief Formats errors as `FILE:LINE: message` lines.
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors);
 
