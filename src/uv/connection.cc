@@ -157,19 +157,29 @@ void Connection::StartTls() {
   }
 }
 
-void Connection::OnAlloc(uv_handle_t* handle, size_t /*suggested*/, uv_buf_t* buf) noexcept {
-  auto* self = static_cast<Connection*>(handle->data);
-  // One read is in flight at a time, so one fixed buffer serves every read.
-  *buf = uv_buf_init(reinterpret_cast<char*>(self->read_buf_), sizeof self->read_buf_);
+namespace {
+
+// libuv calls the read callback right after the allocation, and OnBytes() copies what it keeps
+// (into the TLS input), so every connection of a loop thread shares one read buffer and idle
+// connections hold none. 256 KiB reads measured no faster than 64 KiB ones here (larger bursts
+// overlap less with the local pipe on 2 cores).
+constexpr size_t kReadBufferSize = 64 * 1024;
+thread_local std::unique_ptr<uint8_t[]> t_read_buffer;
+
+}  // namespace
+
+void Connection::OnAlloc(uv_handle_t* /*handle*/, size_t /*suggested*/, uv_buf_t* buf) noexcept {
+  if (!t_read_buffer) t_read_buffer.reset(new uint8_t[kReadBufferSize]);
+  *buf = uv_buf_init(reinterpret_cast<char*>(t_read_buffer.get()), kReadBufferSize);
 }
 
-void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* /*buf*/) noexcept {
+void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
   auto* self = static_cast<Connection*>(stream->data);
   if (self->state_ >= State::kClosing) return;
   if (nread > 0) {
     self->last_recv_ms_ = uv_now(self->loop_);
     self->ping_outstanding_ = false;
-    self->OnBytes(self->read_buf_, static_cast<size_t>(nread));
+    self->OnBytes(reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread));
     return;
   }
   if (nread == 0) return;

@@ -165,7 +165,6 @@ class Connection {
   bool ping_outstanding_ = false;
   uint64_t idle_since_ms_ = 0;  // Issue 4: when the connection last had no stream (0: busy).
 
-  uint8_t read_buf_[64 * 1024];
   Buffer plain_;     // Decrypted bytes on their way to the mux.
   Buffer pending_;   // Ciphertext not yet handed to the kernel.
   Buffer inflight_;  // Ciphertext of the one uv_write in flight.

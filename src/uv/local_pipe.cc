@@ -89,6 +89,9 @@ void LocalPipe::UpdatePoll() {
   if (want_read_) events |= UV_READABLE;
   if (!queue_.empty() && !holding_partial_ && !write_ended_) events |= UV_WRITABLE;
   if (watch_hangup_ && !write_ended_) events |= UV_DISCONNECT;
+  // Every uv_poll_start costs epoll_ctl calls on the next loop turn, even for the same events.
+  if (events == poll_events_) return;
+  poll_events_ = events;
   if (events == 0) {
     uv_poll_stop(&poll_);
   } else {
@@ -105,6 +108,7 @@ void LocalPipe::OnPoll(uv_poll_t* handle, int status, int events) noexcept {
   auto* self = static_cast<LocalPipe*>(handle->data);
   if (self->closing_) return;
   if (status < 0) {
+    self->poll_events_ = 0;  // libuv stopped the watcher.
     // POLLERR: on a FIFO's write end it means the last reader went away; libuv has stopped
     // the watcher. Readers learn the rest from read().
     if ((self->directions_ & kWrite) != 0 && !self->write_ended_) {

@@ -113,6 +113,7 @@ class LocalPipe {
   bool is_fifo_ = false;
   LocalPipeEvents* events_;
   bool want_read_ = false;
+  int poll_events_ = 0;  ///< What the poll watcher watches now (UV_READABLE, ...).
   bool watch_hangup_ = false;
   bool finishing_ = false;
   bool write_ended_ = false;
