@@ -9,7 +9,7 @@
 #
 # Usage: scripts/test.sh
 # Environment: JOBS (parallel compile jobs, default: number of cores); FUZZ_SECONDS (per fuzz
-# target, default 60).
+# target, default 60); FUZZ_SEED (libFuzzer's -seed, default 1; 0 = random).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -70,6 +70,8 @@ stage asan build-asan -- \
 #    (default 60) from the committed seed corpus. New inputs go to build-fuzz/fuzz-work/ (the
 #    committed corpus is only read); a crash leaves its input in build-fuzz/fuzz-work/*/crashes/
 #    and fails the stage. Copy such an input into tests/fuzz/corpus/ once it is fixed.
+#    The mutation seed is fixed (FUZZ_SEED, default 1), so CI repeats the same inputs and a
+#    red run is a regression, not luck; FUZZ_SEED=0 explores with a random seed.
 fuzz_stage() {
   local dir=build-fuzz seconds=${FUZZ_SECONDS:-60}
   log "[fuzz] configure $dir (clang, libFuzzer, address,undefined)"
@@ -96,7 +98,8 @@ fuzz_stage() {
     mkdir -p "$work/corpus" "$work/crashes"
     log "[fuzz] $target: ${seconds} s from tests/fuzz/corpus/$target"
     if ! UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
-      "$dir/tests/fuzz/${target}_fuzz" -max_total_time="$seconds" -print_final_stats=1 \
+      "$dir/tests/fuzz/${target}_fuzz" -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" \
+      -print_final_stats=1 \
       -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$work/crashes/" \
       "$work/corpus" "tests/fuzz/corpus/$target" >"$work/log" 2>&1; then
       tail -n 60 "$work/log"
