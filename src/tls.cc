@@ -1,19 +1,20 @@
 #include "pipegate/tls.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
 #include <ctime>
 
-#include <fmt/format.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
-#include "ossl/ossl_ptr.h"
 #include "pipegate/config.h"
 #include "pipegate/frame.h"
 #include "pipegate/log.h"
+
+#include "ossl/ossl_ptr.h"
 
 namespace pipegate {
 namespace {
@@ -72,8 +73,8 @@ Status CheckTlsFiles(const std::string& cert, const std::string& key, const std:
   return Status::Ok();
 }
 
-Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert,
-                                       const std::string& key, const std::string& ca) {
+Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, const std::string& key,
+                                       const std::string& ca) {
   if (Status st = CheckTlsFiles(cert, key, ca); !st.ok()) return st;
   ossl::SslCtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
   PG_CHECK(ctx != nullptr);
@@ -438,8 +439,8 @@ PeerIdentity IdentityFromCertificate(X509* cert) {
   if (idx >= 0) {
     id.common_name = Asn1ToString(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
   }
-  ossl::GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  ossl::GeneralNamesPtr names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   if (names) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
@@ -450,6 +451,48 @@ PeerIdentity IdentityFromCertificate(X509* cert) {
   return id;
 }
 
+namespace {
+
+// The write side of a session: a BIO that appends every record OpenSSL writes to a Buffer of
+// the session (its data pointer). A memory BIO would hold the records in its own buffer and
+// copy them out again in DrainCiphertext(); this one lets DrainCiphertext() hand the whole
+// Buffer over by swapping, so each ciphertext byte is copied once less.
+int SinkWrite(BIO* bio, const char* data, size_t len, size_t* written) {
+  static_cast<Buffer*>(BIO_get_data(bio))->Append(data, len);
+  *written = len;
+  return 1;
+}
+
+long SinkCtrl(BIO* bio, int cmd, long /*num*/, void* /*ptr*/) {
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_WPENDING:
+      return static_cast<long>(static_cast<Buffer*>(BIO_get_data(bio))->size());
+    default:
+      return 0;  // Nothing else applies (no reading, no kTLS, no datagrams).
+  }
+}
+
+int SinkCreate(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+const BIO_METHOD* SinkMethod() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "pipegate sink");
+    PG_CHECK(m != nullptr);
+    BIO_meth_set_write_ex(m, &SinkWrite);
+    BIO_meth_set_ctrl(m, &SinkCtrl);
+    BIO_meth_set_create(m, &SinkCreate);
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
 TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, const std::string& peer_host)
     : context_(std::move(context)),
       peer_host_(context_->server_name().empty() ? peer_host : context_->server_name()) {
@@ -457,10 +500,11 @@ TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, const std::str
   PG_CHECK(ssl != nullptr);
   SSL_set_app_data(ssl.get(), this);  // For OnVerify.
   ossl::BioPtr in(BIO_new(BIO_s_mem()));
-  ossl::BioPtr out(BIO_new(BIO_s_mem()));
+  ossl::BioPtr out(BIO_new(SinkMethod()));
   PG_CHECK(in && out);                   // OOM is fatal.
   BIO_set_mem_eof_return(in.get(), -1);  // Empty input means "want more", not EOF.
-  rbio_ = in.get();                      // Observers; ssl owns both after the next line.
+  BIO_set_data(out.get(), &ciphertext_out_);
+  rbio_ = in.get();  // Observers; ssl owns both after the next line.
   wbio_ = out.get();
   SSL_set_bio(ssl.get(), in.release(), out.release());
   if (context_->is_server()) {
@@ -666,18 +710,22 @@ void TlsSession::Shutdown() {
 }
 
 void TlsSession::DrainCiphertext(Buffer& out) {
-  size_t pending = BIO_ctrl_pending(wbio_);
-  if (pending == 0) return;
-  int rc = BIO_read(wbio_, out.Prepare(pending), static_cast<int>(pending));
-  if (rc > 0) out.Commit(static_cast<size_t>(rc));
+  if (ciphertext_out_.empty()) return;
+  if (out.empty()) {
+    std::swap(out, ciphertext_out_);  // No copy; the two buffers' storage takes turns.
+    ciphertext_out_.Clear();
+    return;
+  }
+  out.Append(ciphertext_out_.data(), ciphertext_out_.size());
+  ciphertext_out_.Clear();
 }
 
-size_t TlsSession::pending_ciphertext() const { return BIO_ctrl_pending(wbio_); }
+size_t TlsSession::pending_ciphertext() const { return ciphertext_out_.size(); }
 
 // ---- Session resumption support (issue 3): keying material bound to this connection. ----
 
-bool TlsSession::ExportKeyingMaterial(const char* label, const uint8_t* context,
-                                      size_t context_len, uint8_t* out, size_t out_len) const {
+bool TlsSession::ExportKeyingMaterial(const char* label, const uint8_t* context, size_t context_len,
+                                      uint8_t* out, size_t out_len) const {
   if (state_ != State::kEstablished && state_ != State::kClosed) return false;
   ERR_clear_error();
   int rc = SSL_export_keying_material(ssl_, out, out_len, label, std::strlen(label), context,
