@@ -116,7 +116,8 @@ class TlsContext {
 /// @brief Extracts CN, DNS and URI SANs from a certificate.
 PeerIdentity IdentityFromCertificate(X509* cert);
 
-/// @brief A sans-I/O TLS 1.3 session over a memory BIO pair (Node's TLSWrap, h2o's socket).
+/// @brief A sans-I/O TLS 1.3 session over in-memory BIOs (Node's TLSWrap, h2o's socket): a memory
+/// BIO in, a sink BIO that appends records to a Buffer out.
 ///
 /// The transport feeds received ciphertext with FeedCiphertext(), calls Advance() to run the
 /// handshake and collect plaintext, and after *every* call sends what DrainCiphertext() yields,
