@@ -93,7 +93,12 @@ class LocalPipe {
   static void OnClosed(uv_handle_t* handle) noexcept;
   static void OnHoldTimer(uv_timer_t* handle) noexcept;
   void ArmHoldTimer();
-  static constexpr uint64_t kHoldMs = 10;
+  /// How long an unfinished 4096-byte block waits for its rest before it is written anyway (a
+  /// writer that stops mid-block without EOF still gets its bytes through). Writing it splits
+  /// the block, so another writer's bytes may land inside it: this must be longer than any
+  /// ordinary gap in a busy stream (a credit round trip on a loaded machine). 10 ms tore
+  /// aligned records under ASan with four concurrent writers on two cores.
+  static constexpr uint64_t kHoldMs = 250;
 
   /// @brief Writes from @p p as the record mode allows; returns bytes written, or -errno.
   ssize_t WriteSome(const uint8_t* p, size_t n, bool final);
