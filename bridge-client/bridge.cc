@@ -492,9 +492,8 @@ void Client::MountFifoWriteArm() {
 }
 
 void Client::OnWaiterReadable() {
-  if (finished_) return;
   if (!CanOpen()) {
-    ArmWaiter();
+    ArmWaiter();  // Stops watching until a stream can be opened (nothing after Finish()).
     return;
   }
   if (mount_ == MountState::kWaitWriter) {

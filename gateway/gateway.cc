@@ -361,6 +361,11 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
       conn_->Close(Status(Code::kOk, "gateway is shutting down"));
     }
   }
+  /// @brief The session stops waiting for a resume (resumed or finished): uncounts it.
+  void EndDetached() {
+    if (detached_) worker_->gateway()->SessionReattached();
+    detached_ = false;
+  }
   /// @brief Ends the session: every stream, its registration, and (soon) the object.
   void Finish(const std::string& why);
   void DropStreams();
@@ -697,8 +702,7 @@ void Session::DropStreams() {
 void Session::Finish(const std::string& why) {
   if (finished_) return;
   finished_ = true;
-  if (detached_) worker_->gateway()->SessionReattached();
-  detached_ = false;
+  EndDetached();
   (void)why;
   DropStreams();
   if (registered_) worker_->gateway()->UnregisterSession(session_id_, this);
@@ -781,8 +785,7 @@ void Session::Attach(Connection* conn, const ResumePayload& resume, const Mux::P
   conn->Rebind(this, mux_.get());
   set_connection(conn);
   uv_timer_stop(&ttl_);
-  if (detached_) worker_->gateway()->SessionReattached();
-  detached_ = false;
+  EndDetached();
   mux_->AdoptPeerSettings(peer);
   mux_->SendResumeOk(ResumeOkPayload{mux_->last_stream_id(), mux_->ResumeState()});
   Status st = mux_->ResumeWith(resume.streams, resume.last_id);

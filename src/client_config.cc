@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "pipegate/config.h"
+
 #include "toml.h"  // toml++, with a fix for Debian's 3.3.0.
 
 namespace pipegate {

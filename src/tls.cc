@@ -504,8 +504,7 @@ TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, const std::str
   PG_CHECK(in && out);                   // OOM is fatal.
   BIO_set_mem_eof_return(in.get(), -1);  // Empty input means "want more", not EOF.
   BIO_set_data(out.get(), &ciphertext_out_);
-  rbio_ = in.get();  // Observers; ssl owns both after the next line.
-  wbio_ = out.get();
+  rbio_ = in.get();  // An observer; ssl owns both BIOs after the next line.
   SSL_set_bio(ssl.get(), in.release(), out.release());
   if (context_->is_server()) {
     SSL_set_accept_state(ssl.get());
@@ -713,7 +712,6 @@ void TlsSession::DrainCiphertext(Buffer& out) {
   if (ciphertext_out_.empty()) return;
   if (out.empty()) {
     std::swap(out, ciphertext_out_);  // No copy; the two buffers' storage takes turns.
-    ciphertext_out_.Clear();
     return;
   }
   out.Append(ciphertext_out_.data(), ciphertext_out_.size());

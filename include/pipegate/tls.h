@@ -173,8 +173,7 @@ class TlsSession {
   std::shared_ptr<const TlsContext> context_;
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;    // Observer; ssl_ owns it.
-  BIO* wbio_ = nullptr;    // Observer; ssl_ owns it. Appends to ciphertext_out_.
-  Buffer ciphertext_out_;  // Records written, waiting for DrainCiphertext(). Outlives ssl_ use.
+  Buffer ciphertext_out_;  // Records the sink BIO wrote, waiting for DrainCiphertext().
   std::string peer_host_;
   State state_ = State::kHandshaking;
   bool peer_closed_ = false;

@@ -452,7 +452,7 @@ Connection::Released Connection::Release() {
 Connection* Connection::Adopt(uv_loop_t* loop, Released released, const ConnectionOptions& options,
                               ConnectionHandler* handler, Mux* mux) {
   ConnectionOptions adopted = options;
-  if (!adopted.admission) adopted.admission = std::move(released.admission);
+  adopted.admission = std::move(released.admission);  // Held since the first accept.
   auto* c = new Connection(loop, std::move(released.tls), "", adopted, handler, mux);
   c->peer_address_ = released.peer_address;
   c->pending_.Append(released.pending.data(), released.pending.size());

@@ -570,13 +570,13 @@ TEST_F(LoadGatewayConfigTest, ReportsSyntaxErrorsFromFile) {
 // behaviour, which the sanitizer build turns into a failure. Each must be an ordinary error.
 TEST(ParseGatewayConfig, NonAsciiWhereTomlLooksForWhitespaceIsASyntaxError) {
   const std::string inputs[] = {
-      "gateway = \xcb\x9az\nprrt \nt = ",            // The first fuzzer crasher (U+02DA).
-      "a = 5\"\xce\xb0\"\n",                          // A string glued to a number.
+      "gateway = \xcb\x9az\nprrt \nt = ",  // The first fuzzer crasher (U+02DA).
+      "a = 5\"\xce\xb0\"\n",               // A string glued to a number.
       "a = 0x'\xce\xb0'\n",
       "a = [1.690.\"0.\xcf\xa7++n\"]\n",
       "a = {b=1\"\xcb\x9a\"}\n",
       "a = 1979-05-27\"\xcb\x9a\"\n",
-      "a = \xef\xb9\xbf\n",                            // U+FE7F, the other end of the range.
+      "a = \xef\xb9\xbf\n",  // U+FE7F, the other end of the range.
   };
   for (const std::string& text : inputs) {
     ConfigParseResult result = ParseGatewayConfig(text, "/etc/pipegate");
@@ -586,16 +586,17 @@ TEST(ParseGatewayConfig, NonAsciiWhereTomlLooksForWhitespaceIsASyntaxError) {
         << Dump(result.errors);
   }
   // #190: valid TOML (the string is "\u00a7"), read correctly instead of by luck.
-  ConfigParseResult r = ParseGatewayConfig(std::string(kGatewayHeader) +
-                                               "workers = 1\nx = \"\"\"\\\n  \xc2\xa7\"\"\"\n",
-                                           "/etc/pipegate");
+  ConfigParseResult r = ParseGatewayConfig(
+      std::string(kGatewayHeader) + "workers = 1\nx = \"\"\"\\\n  \xc2\xa7\"\"\"\n",
+      "/etc/pipegate");
   ASSERT_EQ(r.errors.size(), 1u) << Dump(r.errors);
   EXPECT_NE(r.errors[0].message.find("unknown key \"x\""), std::string::npos) << Dump(r.errors);
 }
 
 TEST(ParseGatewayConfig, NonAsciiInStringsAndCommentsIsFine) {
   GatewayConfig c = MustParse(std::string(kGatewayHeader) +
-                              "# Gr\xc3\xbc\xc3\x9f" "e \xcb\x9a\n\n[[export]]\nname = \"x\"\n"
+                              "# Gr\xc3\xbc\xc3\x9f"
+                              "e \xcb\x9a\n\n[[export]]\nname = \"x\"\n"
                               "kind = \"fifo\"\naccess = \"read\"\n"
                               "path = \"/run/\xc3\xa9\xcb\x9a.fifo\"\nallow = [\"*\"]\n");
   ASSERT_EQ(c.exports.size(), 1u);
