@@ -45,15 +45,28 @@ constexpr std::array<std::string_view, 12> kGatewayKeys = {
     "hide_existence", "reload_revokes", "user", "group",     "resume_ttl"};
 constexpr std::array<std::string_view, 10> kExportKeys = {
     "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group"};
-constexpr std::array<std::string_view, 9> kLimitKeys = {"handshake_timeout",
-                                                        "idle_timeout",
-                                                        "max_connections",
-                                                        "max_connections_per_source",
-                                                        "max_streams_per_connection",
-                                                        "max_bytes_in_flight_per_connection",
-                                                        "max_bytes_in_flight",
-                                                        "max_frame_size",
-                                                        "max_name_length"};
+constexpr std::array<std::string_view, 20> kLimitKeys = {
+    "handshake_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_connections_per_source",
+    "max_streams_per_connection",
+    "max_bytes_in_flight_per_connection",
+    "max_bytes_in_flight",
+    "max_frame_size",
+    "max_name_length",
+    "max_streams",
+    "max_streams_per_identity",
+    "max_detached_sessions_per_identity",
+    "max_replay_bytes_per_stream",
+    "max_replay_bytes_per_session",
+    "max_replay_bytes_per_identity",
+    "max_replay_bytes",
+    "max_write_backlog_per_connection",
+    "max_pending_opens_per_connection",
+    "max_open_wait",
+    "log_lines_per_second",
+};
 
 // Bounds of the [limits] values. The frame size bounds come from the protocol: a peer must
 // accept 16 KiB DATA bodies, and SETTINGS may not announce more than kMaxFramePayloadLimit
@@ -551,6 +564,45 @@ class ConfigValidator {
     }
     if (auto v = GetInteger(table, subject, "max_name_length", 1, kMaxNameLength)) {
       l.max_name_length = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_streams", 1, 1000000)) {
+      l.max_streams = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_streams_per_identity", 1, 1000000)) {
+      l.max_streams_per_identity = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_detached_sessions_per_identity", 0, 1000000)) {
+      l.max_detached_sessions_per_identity = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetBytes(table, subject, "max_replay_bytes_per_stream", kMinWindow, kMaxWindow)) {
+      l.max_replay_bytes_per_stream = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetBytes(table, subject, "max_replay_bytes_per_session", kMinWindow, kMaxWindow)) {
+      l.max_replay_bytes_per_session = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetBytes(table, subject, "max_replay_bytes_per_identity", kMinWindow,
+                          int64_t{1} << 40)) {
+      l.max_replay_bytes_per_identity = *v;
+    }
+    if (auto v = GetBytes(table, subject, "max_replay_bytes", kMinWindow, int64_t{1} << 40)) {
+      l.max_replay_bytes = *v;
+    }
+    if (auto v = GetBytes(table, subject, "max_write_backlog_per_connection", kMinWindow,
+                          kMaxWindow)) {
+      l.max_write_backlog_per_connection = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetInteger(table, subject, "max_pending_opens_per_connection", 0, 65536)) {
+      l.max_pending_opens_per_connection = static_cast<uint32_t>(*v);
+    }
+    if (auto v = GetSeconds(table, subject, "max_open_wait", 0, 86400 * 1000, true)) {
+      l.max_open_wait_ms = *v;
+    }
+    if (auto v = GetInteger(table, subject, "log_lines_per_second", 1, 1000000)) {
+      l.log_lines_per_second = static_cast<uint32_t>(*v);
+    }
+    if (l.max_streams_per_identity > l.max_streams) l.max_streams_per_identity = l.max_streams;
+    if (l.max_replay_bytes_per_stream > l.max_replay_bytes_per_session) {
+      l.max_replay_bytes_per_stream = l.max_replay_bytes_per_session;
     }
     if (l.max_bytes_in_flight < l.max_bytes_in_flight_per_connection) {
       AddError(LineOf(table), subject + ": max_bytes_in_flight (" +

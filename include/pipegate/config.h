@@ -59,6 +59,25 @@ struct Limits {
   uint32_t max_frame_size = 65536;  ///< Largest DATA frame body accepted (offset excluded).
   uint32_t max_name_length = 128;   ///< Longest export name a client may ask for (≤ 128).
 
+  // What an authenticated client can make the gateway hold (docs/security.md §5). Streams and
+  // sessions are counted per identity (PeerIdentity::Display()) across every connection.
+  uint32_t max_streams = 32768;               ///< Streams in total, attached or detached.
+  uint32_t max_streams_per_identity = 16384;  ///< Streams of one identity, all connections.
+  uint32_t max_detached_sessions_per_identity = 8;  ///< Sessions of one identity awaiting resume.
+  /// Bytes sent to a client but not yet confirmed delivered, kept for replay after a resume.
+  /// The client's stream window is clamped to the per-stream cap and its session window to the
+  /// per-session cap; the identity and total caps stall sending (never drop) when reached.
+  uint32_t max_replay_bytes_per_stream = 1u << 20;
+  uint32_t max_replay_bytes_per_session = 16u << 20;
+  uint64_t max_replay_bytes_per_identity = uint64_t{64} << 20;
+  uint64_t max_replay_bytes = uint64_t{256} << 20;
+  /// Encrypted bytes waiting for a client's socket; past it the gateway stops reading that
+  /// connection until the client reads (a client that floods PINGs and never reads).
+  uint32_t max_write_backlog_per_connection = 1u << 20;
+  uint32_t max_pending_opens_per_connection = 16;  ///< OPENs waiting (--wait) on one connection.
+  uint64_t max_open_wait_ms = 300000;  ///< A longer wait a client asks for is cut to this.
+  uint32_t log_lines_per_second = 20;  ///< Per cause; more are counted and summarised.
+
   /// @return How many connections the total bytes-in-flight budget admits.
   uint64_t ConnectionsByMemory() const {
     return max_bytes_in_flight / max_bytes_in_flight_per_connection;
