@@ -12,8 +12,10 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include <uv.h>
 
@@ -38,7 +40,9 @@ using uvglue::LocalPipeEvents;
 
 namespace {
 
-constexpr uint64_t kRetryMs = 20;          // Poll interval while a client waits (--wait).
+constexpr uint64_t kRetryMs = 20;          // First retry of an open that waits (--wait)...
+constexpr uint64_t kRetryMaxMs = 500;      // ...doubling up to this, so waiting costs little.
+constexpr uint64_t kBudgetRetryMs = 50;    // Retry of a send stalled by a shared replay budget.
 constexpr uint64_t kDrainGraceMs = 10000;  // SIGTERM: how long streams may finish.
 constexpr int kFifoPipeSize = 1 << 20;     // F_SETPIPE_SZ on exported FIFOs, for throughput.
 
@@ -142,6 +146,69 @@ uint32_t EffectiveMaxClients(const ExportConfig& e) { return e.max_clients; }
 
 class Session;
 
+/// @brief One stream counted against its identity's and the gateway's stream caps; the count
+/// is given back when this is destroyed. Move-only.
+class StreamCharge {
+ public:
+  StreamCharge(std::shared_ptr<IdentityUsage> usage, Totals* totals)
+      : usage_(std::move(usage)), totals_(totals) {}
+  StreamCharge(StreamCharge&& other) noexcept
+      : usage_(std::move(other.usage_)), totals_(std::exchange(other.totals_, nullptr)) {}
+  StreamCharge& operator=(StreamCharge&&) = delete;
+  StreamCharge(const StreamCharge&) = delete;
+  ~StreamCharge() {
+    if (usage_) usage_->streams.fetch_sub(1);
+    if (totals_ != nullptr) totals_->streams.fetch_sub(1);
+  }
+
+ private:
+  std::shared_ptr<IdentityUsage> usage_;
+  Totals* totals_;
+};
+
+/// @brief The replay bytes of one session, counted against its identity's and the gateway's
+/// caps (max_replay_bytes_per_identity, max_replay_bytes).
+///
+/// Thread: the session's worker calls it; the counters it shares are atomics.
+class SessionReplayBudget final : public ReplayBudget {
+ public:
+  SessionReplayBudget(Totals* totals, const Limits& limits)
+      : totals_(totals),
+        identity_cap_(limits.max_replay_bytes_per_identity),
+        total_cap_(limits.max_replay_bytes) {}
+  /// @brief Charges the identity from now on (once TLS says who the client is).
+  void Bind(std::shared_ptr<IdentityUsage> usage) { usage_ = std::move(usage); }
+  uint64_t Available() const override {
+    uint64_t total = totals_->replay_bytes.load(std::memory_order_relaxed);
+    uint64_t room = total_cap_ > total ? total_cap_ - total : 0;
+    if (usage_) {
+      uint64_t mine = usage_->replay_bytes.load(std::memory_order_relaxed);
+      room = std::min(room, identity_cap_ > mine ? identity_cap_ - mine : 0);
+    }
+    return room;
+  }
+  void Take(uint64_t n) override {
+    totals_->replay_bytes.fetch_add(n, std::memory_order_relaxed);
+    if (usage_) {
+      usage_->replay_bytes.fetch_add(n, std::memory_order_relaxed);
+      identity_taken_ += n;
+    }
+  }
+  void Give(uint64_t n) override {
+    totals_->replay_bytes.fetch_sub(n, std::memory_order_relaxed);
+    uint64_t mine = std::min(n, identity_taken_);
+    if (usage_ && mine > 0) usage_->replay_bytes.fetch_sub(mine, std::memory_order_relaxed);
+    identity_taken_ -= mine;
+  }
+
+ private:
+  Totals* totals_;
+  std::shared_ptr<IdentityUsage> usage_;
+  uint64_t identity_taken_ = 0;
+  uint64_t identity_cap_;
+  uint64_t total_cap_;
+};
+
 /// @brief One event loop on its own thread: listeners, connections, streams.
 class Worker {
  public:
@@ -213,12 +280,13 @@ class Worker {
 class ExportStream final : public uvglue::StreamLink {
  public:
   ExportStream(Session* session, uint32_t id, const ExportConfig& e,
-               std::shared_ptr<ExportSlot> slot);
+               std::shared_ptr<ExportSlot> slot, StreamCharge charge);
   ~ExportStream() override;
 
  private:
   Session* session_;
   std::shared_ptr<ExportSlot> slot_;
+  StreamCharge charge_;
 };
 
 /// @brief A stream whose open waits for a free instance or a local reader (--wait).
@@ -226,6 +294,8 @@ struct PendingOpen {
   uint32_t id = 0;
   OpenPayload open;
   uint64_t deadline_ms = 0;
+  uint64_t next_try_ms = 0;
+  uint64_t interval_ms = kRetryMs;  ///< Doubles after each failed try, up to kRetryMaxMs.
 };
 
 /// @brief A client's session: access control, the stream table and the multiplexer. It
@@ -282,17 +352,27 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   Mux* stream_mux() override { return finished_ ? nullptr : mux_.get(); }
   void FlushSoon() override {
     if (conn_ != nullptr) conn_->Flush();
+    // A stream stalled by the identity's or the gateway's replay budget hears of no event when
+    // another session gives budget back: look again shortly.
+    if (mux_->TakeBudgetStall() && !finished_ &&
+        !uv_is_active(reinterpret_cast<uv_handle_t*>(&budget_timer_))) {
+      uv_timer_start(&budget_timer_, &Session::OnBudgetRetry, kBudgetRetryMs, 0);
+    }
   }
   bool Backlogged() override { return conn_ == nullptr || conn_->backlogged(); }
   void PauseForBackpressure(uvglue::StreamLink* link) override {
     paused_.push_back(static_cast<ExportStream*>(link));
+    if (conn_ != nullptr) conn_->WantWritable();
   }
 
   // ConnectionHandler.
   void OnTlsEstablished(const PeerIdentity& peer) override {
     peer_ = peer;
+    usage_ = worker_->gateway()->identities().For(peer_.Display());
+    budget_.Bind(usage_);
     PG_CONN_LOG(kInfo, conn_id_, "client '{}' connected from {}", peer_.Display(), peer_address_);
   }
+  void OnInputYielded() override;
   void OnConnectionWritable() override {
     std::vector<ExportStream*> paused;
     paused.swap(paused_);
@@ -363,7 +443,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   }
   /// @brief The session stops waiting for a resume (resumed or finished): uncounts it.
   void EndDetached() {
-    if (detached_) worker_->gateway()->SessionReattached();
+    if (detached_) worker_->gateway()->SessionReattached(usage_.get());
     detached_ = false;
   }
   /// @brief Ends the session: every stream, its registration, and (soon) the object.
@@ -372,6 +452,9 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   void MaybeDelete();
   static void OnRetry(uv_timer_t* handle) noexcept;
   static void OnTtl(uv_timer_t* handle) noexcept;
+  static void OnBudgetRetry(uv_timer_t* handle) noexcept;
+  /// @brief Arms the retry timer for the earliest pending open.
+  void ScheduleRetry();
   static void OnTimerClosed(uv_handle_t* handle) noexcept {
     auto* self = static_cast<Session*>(handle->data);
     if (--self->open_timers_ > 0) return;
@@ -380,7 +463,9 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   }
 
   Worker* worker_;
+  SessionReplayBudget budget_;  ///< Declared before mux_, which uses it until destroyed.
   std::unique_ptr<Mux> mux_;
+  std::shared_ptr<IdentityUsage> usage_;  ///< Set once TLS names the client.
   Connection* conn_ = nullptr;
   int live_conns_ = 0;  ///< Connections whose handler is this session.
   PeerIdentity peer_;
@@ -391,12 +476,21 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   bool draining_ = false;
   bool deleting_ = false;
   bool replacing_ = false;
-  int open_timers_ = 2;
+  int open_timers_ = 3;
   std::string session_id_;
   uint64_t conn_id_ = 0;      ///< Of the connection attached last, for logs.
   std::string peer_address_;  ///< Of the connection attached last, for logs.
   uv_timer_t retry_{};
   uv_timer_t ttl_{};
+  uv_timer_t budget_timer_{};
+  /// A RESUME whose proof checked out, carried out once the Mux has stopped feeding
+  /// (OnInputYielded), so that bytes after it reach the resumed session.
+  struct ResumeDecision {
+    std::string session_id;
+    SessionRecord record;
+    ResumePayload resume;
+  };
+  std::optional<ResumeDecision> resume_;
   std::unordered_map<uint32_t, ExportStream*> streams_;
   std::vector<ExportStream*> paused_;
   std::vector<PendingOpen> pending_;
@@ -407,8 +501,11 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
 // ---- ExportStream ----
 
 ExportStream::ExportStream(Session* session, uint32_t id, const ExportConfig& e,
-                           std::shared_ptr<ExportSlot> slot)
-    : StreamLink(session, id, e.name), session_(session), slot_(std::move(slot)) {}
+                           std::shared_ptr<ExportSlot> slot, StreamCharge charge)
+    : StreamLink(session, id, e.name),
+      session_(session),
+      slot_(std::move(slot)),
+      charge_(std::move(charge)) {}
 
 ExportStream::~ExportStream() {
   Counters& k = session_->counters();
@@ -420,31 +517,61 @@ ExportStream::~ExportStream() {
 
 // ---- Session ----
 
-void Session::OnOpenRequest(uint32_t id, const OpenPayload& open) {
-  if (TryOpen(id, open, open.wait_ms == 0)) {
+void Session::OnOpenRequest(uint32_t id, const OpenPayload& request) {
+  std::shared_ptr<const Snapshot> snap = worker_->gateway()->snapshot();
+  const Limits& limits = snap->config.limits;
+  OpenPayload open = request;
+  open.wait_ms = static_cast<uint32_t>(std::min<uint64_t>(open.wait_ms, limits.max_open_wait_ms));
+  // Past the cap an open is answered at once, as if it had not asked to wait.
+  const bool may_wait =
+      open.wait_ms > 0 && pending_.size() < limits.max_pending_opens_per_connection;
+  if (open.wait_ms > 0 && !may_wait) counters().refused_pending_opens++;
+  if (TryOpen(id, open, !may_wait)) {
     FlushSoon();
     return;
   }
-  pending_.push_back(PendingOpen{id, open, uv_now(worker_->loop()) + open.wait_ms});
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&retry_))) {
-    uv_timer_start(&retry_, &Session::OnRetry, kRetryMs, kRetryMs);
+  const uint64_t now = uv_now(worker_->loop());
+  pending_.push_back(PendingOpen{id, open, now + open.wait_ms, now + kRetryMs, kRetryMs});
+  ScheduleRetry();
+}
+
+void Session::ScheduleRetry() {
+  if (pending_.empty() || finished_) {
+    uv_timer_stop(&retry_);
+    return;
   }
+  uint64_t next = UINT64_MAX;
+  for (const PendingOpen& p : pending_) next = std::min({next, p.next_try_ms, p.deadline_ms});
+  const uint64_t now = uv_now(worker_->loop());
+  uv_timer_start(&retry_, &Session::OnRetry, next > now ? next - now : 0, 0);
 }
 
 void Session::OnRetry(uv_timer_t* handle) noexcept {
   auto* self = static_cast<Session*>(handle->data);
-  if (self->finished_) {
-    uv_timer_stop(handle);
-    return;
-  }
+  if (self->finished_) return;
   uint64_t now = uv_now(self->worker_->loop());
   std::vector<PendingOpen> waiting;
   waiting.swap(self->pending_);
   for (PendingOpen& p : waiting) {
     if (!self->mux_->HasStream(p.id)) continue;  // The client gave up.
-    if (!self->TryOpen(p.id, p.open, now >= p.deadline_ms)) self->pending_.push_back(p);
+    const bool last_try = now >= p.deadline_ms;
+    if (now < p.next_try_ms && !last_try) {
+      self->pending_.push_back(p);
+      continue;
+    }
+    if (self->TryOpen(p.id, p.open, last_try)) continue;
+    p.interval_ms = std::min(p.interval_ms * 2, kRetryMaxMs);
+    p.next_try_ms = now + p.interval_ms;
+    self->pending_.push_back(p);
   }
-  if (self->pending_.empty()) uv_timer_stop(handle);
+  self->ScheduleRetry();
+  self->FlushSoon();
+}
+
+void Session::OnBudgetRetry(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<Session*>(handle->data);
+  if (self->finished_) return;
+  self->mux_->WakeWritable();
   self->FlushSoon();
 }
 
@@ -496,6 +623,27 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     audit(Verdict::kWrongAccess, why);
     return reject(ErrorCode::kAccessDenied, why);
   }
+  // The identity's and the gateway's stream caps: each stream holds a descriptor, and a
+  // detached session keeps its streams for the resume lifetime.
+  Totals& totals = worker_->gateway()->totals();
+  if (usage_ && usage_->streams.fetch_add(1) >= limits.max_streams_per_identity) {
+    usage_->streams.fetch_sub(1);
+    counters().refused_streams_identity++;
+    const std::string why = fmt::format("too many streams for '{}' (limit {} per identity)", who,
+                                        limits.max_streams_per_identity);
+    audit(Verdict::kBusy, why);
+    return reject(ErrorCode::kLimit, why);
+  }
+  if (totals.streams.fetch_add(1) >= limits.max_streams) {
+    totals.streams.fetch_sub(1);
+    if (usage_) usage_->streams.fetch_sub(1);
+    counters().refused_streams_total++;
+    const std::string why =
+        fmt::format("too many streams on this gateway (limit {})", limits.max_streams);
+    audit(Verdict::kBusy, why);
+    return reject(ErrorCode::kLimit, why);
+  }
+  StreamCharge charge(usage_, &totals);
   std::shared_ptr<ExportSlot> slot = snap->slots.at(e->name);
   uint32_t max = EffectiveMaxClients(*e);
   uint32_t before = slot->in_use.fetch_add(1);
@@ -526,7 +674,7 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
                   : e->access == Access::kRead ? LocalPipe::kRead
                                                : LocalPipe::kWrite;
   // The stream owns the instance (its destructor releases the slot) and the local pipe.
-  auto* stream = new ExportStream(this, id, *e, std::move(slot));
+  auto* stream = new ExportStream(this, id, *e, std::move(slot), std::move(charge));
   Result<LocalPipe*> pipe = LocalPipe::Open(worker_->loop(), *fd, dirs, true, stream);
   if (!pipe) {
     delete stream;
@@ -627,15 +775,19 @@ void Worker::RevokeUnallowed() {
 
 // ---- Session: life cycle and resumption ----
 
-Session::Session(Worker* worker) : worker_(worker) {
-  // Issue 4: streams, window and frame size from the [limits] table.
+Session::Session(Worker* worker)
+    : worker_(worker),
+      budget_(&worker->gateway()->totals(), worker->gateway()->snapshot()->config.limits) {
+  // Streams, windows, frame size and replay caps from the [limits] table.
   MuxOptions options = MuxOptionsFor(worker_->gateway()->snapshot()->config.limits);
   options.is_client = false;
   options.resumable = true;
+  options.replay_budget = &budget_;
   mux_ = std::make_unique<Mux>(options, this);
   uv_timer_init(worker_->loop(), &retry_);
   uv_timer_init(worker_->loop(), &ttl_);
-  retry_.data = ttl_.data = this;
+  uv_timer_init(worker_->loop(), &budget_timer_);
+  retry_.data = ttl_.data = budget_timer_.data = this;
 }
 
 void Session::OnMuxReady() {
@@ -647,7 +799,7 @@ void Session::OnMuxReady() {
   std::memcpy(sp.session_id, session_id_.data(), kSessionIdSize);
   sp.ttl_ms = worker_->gateway()->resume_ttl_ms();
   SessionRecord record{worker_, this, DeriveResumeKey(conn_->tls(), sp.session_id),
-                       conn_->tls().peer_spki_sha256()};
+                       conn_->tls().peer_spki_sha256(), peer_.All()};
   if (record.key.empty()) return;
   worker_->gateway()->RegisterSession(session_id_, record);
   registered_ = true;
@@ -669,7 +821,14 @@ void Session::OnConnectionClosed(const Status& why) {
   bool lost = why.code() == Code::kStreamLost || why.code() == Code::kTls;
   // A session without streams is kept too: a mount may open streams while it is disconnected,
   // and they must be sent on the resumed session.
-  if (lost && registered_ && !draining_ && !finished_ && worker_->gateway()->TryDetachSession()) {
+  bool keep = lost && registered_ && !draining_ && !finished_;
+  if (keep && !worker_->gateway()->TryDetachSession(usage_.get())) {
+    keep = false;
+    counters().sessions_not_kept++;
+    PG_CONN_LOG(kInfo, conn_id_, "session of '{}' not kept for a resume: too many detached",
+                peer_.Display());
+  }
+  if (keep) {
     // Keep the streams: their local ends just see back-pressure until the client resumes.
     detached_ = true;
     mux_->Detach();
@@ -716,6 +875,7 @@ void Session::MaybeDelete() {
   deleting_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&retry_), &Session::OnTimerClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&ttl_), &Session::OnTimerClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&budget_timer_), &Session::OnTimerClosed);
 }
 
 void Session::RejectResume(const std::string& why) {
@@ -737,16 +897,36 @@ void Session::OnResumeRequest(const ResumePayload& resume) {
     RejectResume("unknown or expired session");
     return;
   }
+  if (record.session == this) {
+    counters().resume_protocol_errors++;
+    RejectResume("a connection cannot resume its own session");
+    return;
+  }
   // Only the same client key, over this new mutually authenticated connection, and with a
   // proof bound to it (a RESUME replayed on another connection fails here).
   if (record.spki != conn_->tls().peer_spki_sha256()) {
     RejectResume("the session belongs to another client key");
     return;
   }
+  // The session keeps the identities it was created with: a new certificate for the same key
+  // that names other identities is a new client.
+  if (record.identities != conn_->tls().peer_identity().All()) {
+    RejectResume("the certificate names other identities than the session's");
+    return;
+  }
   if (!VerifyResumeProof(record.key, conn_->tls(), resume.proof)) {
     RejectResume("the resume proof is wrong");
     return;
   }
+  resume_ = ResumeDecision{id, record, resume};  // Carried out in OnInputYielded().
+}
+
+void Session::OnInputYielded() {
+  if (!resume_ || conn_ == nullptr) return;
+  ResumeDecision decision = std::move(*resume_);
+  resume_.reset();
+  Gateway* gw = worker_->gateway();
+  const SessionRecord& record = decision.record;
   // This connection's own fresh session is not needed any more.
   if (registered_) gw->UnregisterSession(session_id_, this);
   registered_ = false;
@@ -757,7 +937,7 @@ void Session::OnResumeRequest(const ResumePayload& resume) {
            record.worker == worker_ ? "this" : "another");
   if (record.worker == worker_) {
     --live_conns_;  // The connection now belongs to the resumed session.
-    record.session->Attach(conn, resume, peer);
+    record.session->Attach(conn, decision.resume, peer);
   } else {
     Connection::Released released = conn->Release();
     if (!released.tls) {
@@ -765,7 +945,8 @@ void Session::OnResumeRequest(const ResumePayload& resume) {
       RejectResume("busy, try again");
       return;
     }
-    record.worker->Post(Worker::Handoff{id, std::move(released), resume, peer});
+    record.worker->Post(
+        Worker::Handoff{decision.session_id, std::move(released), decision.resume, peer});
   }
   finished_ = true;
   DropStreams();
@@ -826,6 +1007,7 @@ void Worker::Adopt(Handoff handoff) {
   Connection* c =
       Connection::Adopt(&loop_, std::move(handoff.conn), options, target, target->mux());
   target->Attach(c, handoff.resume, handoff.peer);
+  c->ProcessBuffered();  // Frames that came after the RESUME, for the resumed session.
 }
 
 // ---- Gateway: session registry ----
@@ -849,13 +1031,43 @@ void Gateway::UpdateSessionKey(const std::string& id, const std::string& key) {
   if (it != sessions_.end()) it->second.key = key;
 }
 
-bool Gateway::TryDetachSession() {
-  uint32_t cap = snapshot()->config.limits.max_connections;
+bool Gateway::TryDetachSession(IdentityUsage* usage) {
+  const Limits& limits = snapshot()->config.limits;
+  if (usage != nullptr &&
+      usage->detached_sessions.fetch_add(1) >= limits.max_detached_sessions_per_identity) {
+    usage->detached_sessions.fetch_sub(1);
+    return false;
+  }
   uint32_t n = detached_sessions_.load();
   do {
-    if (n >= cap) return false;
+    if (n >= limits.max_connections) {
+      if (usage != nullptr) usage->detached_sessions.fetch_sub(1);
+      return false;
+    }
   } while (!detached_sessions_.compare_exchange_weak(n, n + 1));
   return true;
+}
+
+std::shared_ptr<IdentityUsage> IdentityLedger::For(const std::string& identity) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Sweep entries of identities that have gone, so that many one-off identities cost nothing.
+  if (++lookups_ % 256 == 0) {
+    std::erase_if(by_identity_, [](const auto& entry) { return entry.second.expired(); });
+  }
+  std::weak_ptr<IdentityUsage>& slot = by_identity_[identity];
+  std::shared_ptr<IdentityUsage> usage = slot.lock();
+  if (!usage) {
+    usage = std::make_shared<IdentityUsage>();
+    slot = usage;
+  }
+  return usage;
+}
+
+size_t IdentityLedger::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& entry : by_identity_) n += entry.second.expired() ? 0 : 1;
+  return n;
 }
 
 void Gateway::UnregisterSession(const std::string& id, const Session* session) {
@@ -1011,6 +1223,16 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   }
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(*parsed.config);
+  Limits& limits = snap->config.limits;
+  const uint32_t streams = StreamsTheFileLimitAllows(limits, RaiseFileLimit(limits));
+  if (streams < limits.max_streams) {
+    PG_LOG(kInfo,
+           "max_streams is {} (of {} configured): what the open-file limit leaves after "
+           "max_connections",
+           streams, limits.max_streams);
+    limits.max_streams = streams;
+    limits.max_streams_per_identity = std::min(limits.max_streams_per_identity, streams);
+  }
   TlsServerOptions tls_options;
   tls_options.cert = snap->config.cert;
   tls_options.key = snap->config.key;
@@ -1120,7 +1342,6 @@ int Gateway::Run() {
   }
   snapshot_ = *first;
   const GatewayConfig& config = snapshot_->config;
-  RaiseFileLimit(config.limits);  // Issue 4: one descriptor per connection and per stream.
 
   // FIFOs first: once "listening on" is logged, local programs may open them.
   PrepareFifos(config);

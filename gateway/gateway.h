@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "pipegate/config.h"
@@ -58,19 +59,56 @@ struct Counters {
   std::atomic<uint64_t> connections_revoked{0};      ///< Certificate refused after a reload.
   std::atomic<uint64_t> reloads{0};
   std::atomic<uint64_t> reload_failures{0};
-  TlsRefusalCounters tls_refused;  ///< Handshakes refused, by cause.
+  std::atomic<uint64_t> refused_streams_identity{0};  ///< Over max_streams_per_identity.
+  std::atomic<uint64_t> refused_streams_total{0};     ///< Over max_streams.
+  std::atomic<uint64_t> refused_pending_opens{0};     ///< Over max_pending_opens_per_connection.
+  std::atomic<uint64_t> sessions_not_kept{0};         ///< Lost, but over a detached-session cap.
+  std::atomic<uint64_t> resume_protocol_errors{0};    ///< RESUME out of place or for itself.
+  TlsRefusalCounters tls_refused;                     ///< Handshakes refused, by cause.
 };
 
 class Worker;
 class Session;
+
+/// @brief What every session of one client identity holds together, across connections and
+/// workers (the per-identity caps of docs/security.md §5).
+///
+/// Thread: atomics, shared by the sessions of the identity on any worker. Ownership: shared
+/// by those sessions; IdentityLedger keeps only a weak reference.
+struct IdentityUsage {
+  std::atomic<uint32_t> streams{0};
+  std::atomic<uint32_t> detached_sessions{0};
+  std::atomic<uint64_t> replay_bytes{0};
+};
+
+/// @brief Finds the IdentityUsage of an identity (thread-safe). Entries of identities with no
+/// session left are dropped.
+class IdentityLedger {
+ public:
+  std::shared_ptr<IdentityUsage> For(const std::string& identity);
+  /// @return Identities with a live session (for tests and counters).
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::weak_ptr<IdentityUsage>> by_identity_;
+  uint64_t lookups_ = 0;
+};
+
+/// @brief Gateway-wide totals behind the caps of docs/security.md §5 (thread-safe).
+struct Totals {
+  std::atomic<uint32_t> streams{0};
+  std::atomic<uint64_t> replay_bytes{0};
+};
 
 /// @brief Where a session lives and what resuming it requires (guarded by Gateway's mutex;
 /// `session` is only dereferenced on `worker`'s thread).
 struct SessionRecord {
   Worker* worker = nullptr;
   Session* session = nullptr;
-  std::string key;   ///< Current resume key.
-  std::string spki;  ///< SHA-256 of the client's public key: only it may resume.
+  std::string key;                      ///< Current resume key.
+  std::string spki;                     ///< SHA-256 of the client's public key: only it may resume.
+  std::vector<std::string> identities;  ///< PeerIdentity::All(): a resume must present these.
 };
 
 /// @brief The pipegated daemon: binds the listeners, runs one event loop per worker thread,
@@ -105,10 +143,16 @@ class Gateway {
   /// @return How long a detached session is kept.
   uint32_t resume_ttl_ms() const noexcept { return resume_ttl_ms_.load(); }
   /// @brief Counts a session that starts waiting for its client; false (nothing counted) when
-  /// as many sessions as max_connections already wait, so detached sessions stay bounded.
-  bool TryDetachSession();
+  /// as many sessions as max_connections already wait, or its identity already has
+  /// max_detached_sessions_per_identity waiting, so detached sessions stay bounded.
+  bool TryDetachSession(IdentityUsage* usage);
   /// @brief A detached session was resumed or ended.
-  void SessionReattached() noexcept { detached_sessions_.fetch_sub(1); }
+  void SessionReattached(IdentityUsage* usage) noexcept {
+    detached_sessions_.fetch_sub(1);
+    if (usage != nullptr) usage->detached_sessions.fetch_sub(1);
+  }
+  IdentityLedger& identities() noexcept { return identities_; }
+  Totals& totals() noexcept { return totals_; }
 
  private:
   Result<std::shared_ptr<const Snapshot>> Load();
@@ -124,6 +168,8 @@ class Gateway {
   std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.
   std::atomic<uint32_t> resume_ttl_ms_{300000};    ///< Set by Load(), read by the workers.
   std::atomic<uint32_t> detached_sessions_{0};     ///< Sessions waiting for a resume.
+  IdentityLedger identities_;
+  Totals totals_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> listen_fds_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> created_;  ///< path -> (dev, ino).

@@ -587,8 +587,8 @@ class ConfigValidator {
     if (auto v = GetBytes(table, subject, "max_replay_bytes", kMinWindow, int64_t{1} << 40)) {
       l.max_replay_bytes = *v;
     }
-    if (auto v = GetBytes(table, subject, "max_write_backlog_per_connection", kMinWindow,
-                          kMaxWindow)) {
+    if (auto v =
+            GetBytes(table, subject, "max_write_backlog_per_connection", kMinWindow, kMaxWindow)) {
       l.max_write_backlog_per_connection = static_cast<uint32_t>(*v);
     }
     if (auto v = GetInteger(table, subject, "max_pending_opens_per_connection", 0, 65536)) {

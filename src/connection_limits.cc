@@ -22,6 +22,8 @@ MuxOptions MuxOptionsFor(const Limits& limits) {
       limits.max_frame_size + static_cast<uint32_t>(kDataPrefixSize), kMaxFramePayloadLimit);
   options.session_window = limits.max_bytes_in_flight_per_connection;
   options.stream_window = std::min(options.stream_window, options.session_window);
+  options.max_unacked_per_stream = limits.max_replay_bytes_per_stream;
+  options.max_unacked_per_session = limits.max_replay_bytes_per_session;
   return options;
 }
 
@@ -30,6 +32,7 @@ uvglue::ConnectionOptions ConnectionOptionsFor(const Limits& limits) {
   options.mux = MuxOptionsFor(limits);
   options.handshake_timeout_ms = limits.handshake_timeout_ms;
   options.idle_timeout_ms = limits.idle_timeout_ms;
+  options.max_write_backlog = limits.max_write_backlog_per_connection;
   return options;
 }
 

@@ -18,6 +18,27 @@ Mux::Mux(const MuxOptions& options, MuxCallbacks* callbacks) : options_(options)
   session_recv_limit_ = options_.session_window;
 }
 
+Mux::~Mux() {
+  if (options_.replay_budget != nullptr && budget_taken_ > 0) {
+    options_.replay_budget->Give(budget_taken_);
+  }
+}
+
+void Mux::ReleaseReplay(uint64_t n) {
+  n = std::min(n, budget_taken_);
+  if (n == 0 || options_.replay_budget == nullptr) return;
+  budget_taken_ -= n;
+  options_.replay_budget->Give(n);
+}
+
+void Mux::EraseStream(uint32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  unacked_ -= std::min(unacked_, it->second.sent - it->second.acked);
+  ReleaseReplay(it->second.replay.size());
+  streams_.erase(it);
+}
+
 void Mux::Start() {
   out_.Clear();  // SETTINGS open every connection; nothing queued before them is valid.
   AppendSettings(out_, {{SettingId::kMaxFramePayload, options_.max_frame_payload},
@@ -42,8 +63,20 @@ bool Mux::IsClosedId(uint32_t id) const {
   return id < next_id_;
 }
 
-Status Mux::Feed(const uint8_t* data, size_t len) {
+Status Mux::Feed(const uint8_t* data, size_t len, size_t* consumed) {
+  const size_t total = len;
+  if (consumed != nullptr) *consumed = 0;
+  if (resume_requested_ && len > 0) {
+    return ProtocolError("frames after RESUME reached the connection's discarded session");
+  }
   while (len > 0) {
+    if (resume_requested_) {
+      // The rest belongs to the resumed session's Mux (the caller moves it there).
+      if (consumed == nullptr) {
+        return ProtocolError("frames after RESUME reached the connection's discarded session");
+      }
+      break;
+    }
     switch (state_) {
       case DecodeState::kHeader: {
         size_t take = std::min(len, kFrameHeaderSize - header_have_);
@@ -59,6 +92,9 @@ Status Mux::Feed(const uint8_t* data, size_t len) {
         if (!peer_settings_ && frame_.type != FrameType::kSettings) {
           return ProtocolError("the first frame must be SETTINGS");
         }
+        // RESUME is valid only as the very first frame after SETTINGS.
+        frame_may_resume_ = resume_window_ && frame_.type == FrameType::kResume;
+        if (frame_.type != FrameType::kSettings) resume_window_ = false;
         if (frame_.type == FrameType::kData) {
           prefix_have_ = 0;
           state_ = DecodeState::kDataPrefix;
@@ -118,6 +154,7 @@ Status Mux::Feed(const uint8_t* data, size_t len) {
       }
     }
   }
+  if (consumed != nullptr) *consumed = total - len;
   return Status::Ok();
 }
 
@@ -227,6 +264,9 @@ Status Mux::OnFrame() {
       Status st = ApplySettings(*settings);
       if (!st.ok()) return st;
       peer_settings_ = true;
+      // Only a connection that has carried nothing yet may turn into another session.
+      resume_window_ = !options_.is_client && last_peer_id_ == 0 && streams_.empty() &&
+                       closed_.empty() && !resume_requested_;
       cb_->OnMuxReady();
       return Status::Ok();
     }
@@ -355,8 +395,12 @@ Status Mux::OnFrame() {
     }
     case FrameType::kResume: {
       if (options_.is_client) return ProtocolError("RESUME sent to a client");
+      if (!frame_may_resume_) {
+        return ProtocolError("RESUME is accepted only as the first frame after SETTINGS");
+      }
       Result<ResumePayload> resume = DecodeResume(p, n);
       if (!resume) return resume.error();
+      resume_requested_ = true;
       cb_->OnResumeRequest(*resume);
       return Status::Ok();
     }
@@ -402,6 +446,7 @@ Status Mux::ApplySettings(const std::vector<Setting>& settings) {
 }
 
 Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
+  const uint64_t session_cap = options_.max_unacked_per_session;
   if (id == 0) {
     if (c.delivered > session_sent_) {
       return ProtocolError("session CREDIT acknowledges bytes never sent");
@@ -434,9 +479,11 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
     return Status::Ok();
   }
   // Absolute values: stale or duplicate updates never move anything backwards.
+  const bool session_capped = session_cap != 0 && unacked_ >= session_cap;
+  const size_t room_before = SendWindow(id);
   Ack(*s, c.delivered);
-  bool grew = c.limit > s->send_limit;
   s->send_limit = std::max(s->send_limit, c.limit);
+  bool grew = SendWindow(id) > room_before;
   if (s->fin_sent && !s->send_done && s->acked == s->sent) {
     s->send_done = true;
     if (!s->delivered_reported) {
@@ -446,17 +493,46 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
     MaybeClose(id);
     return Status::Ok();
   }
+  if (session_capped && unacked_ < session_cap) {
+    WakeWritable();  // Every stream waited for this acknowledgement's room.
+    return Status::Ok();
+  }
   if (grew && !s->send_done && !s->fin_sent) cb_->OnStreamWritable(id);
   return Status::Ok();
+}
+
+void Mux::WakeWritable() {
+  std::vector<uint32_t> writable;
+  for (auto& [id, st] : streams_) {
+    if (SendWindow(id) > 0) writable.push_back(id);
+  }
+  for (uint32_t id : writable) {
+    if (HasStream(id)) cb_->OnStreamWritable(id);
+  }
 }
 
 size_t Mux::SendWindow(uint32_t id) const {
   const Stream* s = Find(id);
   if (detached_ || s == nullptr || !s->accepted || s->send_done || s->fin_sent) return 0;
-  uint64_t stream_room = s->send_limit > s->sent ? s->send_limit - s->sent : 0;
+  // The peer's windows, clamped to what this side is willing to hold unacknowledged.
+  uint64_t limit = s->send_limit;
+  if (options_.max_unacked_per_stream != 0) {
+    limit = std::min(limit, s->acked + options_.max_unacked_per_stream);
+  }
+  uint64_t room = limit > s->sent ? limit - s->sent : 0;
   uint64_t session_room =
       session_send_limit_ > session_sent_ ? session_send_limit_ - session_sent_ : 0;
-  return static_cast<size_t>(std::min(stream_room, session_room));
+  room = std::min(room, session_room);
+  if (options_.max_unacked_per_session != 0) {
+    const uint64_t cap = options_.max_unacked_per_session;
+    room = std::min(room, cap > unacked_ ? cap - unacked_ : 0);
+  }
+  if (room > 0 && options_.resumable && options_.replay_budget != nullptr) {
+    const uint64_t available = options_.replay_budget->Available();
+    if (available == 0) budget_stalled_ = true;
+    room = std::min(room, available);
+  }
+  return static_cast<size_t>(room);
 }
 
 uint8_t* Mux::BeginData(uint32_t id, size_t* room) {
@@ -480,10 +556,15 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin) {
   PutU64(p + kFrameHeaderSize, s->sent);
   if (options_.resumable && n > 0) {
     s->replay.Append(p + kFrameHeaderSize + kDataPrefixSize, n);  // Kept until acknowledged.
+    if (options_.replay_budget != nullptr) {
+      options_.replay_budget->Take(n);
+      budget_taken_ += n;
+    }
   }
   out.Commit(kFrameHeaderSize + kDataPrefixSize + n);
   s->sent += n;
   session_sent_ += n;
+  unacked_ += n;
   if (fin) {
     s->fin_sent = true;
     if (s->acked == s->sent) {
@@ -624,7 +705,7 @@ void Mux::MaybeClose(uint32_t id) {
   Stream* s = Find(id);
   if (s == nullptr || !s->send_done || !s->recv_done) return;
   Tombstone(id, *s, s->end_error);
-  streams_.erase(id);
+  EraseStream(id);
   cb_->OnStreamClosed(id);
 }
 
@@ -661,7 +742,7 @@ void Mux::Reject(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr || s->accepted) return;
   Tombstone(id, *s, error);
-  streams_.erase(id);
+  EraseStream(id);
   AppendReset(Out(), id, ResetPayload{error, 0, std::string(reason)});
   cb_->OnStreamClosed(id);
 }
@@ -696,9 +777,12 @@ void Mux::Ping(uint64_t opaque, bool ack) { AppendPing(Out(), ack ? kFlagAck : 0
 void Mux::Ack(Stream& s, uint64_t delivered) {
   if (delivered <= s.acked) return;
   if (options_.resumable) {
-    s.replay.Consume(std::min<size_t>(static_cast<size_t>(delivered - s.acked), s.replay.size()));
+    const size_t n = std::min<size_t>(static_cast<size_t>(delivered - s.acked), s.replay.size());
+    s.replay.Consume(n);
     s.replay.ShrinkIfEmpty();
+    ReleaseReplay(n);
   }
+  unacked_ -= std::min(unacked_, delivered - s.acked);
   s.acked = delivered;
 }
 
@@ -869,14 +953,7 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
                                                    : ErrorCodeName(error));
     MaybeClose(id);
   }
-  // Streams with credit left may send again.
-  std::vector<uint32_t> writable;
-  for (auto& [id, st] : streams_) {
-    if (SendWindow(id) > 0) writable.push_back(id);
-  }
-  for (uint32_t id : writable) {
-    if (HasStream(id)) cb_->OnStreamWritable(id);
-  }
+  WakeWritable();  // Streams with credit left may send again.
   return Status::Ok();
 }
 

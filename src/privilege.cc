@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -145,22 +146,30 @@ Status DropPrivileges(const GatewayConfig& config) {
   return Status::Ok();
 }
 
-void RaiseFileLimit(const Limits& limits) {
+uint64_t RaiseFileLimit(const Limits& limits) {
   rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return UINT64_MAX;
   if (limit.rlim_cur < limit.rlim_max) {
     rlimit raised = limit;
     raised.rlim_cur = limit.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
   }
+  if (limit.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
   // One descriptor per connection plus at least one per stream; 64 for the rest.
   const uint64_t want = uint64_t{limits.max_connections} * 2 + 64;
-  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < want) {
+  if (limit.rlim_cur < want) {
     PG_LOG(kWarn,
            "the open-file limit ({}) is low for max_connections = {}: raise it (LimitNOFILE= in "
            "the systemd unit) or lower max_connections",
            static_cast<uint64_t>(limit.rlim_cur), limits.max_connections);
   }
+  return static_cast<uint64_t>(limit.rlim_cur);
+}
+
+uint32_t StreamsTheFileLimitAllows(const Limits& limits, uint64_t file_limit) {
+  const uint64_t reserved = uint64_t{limits.max_connections} + 64;
+  const uint64_t room = file_limit > reserved + 1 ? file_limit - reserved : 1;
+  return static_cast<uint32_t>(std::min<uint64_t>(limits.max_streams, room));
 }
 
 Status SetFifoModeAndOwner(const std::string& path, uint32_t mode, const std::string& owner,

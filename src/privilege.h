@@ -37,7 +37,13 @@ Status DropPrivileges(const GatewayConfig& config);
 
 /// @brief Raises the soft RLIMIT_NOFILE to the hard limit (each connection needs a descriptor,
 /// each stream one more) and warns when the hard limit is below what max_connections needs.
-void RaiseFileLimit(const Limits& limits);
+/// @return The soft limit now in force (UINT64_MAX if unlimited or unknown).
+uint64_t RaiseFileLimit(const Limits& limits);
+
+/// @return max_streams, lowered so that max_connections and every stream fit in @p file_limit
+/// descriptors (with 64 to spare): a stream past the limit would fail in accept() or open()
+/// for everyone, while a refused OPEN fails only for the client that asked.
+uint32_t StreamsTheFileLimitAllows(const Limits& limits, uint64_t file_limit);
 
 /// @brief Gives a FIFO the gateway has just created the export's mode and owner. It opens the
 /// FIFO without following symlinks and changes the open file, so that a symlink swapped in after

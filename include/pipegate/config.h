@@ -61,8 +61,8 @@ struct Limits {
 
   // What an authenticated client can make the gateway hold (docs/security.md §5). Streams and
   // sessions are counted per identity (PeerIdentity::Display()) across every connection.
-  uint32_t max_streams = 32768;               ///< Streams in total, attached or detached.
-  uint32_t max_streams_per_identity = 16384;  ///< Streams of one identity, all connections.
+  uint32_t max_streams = 32768;                     ///< Streams in total, attached or detached.
+  uint32_t max_streams_per_identity = 16384;        ///< Streams of one identity, all connections.
   uint32_t max_detached_sessions_per_identity = 8;  ///< Sessions of one identity awaiting resume.
   /// Bytes sent to a client but not yet confirmed delivered, kept for replay after a resume.
   /// The client's stream window is clamped to the per-stream cap and its session window to the

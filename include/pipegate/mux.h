@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "pipegate/buffer.h"
@@ -11,6 +12,20 @@
 #include "pipegate/status.h"
 
 namespace pipegate {
+
+/// @brief A budget of replay bytes shared by several multiplexers (per identity, in total).
+/// The Mux takes what it keeps for replay and gives it back once acknowledged or dropped.
+///
+/// Thread: implementations must be thread-safe (sessions on several workers share one).
+/// Available() may be a moment stale; a Mux overshoots by at most one frame.
+class ReplayBudget {
+ public:
+  virtual ~ReplayBudget() = default;
+  /// @return Bytes that may still be taken now.
+  virtual uint64_t Available() const = 0;
+  virtual void Take(uint64_t n) = 0;
+  virtual void Give(uint64_t n) = 0;
+};
 
 /// @brief Limits one side of a connection declares in its SETTINGS.
 struct MuxOptions {
@@ -20,6 +35,14 @@ struct MuxOptions {
   uint32_t session_window = 16u << 20;  ///< Credit we grant the whole connection.
   uint32_t max_streams = 256;           ///< Concurrent streams we accept.
   bool resumable = false;  ///< Keep sent bytes until acknowledged, so streams survive Detach().
+  /// Sending side: bytes of one stream sent and not yet acknowledged, whatever window the peer
+  /// grants (the peer's stream window is clamped to it). 0 = the peer's window alone.
+  uint32_t max_unacked_per_stream = 0;
+  /// Sending side: the same over every stream (clamps the peer's session window). 0 = none.
+  uint64_t max_unacked_per_session = 0;
+  /// Resumable: a shared budget the replay bytes are also taken from; null = none. Must
+  /// outlive the Mux.
+  ReplayBudget* replay_budget = nullptr;
 };
 
 /// @brief Events of a Mux, delivered synchronously from Feed() or from a Mux method.
@@ -60,7 +83,10 @@ class MuxCallbacks {
   virtual void OnGoaway(const GoawayPayload& goaway) = 0;
   /// @brief Client: the gateway named the session this connection carries.
   virtual void OnSession(const SessionPayload& session) { (void)session; }
-  /// @brief Server: the client asks to resume a detached session on this connection.
+  /// @brief Server: the client asks to resume a detached session on this connection. Only the
+  /// first frame after SETTINGS may be a RESUME; Feed() returns right after this callback (see
+  /// Feed) and the Mux accepts no more input, so the caller can move the rest of the bytes to
+  /// the resumed session's Mux.
   virtual void OnResumeRequest(const ResumePayload& resume) { (void)resume; }
   /// @brief Client: the gateway resumed the session.
   virtual void OnResumeOk(const ResumeOkPayload& ok) { (void)ok; }
@@ -76,6 +102,8 @@ class MuxCallbacks {
 class Mux {
  public:
   Mux(const MuxOptions& options, MuxCallbacks* callbacks);
+  /// Gives every replay byte still held back to the budget.
+  ~Mux();
   Mux(const Mux&) = delete;
   Mux& operator=(const Mux&) = delete;
 
@@ -84,7 +112,12 @@ class Mux {
 
   /// @brief Processes decrypted bytes. A non-OK status is a connection error: send Goaway()
   /// with ErrorForCode(status.code()) and close.
-  Status Feed(const uint8_t* data, size_t len);
+  /// @param consumed If not null, gets how many bytes were processed: all of them, except
+  /// after a RESUME frame, where Feed() stops; the rest belongs to whichever Mux the
+  /// connection is given to next. Without @p consumed, bytes after a RESUME are an error.
+  Status Feed(const uint8_t* data, size_t len, size_t* consumed = nullptr);
+  /// @return True once a RESUME was delivered: this Mux takes no more input.
+  bool resume_requested() const noexcept { return resume_requested_; }
 
   /// @brief Frames waiting to be encrypted and sent. The caller consumes them.
   Buffer& output() noexcept { return out_; }
@@ -166,6 +199,7 @@ class Mux {
     peer_stream_window_ = p.stream_window;
     peer_max_streams_ = p.max_streams;
     session_send_limit_ = p.session_window;
+    resume_window_ = false;  // This Mux already carries a session.
   }
   /// @return Of stream @p id: bytes the peer confirmed delivered, and bytes we delivered.
   std::pair<uint64_t, uint64_t> Progress(uint32_t id) const {
@@ -178,6 +212,12 @@ class Mux {
   void SendResumeOk(const ResumeOkPayload& ok);
   /// @return Bytes held for replay across all streams.
   size_t replay_bytes() const;
+  /// @return True if a stream could not send only because the shared replay budget was
+  /// spent (cleared by this call). The owner should call WakeWritable() a little later, as no
+  /// event of this Mux will signal that another session gave budget back.
+  bool TakeBudgetStall() noexcept { return std::exchange(budget_stalled_, false); }
+  /// @brief Reports OnStreamWritable for every stream that may send now.
+  void WakeWritable();
 
   // Counters for tests and metrics.
   uint64_t stream_errors() const noexcept { return stream_errors_; }
@@ -236,6 +276,9 @@ class Mux {
     sink_.Clear();
     return sink_;
   }
+  /// @brief Forgets stream @p id, giving its replay bytes back to the budgets.
+  void EraseStream(uint32_t id);
+  void ReleaseReplay(uint64_t n);
   Stream* Find(uint32_t id);
   const Stream* Find(uint32_t id) const;
   bool IsPeerId(uint32_t id) const { return ((id & 1) == 1) != options_.is_client; }
@@ -281,6 +324,12 @@ class Mux {
   std::vector<ResumeStream> closed_;  ///< Recently closed streams (tombstones), oldest first.
   bool goaway_sent_ = false;
   uint64_t stream_errors_ = 0;
+  uint64_t unacked_ = 0;       ///< Sum over streams of sent - acked (bounded by the session cap).
+  uint64_t budget_taken_ = 0;  ///< Replay bytes taken from options_.replay_budget.
+  mutable bool budget_stalled_ = false;
+  bool resume_window_ = false;     ///< Server: the next frame may be a RESUME.
+  bool frame_may_resume_ = false;  ///< The frame being decoded came in the resume window.
+  bool resume_requested_ = false;  ///< Server: a RESUME was delivered; no more input.
 };
 
 }  // namespace pipegate

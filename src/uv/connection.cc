@@ -200,6 +200,15 @@ void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf)
 
 void Connection::OnBytes(const uint8_t* p, size_t n) {
   tls_->FeedCiphertext(p, n);
+  ProcessInput();
+}
+
+void Connection::ProcessBuffered() {
+  if (state_ != State::kOpen) return;
+  ProcessInput();
+}
+
+void Connection::ProcessInput() {
   bool was_established = tls_->established();
   Status st = tls_->Advance(plain_);
   if (!st.ok()) {
@@ -213,9 +222,11 @@ void Connection::OnBytes(const uint8_t* p, size_t n) {
     handler_->OnTlsEstablished(tls_->peer_identity());
     if (state_ >= State::kClosing) return;
   }
-  if (!plain_.empty()) {
-    Status fed = mux_->Feed(plain_.data(), plain_.size());
-    plain_.Clear();
+  while (!plain_.empty()) {
+    Mux* feeding = mux_;
+    size_t used = 0;
+    Status fed = feeding->Feed(plain_.data(), plain_.size(), &used);
+    plain_.Consume(used);
     if (state_ >= State::kClosing) return;
     if (!fed.ok()) {
       PG_CONN_LOG(kWarn, id_, "protocol error from {}: {}", peer_address_, fed.message());
@@ -224,7 +235,14 @@ void Connection::OnBytes(const uint8_t* p, size_t n) {
       return;
     }
     if (mux_->ready()) ever_ready_ = true;
+    if (!feeding->resume_requested()) break;
+    // The Mux stopped after a RESUME: the handler moves this connection to the resumed
+    // session (Rebind) or to another worker (Release, which takes the rest of plain_ along).
+    // A Mux that was not replaced refuses the rest as a protocol error on the next pass.
+    handler_->OnInputYielded();
+    if (state_ >= State::kClosing) return;
   }
+  if (state_ == State::kOpen) UpdateReading();
   if (tls_->peer_closed()) {
     // close_notify: an orderly end, not a loss to recover from.
     BeginClose(Status(Code::kOk, "connection closed by peer"), /*graceful=*/true);
@@ -269,36 +287,65 @@ void Connection::DoFlush() {
 }
 
 void Connection::StartWrite() {
-  if (write_in_flight_ || pending_.empty() || state_ == State::kClosed) return;
-  if (state_ < State::kHandshaking) return;
-  uv_buf_t buf =
-      uv_buf_init(reinterpret_cast<char*>(pending_.data()), static_cast<unsigned>(pending_.size()));
-  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
-  if (n > 0) pending_.Consume(static_cast<size_t>(n));
-  if (n < 0 && n != UV_EAGAIN) {
-    Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(n))));
-    return;
-  }
-  if (!pending_.empty()) {
-    std::swap(pending_, inflight_);
-    pending_.Clear();
-    buf = uv_buf_init(reinterpret_cast<char*>(inflight_.data()),
-                      static_cast<unsigned>(inflight_.size()));
-    int rc =
-        uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, &Connection::OnWrite);
-    if (rc != 0) {
-      Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(rc))));
+  if (state_ == State::kClosed) return;
+  if (!write_in_flight_ && !pending_.empty() && state_ >= State::kHandshaking) {
+    uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(pending_.data()),
+                               static_cast<unsigned>(pending_.size()));
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+    if (n > 0) pending_.Consume(static_cast<size_t>(n));
+    if (n < 0 && n != UV_EAGAIN) {
+      Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(n))));
       return;
     }
-    write_in_flight_ = true;
-    if (backlogged()) was_backlogged_ = true;
-    return;
+    if (!pending_.empty()) {
+      std::swap(pending_, inflight_);
+      pending_.Clear();
+      buf = uv_buf_init(reinterpret_cast<char*>(inflight_.data()),
+                        static_cast<unsigned>(inflight_.size()));
+      int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1,
+                        &Connection::OnWrite);
+      if (rc != 0) {
+        Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(rc))));
+        return;
+      }
+      write_in_flight_ = true;
+    }
   }
-  if (was_backlogged_ && write_queued() < kLowMark) {
-    was_backlogged_ = false;
-    if (state_ == State::kOpen) handler_->OnConnectionWritable();
+  if (!write_in_flight_) {
+    MaybeNotifyWritable();
+    if (state_ == State::kClosed) return;
   }
+  UpdateReading();
   if (state_ == State::kClosing && write_queued() == 0) CloseHandles();
+}
+
+void Connection::MaybeNotifyWritable() {
+  if (!was_backlogged_ || write_queued() >= kLowMark) return;
+  was_backlogged_ = false;
+  if (state_ == State::kOpen) handler_->OnConnectionWritable();
+}
+
+void Connection::WantWritable() {
+  was_backlogged_ = true;
+  // If the backlog is already low, no write completion will come to say so: look from the
+  // loop (not from inside the caller, which is pausing a stream right now).
+  if (write_queued() < kLowMark) Flush();
+}
+
+void Connection::UpdateReading() {
+  if (options_.max_write_backlog == 0 || state_ != State::kOpen) return;
+  // Frames the mux queued this turn are output too; they are encrypted at the next flush.
+  const size_t backlog = write_queued() + (mux_ != nullptr ? mux_->output().size() : 0);
+  if (!reading_paused_ && backlog > options_.max_write_backlog) {
+    reading_paused_ = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    PG_DEBUG(kLoop, "[C{}] {} bytes wait for {}: not reading it until it reads", id_, backlog,
+             peer_address_);
+  } else if (reading_paused_ && backlog < kLowMark) {
+    reading_paused_ = false;
+    last_recv_ms_ = uv_now(loop_);  // The pause was ours; the peer was not silent.
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::OnAlloc, &Connection::OnRead);
+  }
 }
 
 void Connection::OnWrite(uv_write_t* req, int status) noexcept {
@@ -312,11 +359,6 @@ void Connection::OnWrite(uv_write_t* req, int status) noexcept {
   if (status != 0) {
     self->Abort(Status(Code::kStreamLost, fmt::format("connection lost: {}", uv_strerror(status))));
     return;
-  }
-  if (self->was_backlogged_ && self->write_queued() < kLowMark) {
-    self->was_backlogged_ = false;
-    if (self->state_ == State::kOpen) self->handler_->OnConnectionWritable();
-    if (self->state_ == State::kClosed) return;
   }
   self->StartWrite();
 }
@@ -442,6 +484,7 @@ Connection::Released Connection::Release() {
   out.tls = std::move(tls_);
   out.pending.Append(pending_.data(), pending_.size());
   pending_.Clear();
+  std::swap(out.input, plain_);
   handler_told_closed_ = true;
   state_ = State::kClosing;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
@@ -456,6 +499,7 @@ Connection* Connection::Adopt(uv_loop_t* loop, Released released, const Connecti
   auto* c = new Connection(loop, std::move(released.tls), "", adopted, handler, mux);
   c->peer_address_ = released.peer_address;
   c->pending_.Append(released.pending.data(), released.pending.size());
+  std::swap(c->plain_, released.input);
   int rc = uv_tcp_open(&c->tcp_, released.fd);
   c->state_ = State::kOpen;
   c->ever_ready_ = true;

@@ -20,8 +20,11 @@ struct ConnectionOptions {
   uint64_t keepalive_interval_ms = 10000;  ///< PING after this long with nothing received.
   uint64_t keepalive_timeout_ms = 30000;   ///< Dead after this long with nothing received.
   uint64_t close_linger_ms = 2000;         ///< How long a graceful close waits for its bytes.
-  // Issue 4 (limits), added by the security work; see src/connection_limits.h.
   uint64_t idle_timeout_ms = 0;  ///< Close after this long with no stream open; 0 = never.
+  /// Ciphertext waiting for the socket past which the connection stops reading its peer until
+  /// the backlog falls below kLowMark: a peer that sends requests (PINGs) but never reads
+  /// cannot make the output grow. 0 = never stop.
+  size_t max_write_backlog = 0;
   /// Held for as long as the connection lives and dropped when it is freed: the gateway's
   /// per-source connection accounting (an admission token).
   std::shared_ptr<const void> admission;
@@ -34,6 +37,10 @@ class ConnectionHandler : public MuxCallbacks {
   virtual void OnTlsEstablished(const PeerIdentity& peer) { (void)peer; }
   /// @brief The write backlog fell below the low mark; paused local reads may resume.
   virtual void OnConnectionWritable() {}
+  /// @brief The Mux stopped feeding after a RESUME frame (MuxCallbacks::OnResumeRequest): now
+  /// is the time to Rebind() or Release() the connection. Input after the RESUME is kept and
+  /// goes to whichever Mux the connection has when this returns.
+  virtual void OnInputYielded() {}
   /// @brief The connection is closing (or never opened). Called once. Drop every stream.
   virtual void OnConnectionClosed(const Status& why) = 0;
   /// @brief The last handle is closed; the connection is about to be deleted and will never
@@ -68,7 +75,8 @@ class Connection {
     int fd = -1;
     std::unique_ptr<TlsSession> tls;  ///< Null if the connection could not be released.
     std::string peer_address;
-    Buffer pending;                         ///< Ciphertext not yet written, to be written first.
+    Buffer pending;  ///< Ciphertext not yet written, to be written first.
+    Buffer input;    ///< Decrypted bytes not yet fed to any Mux (after a RESUME), in order.
     std::shared_ptr<const void> admission;  ///< The admission token travels with the socket.
   };
   /// @brief Takes an established connection away from this loop (to move it to another
@@ -81,6 +89,9 @@ class Connection {
   /// @brief Hands the connection to another handler and mux on the same loop (the session it
   /// resumes). What the old mux had queued is sent first; the old handler hears nothing more.
   void Rebind(ConnectionHandler* handler, Mux* mux);
+  /// @brief Feeds input an adopted connection brought along (decrypted or still encrypted)
+  /// to its Mux. Call once the Mux is ready for it (after Adopt() and the resume).
+  void ProcessBuffered();
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -93,6 +104,9 @@ class Connection {
   void Flush();
   /// @return True while more than the high mark of bytes wait for the socket.
   bool backlogged() const noexcept { return write_queued() > kHighMark; }
+  /// @brief Someone paused for backpressure: OnConnectionWritable() will follow once the
+  /// backlog is below the low mark (at once, from the loop, if it already is).
+  void WantWritable();
   /// @brief Closes: sends what is queued (GOAWAY, close_notify) for up to close_linger_ms.
   void Close(const Status& why);
   /// @brief Closes at once, dropping what is queued.
@@ -115,6 +129,9 @@ class Connection {
 
   void StartTls();
   void OnBytes(const uint8_t* p, size_t n);
+  void ProcessInput();
+  void MaybeNotifyWritable();
+  void UpdateReading();
   void DoFlush();
   void EncryptPending();
   void StartWrite();
@@ -147,7 +164,8 @@ class Connection {
   bool write_in_flight_ = false;
   bool flush_scheduled_ = false;
   bool handler_told_closed_ = false;
-  bool was_backlogged_ = false;
+  bool was_backlogged_ = false;  ///< Someone waits for OnConnectionWritable().
+  bool reading_paused_ = false;  ///< Reads stopped for max_write_backlog.
   bool ever_ready_ = false;
 
   State state_ = State::kConnecting;

@@ -499,6 +499,14 @@ TEST(MuxDecoder, ResumeFramesGoOnlyTheirWay) {
     Wire w;
     AppendResume(w.buffer(), resume);
     ASSERT_TRUE(e->Feed(w).ok());
+    // Whatever follows a RESUME belongs to the resumed session, never to this Mux.
+    Wire ping;
+    ping.Ping(1);
+    ExpectConnectionError(e->Feed(ping), "frames after RESUME");
+  }
+  {
+    std::unique_ptr<Endpoint> e(Server());
+    e->Handshake();
     Wire session;
     AppendSession(session.buffer(), SessionPayload{});
     ExpectConnectionError(e->Feed(session), "SESSION sent to a gateway");
@@ -2173,6 +2181,162 @@ TEST_P(MuxPairTest, RandomTrafficNeverViolatesFlowControl) {
     EXPECT_EQ(delivered, kStreams);
     EXPECT_EQ(closed, kStreams);
   }
+}
+
+}  // namespace
+}  // namespace pipegate
+
+namespace pipegate {
+namespace {
+
+// ---- What a hostile client can make a server Mux hold ----
+
+ResumePayload SomeResume() {
+  ResumePayload resume;
+  resume.session_id[0] = 0x5a;
+  return resume;
+}
+
+TEST(MuxResumeGate, ResumeIsAcceptedOnlyAsTheFirstFrameAfterSettings) {
+  Endpoint e(Options(false));
+  e.Handshake();
+  Wire w;
+  w.Ping(7);
+  AppendResume(w.buffer(), SomeResume());
+  ExpectConnectionError(e.Feed(w), "only as the first frame after SETTINGS");
+}
+
+TEST(MuxResumeGate, ResumeAfterAnOpenIsRefused) {
+  Endpoint e(Options(false));
+  e.Handshake();
+  e.OpenAndAccept(1);
+  Wire w;
+  AppendResume(w.buffer(), SomeResume());
+  ExpectConnectionError(e.Feed(w), "only as the first frame after SETTINGS");
+}
+
+TEST(MuxResumeGate, AMuxThatAdoptedASessionRefusesResume) {
+  Endpoint e(Options(false));
+  e.mux.AdoptPeerSettings(Mux::PeerSettings{true, kDefaultMaxFramePayload, 1000, 10, 100000});
+  Wire w;
+  AppendResume(w.buffer(), SomeResume());
+  ExpectConnectionError(e.Feed(w), "only as the first frame after SETTINGS");
+}
+
+TEST(MuxResumeGate, FeedStopsRightAfterResumeAndReportsWhatItConsumed) {
+  Endpoint e(Options(false));
+  e.Handshake();
+  Wire w;
+  AppendResume(w.buffer(), SomeResume());
+  const size_t resume_size = w.buffer().size();
+  w.Ping(1).Ping(2);
+  EXPECT_CALL(e.cb, OnResumeRequest(_));
+  size_t consumed = 0;
+  ASSERT_TRUE(e.mux.Feed(w.buffer().data(), w.buffer().size(), &consumed).ok());
+  EXPECT_EQ(consumed, resume_size);
+  EXPECT_TRUE(e.mux.resume_requested());
+  EXPECT_THAT(Sent(e.mux), IsEmpty());  // The PINGs were not answered by this Mux.
+}
+
+TEST(MuxResumeGate, ResumeSplitAcrossFeedsStillStopsAtItsEnd) {
+  Endpoint e(Options(false));
+  e.Handshake();
+  Wire w;
+  AppendResume(w.buffer(), SomeResume());
+  const size_t resume_size = w.buffer().size();
+  w.Ping(1);
+  EXPECT_CALL(e.cb, OnResumeRequest(_));
+  size_t consumed = 0;
+  ASSERT_TRUE(e.mux.Feed(w.buffer().data(), 5, &consumed).ok());
+  EXPECT_EQ(consumed, 5u);
+  ASSERT_TRUE(e.mux.Feed(w.buffer().data() + 5, w.buffer().size() - 5, &consumed).ok());
+  EXPECT_EQ(consumed, resume_size - 5);
+}
+
+// A client that grants huge windows and never acknowledges: what the server keeps for replay
+// is bounded by its own caps, not by the client's advertisements.
+TEST(MuxReplayCaps, HugeWindowsAreClampedPerStreamAndPerSession) {
+  MuxOptions o = Options(false);
+  o.resumable = true;
+  o.max_unacked_per_stream = 64 * 1024;
+  o.max_unacked_per_session = 100 * 1024;
+  Endpoint e(o);
+  e.Handshake({{SettingId::kStreamWindow, 0x7fffffff}, {SettingId::kSessionWindow, 0x7fffffff}});
+  e.OpenAndAccept(1);
+  e.OpenAndAccept(3);
+  const std::string big(1 << 20, 'x');
+  EXPECT_EQ(e.mux.SendData(1, U8(big), big.size()), 64u * 1024);
+  EXPECT_EQ(e.mux.SendData(3, U8(big), big.size()), 36u * 1024);  // The session's rest.
+  EXPECT_EQ(e.mux.replay_bytes(), 100u * 1024);
+  e.mux.output().Clear();
+  // Raising the credit limit without acknowledging anything frees nothing.
+  EXPECT_CALL(e.cb, OnStreamWritable(_)).Times(0);
+  ASSERT_TRUE(e.Feed(Wire().Credit(1, 0, uint64_t{1} << 40).Credit(0, 0, uint64_t{1} << 40)).ok());
+  EXPECT_EQ(e.mux.SendWindow(1), 0u);
+  EXPECT_EQ(e.mux.SendWindow(3), 0u);
+  ::testing::Mock::VerifyAndClearExpectations(&e.cb);
+  // An acknowledgement on stream 1 frees session room for stream 3 as well.
+  EXPECT_CALL(e.cb, OnStreamWritable(1));
+  EXPECT_CALL(e.cb, OnStreamWritable(3));
+  ASSERT_TRUE(e.Feed(Wire().Credit(1, 32 * 1024, uint64_t{1} << 40)).ok());
+  EXPECT_EQ(e.mux.replay_bytes(), 68u * 1024);
+  EXPECT_EQ(e.mux.SendWindow(1), 32u * 1024);
+}
+
+class CountingBudget final : public ReplayBudget {
+ public:
+  explicit CountingBudget(uint64_t cap) : cap_(cap) {}
+  uint64_t Available() const override { return cap_ > taken_ ? cap_ - taken_ : 0; }
+  void Take(uint64_t n) override { taken_ += n; }
+  void Give(uint64_t n) override {
+    ASSERT_LE(n, taken_);
+    taken_ -= n;
+  }
+  uint64_t taken() const { return taken_; }
+
+ private:
+  uint64_t cap_;
+  uint64_t taken_ = 0;
+};
+
+TEST(MuxReplayCaps, ASharedBudgetStallsAndIsGivenBackOnAckAndDestruction) {
+  CountingBudget budget(10000);
+  {
+    MuxOptions o = Options(false);
+    o.resumable = true;
+    o.replay_budget = &budget;
+    Endpoint e(o);
+    e.Handshake({{SettingId::kStreamWindow, 1 << 20}, {SettingId::kSessionWindow, 1 << 24}});
+    e.OpenAndAccept(1);
+    const std::string big(50000, 'x');
+    EXPECT_EQ(e.mux.SendData(1, U8(big), big.size()), 10000u);
+    EXPECT_EQ(budget.taken(), 10000u);
+    EXPECT_EQ(e.mux.SendWindow(1), 0u);
+    EXPECT_TRUE(e.mux.TakeBudgetStall());
+    EXPECT_FALSE(e.mux.TakeBudgetStall());  // Reported once.
+    e.mux.output().Clear();
+    EXPECT_CALL(e.cb, OnStreamWritable(1));
+    ASSERT_TRUE(e.Feed(Wire().Credit(1, 4000, 1 << 20)).ok());
+    EXPECT_EQ(budget.taken(), 6000u);
+    EXPECT_EQ(e.mux.SendWindow(1), 4000u);
+  }
+  EXPECT_EQ(budget.taken(), 0u);  // The Mux gave back what it still held.
+}
+
+TEST(MuxReplayCaps, AStreamThatEndsGivesItsReplayBack) {
+  CountingBudget budget(1 << 20);
+  MuxOptions o = Options(false);
+  o.resumable = true;
+  o.replay_budget = &budget;
+  Endpoint e(o);
+  e.Handshake();
+  e.OpenAndAccept(1);
+  const std::string bytes(500, 'x');
+  EXPECT_EQ(e.mux.SendData(1, U8(bytes), bytes.size()), 500u);
+  EXPECT_EQ(budget.taken(), 500u);
+  EXPECT_CALL(e.cb, OnStreamClosed(1));
+  e.mux.Abort(1, ErrorCode::kCancel, "gone");
+  EXPECT_EQ(budget.taken(), 0u);
 }
 
 }  // namespace
