@@ -41,6 +41,16 @@ certs client --dir "$tmp" --id mallory
 certs crl --dir "$tmp" --out "$tmp/crl-empty.pem"
 certs crl --dir "$tmp" --revoke "$tmp/mallory.crt"
 
+# alice's key under another name (CN eve), signed by the test CA: a session made with alice's
+# certificate must not be resumed with this one, although the key is the same.
+openssl req -new -key "$tmp/alice.key" -subj "/CN=eve" -out "$tmp/alice-as-eve.csr" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n' >"$tmp/alice-as-eve.ext"
+openssl x509 -req -in "$tmp/alice-as-eve.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" \
+  -CAcreateserial -days 30 -sha256 -extfile "$tmp/alice-as-eve.ext" \
+  -out "$tmp/alice-as-eve.crt" 2>/dev/null
+cp "$tmp/alice.key" "$tmp/alice-as-eve.key"
+rm -f "$tmp/alice-as-eve.csr" "$tmp/alice-as-eve.ext"
+
 # A second, foreign CA: its certificates look right but must be refused.
 certs ca --dir "$tmp/other" --cn "pipegate foreign CA"
 certs client --dir "$tmp/other" --id alice
@@ -58,6 +68,7 @@ check() {
 check ok sslserver "$tmp/ca.crt" "$tmp/gateway.crt"
 check ok sslclient "$tmp/ca.crt" "$tmp/alice.crt"
 check ok sslclient "$tmp/ca.crt" "$tmp/bob.crt"
+check ok sslclient "$tmp/ca.crt" "$tmp/alice-as-eve.crt"
 check fail sslclient "$tmp/ca.crt" "$tmp/expired.crt"
 check fail sslclient "$tmp/ca.crt" "$tmp/notyet.crt"
 check fail sslclient "$tmp/ca.crt" "$tmp/wrongeku.crt"

@@ -26,6 +26,7 @@
 #include "support/data.h"
 #include "support/files.h"
 #include "support/gateway_fixture.h"
+#include "support/gateway_probe.h"
 #include "support/pipe_io.h"
 #include "support/proc_stats.h"
 #include "support/process.h"
@@ -35,34 +36,6 @@
 
 namespace pipegate::testing {
 namespace {
-
-// After an abuse, RSS may stay this much above the baseline (allocator caches, TLS context
-// caches); a leak of what the abuse allocated (hundreds of connections) is far more.
-constexpr uint64_t kRssSlack = 16 * kMiB;
-
-// Under AddressSanitizer freed memory sits in a quarantine and RSS says nothing about leaks
-// (LeakSanitizer does that job): the RSS figures are still reported, but not checked.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kCheckRss = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kCheckRss = false;
-#else
-constexpr bool kCheckRss = true;
-#endif
-#else
-constexpr bool kCheckRss = true;
-#endif
-
-// Raises the soft open-file limit of the test process, which the gateway inherits.
-void RaiseFdLimit(rlim_t want) {
-  rlimit limit{};
-  getrlimit(RLIMIT_NOFILE, &limit);
-  if (limit.rlim_cur < want) {
-    limit.rlim_cur = std::min<rlim_t>(want, limit.rlim_max);
-    setrlimit(RLIMIT_NOFILE, &limit);
-  }
-}
 
 // A TCP connection to 127.0.0.1:port from `source` (any 127.x.y.z address works on Linux
 // loopback), which never sends a byte. Returns the fd or -1.
@@ -93,139 +66,8 @@ bool ClosedByPeer(int fd) {
   return n == 0 || (n < 0 && errno != EAGAIN);
 }
 
-// Sockets the gateway process holds (listeners included).
-int CountSockets(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return -1;
-  int count = 0;
-  while (dirent* e = readdir(d)) {
-    char target[64] = "";
-    const std::string link = dir + "/" + e->d_name;
-    ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
-    if (n > 0 && std::string(target, static_cast<size_t>(n)).rfind("socket:", 0) == 0) ++count;
-  }
-  closedir(d);
-  return count;
-}
-
-// Every counter, from the line the gateway logs on SIGUSR1.
-std::map<std::string, uint64_t> ReadCounters(GatewayFixture& gw) {
-  std::map<std::string, uint64_t> counters;
-  const size_t before = gw.Log().size();
-  gw.Signal(SIGUSR1);
-  std::string line;
-  WaitFor(
-      [&] {
-        const std::string log = gw.Log();
-        const size_t at = log.find("counters: ", before);
-        if (at == std::string::npos) return false;
-        const size_t end = log.find('\n', at);
-        if (end == std::string::npos) return false;
-        line = log.substr(at, end - at);
-        return true;
-      },
-      Duration(5000));
-  static const std::regex kPair(R"(([a-z_0-9]+)=([0-9]+))");
-  for (std::sregex_iterator it(line.begin(), line.end(), kPair), end; it != end; ++it) {
-    counters[(*it)[1].str()] = std::stoull((*it)[2].str());
-  }
-  EXPECT_FALSE(counters.empty()) << "no counters line after SIGUSR1:\n" << Tail(gw.Log());
-  return counters;
-}
-
-uint64_t Rss(GatewayFixture& gw) { return ReadRssBytes(gw.pid()).value_or(0); }
-
-std::string MiB(uint64_t bytes) {
-  char text[32];
-  snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / kMiB);
-  return text;
-}
-
-// `pipegate cat` of the fifo read export `name`, with one line written locally: the honest
-// client every abuse test checks. Fails if it takes longer than `limit`.
-::testing::AssertionResult HonestCatWorks(TempDir& dir, GatewayFixture& gw,
-                                          const std::string& name = "logs",
-                                          Duration limit = Duration(5000)) {
-  const std::string fifo = gw.ExportPath(name);
-  const std::string out = dir.Unique("honest", ".out");
-  const Clock::time_point start = Clock::now();
-  Bridge cat(dir, {"cat", gw.Address(name)}, StdioSpec::Null(), out);
-  if (!WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
-               Duration(10000)) ||
-      !cat.Running()) {
-    return ::testing::AssertionFailure() << "cat never attached: " << cat.Describe();
-  }
-  const int writer = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  if (writer < 0 || write(writer, "hello\n", 6) != 6) {
-    if (writer >= 0) close(writer);
-    return ::testing::AssertionFailure() << "cannot write into " << fifo;
-  }
-  close(writer);
-  const std::optional<int> status = cat.Wait(Duration(10000));
-  const Duration took = Since(start);
-  if (status != 0 || ReadFile(out) != "hello\n") {
-    return ::testing::AssertionFailure() << "honest cat failed: " << cat.Describe();
-  }
-  if (took > Scaled(limit)) {
-    return ::testing::AssertionFailure() << "honest cat took " << took.count() << " ms";
-  }
-  return ::testing::AssertionSuccess() << took.count() << " ms";
-}
-
-// Waits until the gateway's RSS is within kRssSlack of `baseline`.
-::testing::AssertionResult RssSettles(GatewayFixture& gw, uint64_t baseline, uint64_t* after) {
-  const bool ok = WaitFor(
-      [&] {
-        *after = Rss(gw);
-        return !kCheckRss || *after <= baseline + kRssSlack;
-      },
-      Duration(10000), Duration(100));
-  if (ok) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "RSS " << MiB(*after) << " stays above the baseline "
-                                       << MiB(baseline) << " + " << MiB(kRssSlack);
-}
-
-void Report(const std::string& what, const std::string& figures) {
-  ::testing::Test::RecordProperty(what, figures);
-  std::printf("[ figures  ] %s: %s\n", what.c_str(), figures.c_str());
-}
-
-class AbuseTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    IgnoreSigpipe();
-    RaiseFdLimit(4096);
-  }
-
-  // Starts a gateway with the `logs` export (for the honest client), `extra` exports and a
-  // [limits] table, then measures the baseline RSS after one honest round trip.
-  void StartGateway(const std::string& limits_toml, std::vector<ExportSpec> extra = {},
-                    const std::string& gateway_toml = "") {
-    std::vector<ExportSpec> exports = {ExportSpec::FifoRead("logs")};
-    for (ExportSpec& e : extra) exports.push_back(std::move(e));
-    GatewayOptions options = WithExports(std::move(exports));
-    options.workers = 2;
-    options.extra_gateway_toml = gateway_toml + "\n[limits]\n" + limits_toml + "\n";
-    gw_ = std::make_unique<GatewayFixture>(dir_, options);
-    ASSERT_TRUE(gw_->Start());
-    ASSERT_TRUE(HonestCatWorks(dir_, *gw_));
-    baseline_rss_ = Rss(*gw_);
-  }
-
-  // The checks that end every abuse test.
-  void ExpectRecovered(const std::string& what) {
-    ASSERT_TRUE(gw_->Running()) << "the gateway died";
-    uint64_t after = 0;
-    EXPECT_TRUE(RssSettles(*gw_, baseline_rss_, &after));
-    EXPECT_TRUE(HonestCatWorks(dir_, *gw_));
-    Report(what + "_rss", "before " + MiB(baseline_rss_) + ", after " + MiB(after));
-  }
-
-  TempDir dir_;
-  std::unique_ptr<GatewayFixture> gw_;
-  uint64_t baseline_rss_ = 0;
-};
+// The fixture (StartGateway, ExpectRecovered) lives in support/gateway_probe.h.
+class AbuseTest : public AbuseFixture {};
 
 // Slowloris: 500 connections that never start TLS are all held (from 10 source addresses, 50
 // each, under the per-source limit) while an honest client still completes `cat` promptly.

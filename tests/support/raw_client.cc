@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+
+#include "pipegate/resume.h"
 
 namespace pipegate::testing {
 namespace {
@@ -112,6 +115,43 @@ bool RawClient::Send(const Buffer& frames) {
   }
   tls_.DrainCiphertext(cipher_out_);
   return Flush(Duration(10000));
+}
+
+bool RawClient::Send(const Buffer& frames, Duration stall) {
+  if (closed_) return false;
+  Status st = tls_.WritePlaintext(frames.data(), frames.size());
+  if (!st.ok()) {
+    closed_ = true;
+    return false;
+  }
+  tls_.DrainCiphertext(cipher_out_);
+  return Flush(stall);
+}
+
+bool RawClient::SendResume(const std::string& session_id, const std::string& key, Buffer* also) {
+  ResumePayload resume;
+  if (session_id.size() != kSessionIdSize) return false;
+  std::memcpy(resume.session_id, session_id.data(), kSessionIdSize);
+  if (!ComputeResumeProof(key, tls_, resume.proof)) return false;
+  Buffer frames;
+  AppendResume(frames, resume);
+  if (also != nullptr) frames.Append(also->data(), also->size());
+  return Send(frames);
+}
+
+std::string RawClient::WaitSession(Duration timeout) {
+  std::optional<RawFrame> frame = WaitFor(FrameType::kSession, 0, timeout);
+  if (!frame) return "";
+  Result<SessionPayload> session = DecodeSession(
+      reinterpret_cast<const uint8_t*>(frame->payload.data()), frame->payload.size());
+  if (!session) return "";
+  return std::string(reinterpret_cast<const char*>(session->session_id), kSessionIdSize);
+}
+
+std::string RawClient::ResumeKey(const std::string& session_id) const {
+  uint8_t sid[kSessionIdSize] = {};
+  std::memcpy(sid, session_id.data(), std::min(session_id.size(), kSessionIdSize));
+  return DeriveResumeKey(tls_, sid);
 }
 
 bool RawClient::SendOpen(uint32_t id, const std::string& name, uint8_t access, uint32_t wait_ms) {

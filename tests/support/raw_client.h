@@ -50,6 +50,16 @@ class RawClient {
 
   /// @brief Encrypts and sends raw frame bytes. @return False if the connection is gone.
   bool Send(const Buffer& frames);
+  /// @brief As Send(), but gives up when the socket takes nothing for @p stall (the gateway
+  /// stopped reading). @return False then, or if the connection is gone.
+  bool Send(const Buffer& frames, Duration stall);
+  /// @brief Sends RESUME for @p session_id with a proof computed from @p key over this
+  /// connection (see include/pipegate/resume.h), listing no streams.
+  bool SendResume(const std::string& session_id, const std::string& key, Buffer* also = nullptr);
+  /// @brief Waits for the gateway's SESSION frame. @return The session id, empty on timeout.
+  std::string WaitSession(Duration timeout);
+  /// @return The resume key of @p session_id as derived from this connection.
+  std::string ResumeKey(const std::string& session_id) const;
   /// @brief Sends OPEN for stream @p id.
   bool SendOpen(uint32_t id, const std::string& name, uint8_t access, uint32_t wait_ms = 0);
   /// @brief Sends a frame header with any type, flags and length, and @p payload.
