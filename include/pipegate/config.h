@@ -61,8 +61,8 @@ struct Limits {
 
   // What an authenticated client can make the gateway hold (docs/security.md §5). Streams and
   // sessions are counted per identity (PeerIdentity::Display()) across every connection.
-  uint32_t max_streams = 32768;               ///< Streams in total, attached or detached.
-  uint32_t max_streams_per_identity = 16384;  ///< Streams of one identity, all connections.
+  uint32_t max_streams = 32768;                     ///< Streams in total, attached or detached.
+  uint32_t max_streams_per_identity = 16384;        ///< Streams of one identity, all connections.
   uint32_t max_detached_sessions_per_identity = 8;  ///< Sessions of one identity awaiting resume.
   /// Bytes sent to a client but not yet confirmed delivered, kept for replay after a resume.
   /// The client's stream window is clamped to the per-stream cap and its session window to the
@@ -132,12 +132,6 @@ struct ClientDefaults {
 
 /// @brief Reads client defaults; errors are kUsage with FILE:LINE.
 Result<ClientDefaults> LoadClientDefaults(const std::string& path);
-
-/// @brief Refuses a file that anyone on the machine may change: world-writable itself, or in a
-/// world-writable directory without the sticky bit. Used for the config file, certificates,
-/// keys, CA bundles and CRLs. @param what Names the file in the message ("private key").
-/// @return OK, or kUsage with a message that says how to fix it.
-Status CheckFilePermissions(const std::string& path, std::string_view what);
 
 /// @brief Formats errors as `FILE:LINE: message` lines.
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors);

@@ -259,7 +259,7 @@ TEST(LocalPolicy, WorldWritableConfigOrKeyIsRefused) {
   CommandResult r = RunCommand({BinPath("pipegated"), "--config", config}, dir.path());
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("refusing to use configuration file '" + config +
-                       "': it is world-writable (fix with: chmod o-w"),
+                       "': it is world-writable and group-writable (fix with: chmod go-w"),
             std::string::npos)
       << r.err;
   r = RunCommand({BinPath("pipegated"), "--check-config", config}, dir.path());
