@@ -46,4 +46,9 @@ void RaiseFileLimit(const Limits& limits);
 Status SetFifoModeAndOwner(const std::string& path, uint32_t mode, const std::string& owner,
                            const std::string& group);
 
+/// @brief As above, on a FIFO already open as @p fd (the caller keeps it); @p path is for
+/// messages.
+Status SetFifoModeAndOwner(int fd, const std::string& path, uint32_t mode, const std::string& owner,
+                           const std::string& group);
+
 }  // namespace pipegate
