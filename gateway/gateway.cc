@@ -1069,7 +1069,11 @@ void Gateway::PrepareFifos(const Snapshot& snap) {
   for (const ExportConfig& e : config.exports) {
     auto rule = snap.fifo_rules.find(e.name);
     if (rule == snap.fifo_rules.end()) continue;
-    if (created_.count(e.path) != 0) continue;  // Made by an earlier load; still ours.
+    if (auto made = created_.find(e.path); made != created_.end()) {
+      struct stat st {};
+      if (::lstat(e.path.c_str(), &st) == 0 && FileId::Of(st) == made->second.id()) continue;
+      created_.erase(made);  // Removed or replaced since: make it again, or judge what is there.
+    }
     Result<PreparedFifo> fifo = CreateOrAdoptFifo(e.path, rule->second);
     if (!fifo) {
       // Not fatal: one user's file must not keep every other export (or a reload) down.

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -388,6 +389,20 @@ TEST(LocalPolicy, CreateAdoptsOnlyItsOwnFifoNoMoreOpenThanTheMode) {
   EXPECT_TRUE(IsError(r, 4, gw.Address("open"), "its mode 0644 gives group or others more"));
   ASSERT_EQ(gw.Stop(), 0);
   EXPECT_TRUE(IsFifo(own)) << "the gateway removed a FIFO it did not create";
+}
+
+// A FIFO the gateway made and someone removed is made again by the next reload.
+TEST(LocalPolicy, ReloadRecreatesARemovedFifoItHadCreated) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("logs");
+  ASSERT_EQ(unlink(fifo.c_str()), 0);
+  gw.Signal(SIGHUP);
+  EXPECT_TRUE(WaitFor([&] { return IsFifo(fifo); }, Duration(5000))) << gw.Log();
+  EXPECT_TRUE(CatWorks(dir, gw, "logs"));
+  ASSERT_EQ(gw.Stop(), 0);
+  EXPECT_FALSE(PathExists(fifo)) << "the FIFO made by the reload was not removed at exit";
 }
 
 }  // namespace
