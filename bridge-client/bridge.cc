@@ -4,8 +4,6 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +15,7 @@
 
 #include "pipegate/config.h"
 #include "pipegate/frame.h"
+#include "pipegate/local_path.h"
 #include "pipegate/log.h"
 #include "pipegate/resume.h"
 
@@ -34,8 +33,6 @@ namespace {
 
 constexpr uint64_t kMountPollMs = 20;         // How often a FIFO mount looks for a local reader.
 constexpr uint64_t kReaderGoneGraceMs = 100;  // After EOF, time for the old reader to leave.
-
-std::string Errno(int err) { return std::strerror(err); }
 
 Status Message(Code code, ErrorCode error, std::string_view reason) {
   return Status(code, reason.empty() ? std::string(ErrorCodeName(error)) : std::string(reason));
@@ -148,6 +145,7 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   void Finish(const Status& status);
   void StartSingle();
   void StartMount(const ListEntry& entry);
+  AdoptRule MountRule() const;
   Status PrepareFifoPath();
   Status PrepareSocketPath();
   void RemoveLocalPath();
@@ -205,9 +203,8 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   MountState mount_ = MountState::kNone;
   ListEntry export_;
   bool present_unix_ = false;
-  bool created_path_ = false;
-  dev_t created_dev_ = 0;
-  ino_t created_ino_ = 0;
+  /// The mounted path, made (or adopted) by Prepare*Path; every later open goes through it.
+  LocalPath local_;
   Waiter waiter_;
   LocalPipe* wait_pipe_ = nullptr;  ///< FIFO read end or listening socket, while waiting.
   uint64_t stream_ended_ms_ = 0;
@@ -386,73 +383,29 @@ void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
 
 // ---- mount ----
 
+AdoptRule Client::MountRule() const {
+  // Only the invoking user's own file, no more open than the mount would make it.
+  return AdoptRule{{::geteuid()}, static_cast<mode_t>(options_.mode)};
+}
+
 Status Client::PrepareFifoPath() {
-  const std::string& path = options_.local_path;
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (S_ISFIFO(st.st_mode)) return Status::Ok();  // Use it; it is not ours to remove.
-    return Status(Code::kUsage, fmt::format("{} exists and is not a FIFO", path));
-  }
-  if (::mkfifo(path.c_str(), 0600) != 0) {
-    return Status(Code::kUsage, fmt::format("cannot create FIFO {}: {}", path, Errno(errno)));
-  }
-  if (::lstat(path.c_str(), &st) == 0) {
-    created_path_ = true;
-    created_dev_ = st.st_dev;
-    created_ino_ = st.st_ino;
-  }
+  Result<PreparedFifo> fifo = CreateOrAdoptFifo(options_.local_path, MountRule());
+  if (!fifo) return fifo.error();
+  if (fifo->fd >= 0) ::close(fifo->fd);  // Each opener gets its own open through local_.
+  local_ = fifo->path;
   return Status::Ok();
 }
 
 Status Client::PrepareSocketPath() {
-  const std::string& path = options_.local_path;
-  sockaddr_un sun{};
-  sun.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sun.sun_path) {
-    return Status(Code::kUsage, fmt::format("socket path too long: {}", path));
-  }
-  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      return Status(Code::kUsage, fmt::format("{} exists and is not a socket", path));
-    }
-    // A socket nobody answers on is stale (a crashed run): replace it. A live one is not ours.
-    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int rc = ::connect(probe, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
-    int err = errno;
-    ::close(probe);
-    if (rc == 0 || err != ECONNREFUSED) {
-      return Status(Code::kUsage, fmt::format("{} is in use by a running program", path));
-    }
-    ::unlink(path.c_str());
-  }
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 || ::listen(fd, 128) != 0) {
-    int err = errno;
-    ::close(fd);
-    return Status(Code::kUsage, fmt::format("cannot listen on {}: {}", path, Errno(err)));
-  }
-  if (::lstat(path.c_str(), &st) == 0) {
-    created_path_ = true;
-    created_dev_ = st.st_dev;
-    created_ino_ = st.st_ino;
-  }
-  wait_pipe_ = *LocalPipe::Open(loop_, fd, LocalPipe::kRead, true, &waiter_);
+  Result<ListeningSocket> sock = ListenUnixAt(options_.local_path, MountRule(), 128);
+  if (!sock) return sock.error();
+  local_ = sock->path;
+  wait_pipe_ = *LocalPipe::Open(loop_, sock->fd, LocalPipe::kRead, true, &waiter_);
   wait_pipe_->WantRead(true);
   return Status::Ok();
 }
 
-void Client::RemoveLocalPath() {
-  if (!created_path_) return;
-  created_path_ = false;
-  struct stat st {};
-  // Only what we made, and only if it is still the file we made.
-  if (::lstat(options_.local_path.c_str(), &st) == 0 && st.st_dev == created_dev_ &&
-      st.st_ino == created_ino_) {
-    ::unlink(options_.local_path.c_str());
-  }
-}
+void Client::RemoveLocalPath() { local_.RemoveIfOurs(); }
 
 void Client::StartMount(const ListEntry& entry) {
   export_ = entry;
@@ -481,13 +434,13 @@ void Client::StartMount(const ListEntry& entry) {
 void Client::MountFifoWriteArm() {
   // Hold the read end open so local writers never block in open(); the first byte a writer
   // puts in opens the remote stream.
-  int fd = ::open(options_.local_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    Finish(Status(Code::kIo, fmt::format("cannot open {}: {}", options_.local_path, Errno(errno))));
+  Result<int> fd = local_.Reopen(O_RDONLY | O_NONBLOCK);
+  if (!fd) {
+    Finish(fd.error());  // Replaced or gone: stop rather than serve another file.
     return;
   }
   mount_ = MountState::kWaitWriter;
-  wait_pipe_ = *LocalPipe::Open(loop_, fd, LocalPipe::kRead, true, &waiter_);
+  wait_pipe_ = *LocalPipe::Open(loop_, *fd, LocalPipe::kRead, true, &waiter_);
   wait_pipe_->WantRead(true);
 }
 
@@ -536,10 +489,14 @@ void Client::MountTick() {
     mount_ = MountState::kWaitReader;
   }
   if (mount_ != MountState::kWaitReader) return;
-  int fd = ::open(options_.local_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return;  // ENXIO: nobody reads yet.
+  Result<int> fd = local_.Reopen(O_WRONLY | O_NONBLOCK);
+  if (!fd) {
+    if (fd.error().code() == Code::kNoReader) return;  // Nobody reads yet.
+    Finish(fd.error());  // Replaced or gone: remote data must not go anywhere else.
+    return;
+  }
   mount_ = MountState::kStreaming;
-  LocalPipe* pipe = *LocalPipe::Open(loop_, fd, LocalPipe::kWrite, true, nullptr);
+  LocalPipe* pipe = *LocalPipe::Open(loop_, *fd, LocalPipe::kWrite, true, nullptr);
   pipe->WatchHangup(true);
   Result<BridgeStream*> s = OpenStream(Access::kRead, nullptr, pipe);
   if (!s) {

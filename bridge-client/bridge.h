@@ -17,6 +17,7 @@ struct BridgeOptions {
   PipeAddress address;
   std::string local_path;          ///< mount: where the pipe appears.
   std::string present_as;          ///< mount: "", "unix" or "fifo".
+  uint32_t mode = 0600;            ///< mount --mode: the mounted FIFO's or socket's mode.
   uint32_t wait_ms = 0;            ///< --wait, for busy and no reader.
   bool lines = false;              ///< write --lines.
   uint64_t keepalive_ms = 0;       ///< --keepalive: PING interval (dead after 3×); 0 = default.

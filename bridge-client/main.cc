@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   using pipegate::bridge::Command;
   CLI::App app{"pipegate: read, write, talk to or mount a remote pipe"};
   app.require_subcommand(1);
-  std::string cert, key, ca, address, local, as, servername;
+  std::string cert, key, ca, address, local, as, servername, mode;
   std::vector<std::string> pins;
   double wait = 0;
   double keepalive = 0;
@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   mount->add_option("--as", as, "Present as 'unix' (socket) or 'fifo'")
       ->check(CLI::IsMember({"unix", "fifo"}));
   mount->add_flag("--lines", lines, "Records are lines (for a write export)");
+  mount->add_option("--mode", mode, "Mode of the mounted FIFO or socket, octal (default 0600)");
   for (CLI::App* sub : {ls, cat, write, connect, mount}) {
     common(sub);
   }
@@ -109,6 +110,19 @@ int main(int argc, char** argv) {
   options.address = *parsed;
   options.local_path = local;
   options.present_as = as;
+  if (!mode.empty()) {
+    // Octal only, at most 0777, and the owner keeps read and write: the mount itself reopens
+    // the FIFO for every local opener.
+    const unsigned long value = std::strtoul(mode.c_str(), nullptr, 8);
+    if (mode.find_first_not_of("01234567") != std::string::npos || value > 0777 ||
+        (value & 0600) != 0600) {
+      return Fail("", pipegate::Status(pipegate::Code::kUsage,
+                                       "--mode must be an octal mode (at most 0777) that "
+                                       "gives the owner read and write, like 0660, not '" +
+                                           mode + "'"));
+    }
+    options.mode = static_cast<uint32_t>(value);
+  }
   options.lines = lines;
   options.wait_ms = static_cast<uint32_t>(std::llround(wait * 1000));
   options.keepalive_ms = static_cast<uint64_t>(std::llround(keepalive * 1000));

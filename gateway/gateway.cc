@@ -21,6 +21,7 @@
 
 #include "pipegate/acl.h"
 #include "pipegate/address.h"
+#include "pipegate/local_path.h"
 #include "pipegate/log.h"
 #include "pipegate/resume.h"
 
@@ -46,8 +47,6 @@ constexpr uint64_t kBudgetRetryMs = 50;    // Retry of a send stalled by a share
 constexpr uint64_t kDrainGraceMs = 10000;  // SIGTERM: how long streams may finish.
 constexpr int kFifoPipeSize = 1 << 20;     // F_SETPIPE_SZ on exported FIFOs, for throughput.
 
-std::string Errno(int err) { return std::strerror(err); }
-
 // Opens the local end of an export for one stream. kNoReader/kBusy may be retried.
 // Issue 4: the last component of an export's path is never followed when it is a symlink
 // (lstat + O_NOFOLLOW, and for sockets an O_PATH descriptor that connect() goes through), so
@@ -59,11 +58,13 @@ Status SymlinkRefused(const ExportConfig& e) {
                             e.name, e.path));
 }
 
-Result<int> OpenExport(const ExportConfig& e) {
+// @p rule: for a `create = true` FIFO, what the FIFO must satisfy (checked on the opened file,
+// so a FIFO another user made or opened up is never served, whenever it appeared); else null.
+Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule) {
   struct stat st {};
   if (::lstat(e.path.c_str(), &st) != 0) {
-    return Status(Code::kNotFound,
-                  fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path, Errno(errno)));
+    return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
+                                               ErrnoText(errno)));
   }
   if (S_ISLNK(st.st_mode)) return SymlinkRefused(e);
   if (e.kind == ExportKind::kFifo) {
@@ -80,12 +81,19 @@ Result<int> OpenExport(const ExportConfig& e) {
         return Status(Code::kNoReader,
                       fmt::format("no reader: nothing has '{}' open for reading", e.name));
       }
-      return Status(Code::kIo, fmt::format("cannot open {}: {}", e.path, Errno(errno)));
+      return Status(Code::kIo, fmt::format("cannot open {}: {}", e.path, ErrnoText(errno)));
     }
     struct stat fst {};
     if (::fstat(fd, &fst) != 0 || !S_ISFIFO(fst.st_mode)) {
       ::close(fd);
       return Status(Code::kNotFound, fmt::format("{} is not a FIFO", e.path));
+    }
+    if (rule != nullptr) {
+      if (Status ok = CheckAdoptable(e.path, fst, /*want_fifo=*/true, *rule); !ok.ok()) {
+        ::close(fd);
+        return Status(Code::kNotFound,
+                      fmt::format("pipe '{}' is not available: {}", e.name, ok.message()));
+      }
     }
     (void)fcntl(fd, F_SETPIPE_SZ, kFifoPipeSize);  // Best effort; the default 64 KiB works.
     return fd;
@@ -99,8 +107,8 @@ Result<int> OpenExport(const ExportConfig& e) {
   int path_fd = ::open(e.path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (path_fd < 0) {
     if (errno == ELOOP) return SymlinkRefused(e);
-    return Status(Code::kNotFound,
-                  fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path, Errno(errno)));
+    return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
+                                               ErrnoText(errno)));
   }
   struct stat pst {};
   if (::fstat(path_fd, &pst) != 0 || S_ISLNK(pst.st_mode) || !S_ISSOCK(pst.st_mode)) {
@@ -113,7 +121,7 @@ Result<int> OpenExport(const ExportConfig& e) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ::close(path_fd);
-    return Status(Code::kIo, fmt::format("socket: {}", Errno(errno)));
+    return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
   }
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
@@ -135,12 +143,27 @@ Result<int> OpenExport(const ExportConfig& e) {
       return Status(Code::kNoReader,
                     fmt::format("no reader: nothing is listening on '{}'", e.name));
     }
-    return Status(Code::kIo, fmt::format("cannot connect to {}: {}", e.path, Errno(err)));
+    return Status(Code::kIo, fmt::format("cannot connect to {}: {}", e.path, ErrnoText(err)));
   }
   return fd;
 }
 
 uint32_t EffectiveMaxClients(const ExportConfig& e) { return e.max_clients; }
+
+// Who may own a `create = true` FIFO found in place: the gateway's effective user now, the user
+// it runs as (after dropping privileges), and the export's owner. CheckAccounts has already
+// resolved the names.
+AdoptRule FifoRule(const GatewayConfig& config, const ExportConfig& e) {
+  AdoptRule rule;
+  rule.mode = static_cast<mode_t>(e.mode);
+  rule.owners.push_back(::geteuid());
+  for (const std::string& user : {config.user, e.owner}) {
+    if (user.empty()) continue;
+    Result<Account> account = ResolveAccount(user, "");
+    if (account && account->uid) rule.owners.push_back(*account->uid);
+  }
+  return rule;
+}
 
 }  // namespace
 
@@ -656,7 +679,8 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     audit(Verdict::kBusy, why);
     return reject(ErrorCode::kBusy, why);
   }
-  Result<int> fd = OpenExport(*e);
+  auto rule = snap->fifo_rules.find(e->name);
+  Result<int> fd = OpenExport(*e, rule == snap->fifo_rules.end() ? nullptr : &rule->second);
   if (!fd) {
     slot->in_use.fetch_sub(1);
     Code code = fd.error().code();
@@ -1255,44 +1279,52 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
       if (it != old->slots.end()) slot = it->second;
     }
     snap->slots[e.name] = slot ? slot : std::make_shared<ExportSlot>();
+    if (e.kind == ExportKind::kFifo && e.create)
+      snap->fifo_rules[e.name] = FifoRule(snap->config, e);
   }
   resume_ttl_ms_.store(snap->config.resume_ttl_s * 1000);
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
-void Gateway::PrepareFifos(const GatewayConfig& config) {
+void Gateway::PrepareFifos(const Snapshot& snap) {
+  const GatewayConfig& config = snap.config;
   for (const ExportConfig& e : config.exports) {
-    if (e.kind != ExportKind::kFifo || !e.create) continue;
-    struct stat st {};
-    if (::lstat(e.path.c_str(), &st) == 0) continue;
-    if (::mkfifo(e.path.c_str(), static_cast<mode_t>(e.mode)) != 0) {
-      PG_LOG(kWarn, "export '{}': cannot create FIFO {}: {}", e.name, e.path, Errno(errno));
+    auto rule = snap.fifo_rules.find(e.name);
+    if (rule == snap.fifo_rules.end()) continue;
+    if (auto made = created_.find(e.path); made != created_.end()) {
+      struct stat st {};
+      if (::lstat(e.path.c_str(), &st) == 0 && FileId::Of(st) == made->second.id()) continue;
+      created_.erase(made);  // Removed or replaced since: make it again, or judge what is there.
+    }
+    Result<PreparedFifo> fifo = CreateOrAdoptFifo(e.path, rule->second);
+    if (!fifo) {
+      // Not fatal: one user's file must not keep every other export (or a reload) down.
+      // OpenExport refuses the same file for as long as it stays.
+      PG_LOG(kWarn, "export '{}': {}; the export is unavailable until that is fixed", e.name,
+             fifo.error().message());
+      continue;
+    }
+    if (fifo->fd < 0) {
+      PG_LOG(kInfo, "export '{}': using the existing FIFO {}", e.name, e.path);
       continue;
     }
     // Issue 4: the export's mode (not subject to the umask) and owner: the export's owner and
     // group, else the gateway's user and group (so that it can still open it after dropping
-    // privileges). Done on the opened FIFO, never through a symlink.
-    if (Status owned = SetFifoModeAndOwner(e.path, e.mode, e.owner.empty() ? config.user : e.owner,
-                                           e.group.empty() ? config.group : e.group);
+    // privileges). Done on the FIFO just made and opened, never through a symlink.
+    if (Status owned =
+            SetFifoModeAndOwner(fifo->fd, e.path, e.mode, e.owner.empty() ? config.user : e.owner,
+                                e.group.empty() ? config.group : e.group);
         !owned.ok()) {
       PG_LOG(kWarn, "export '{}': {}", e.name, owned.message());
     }
-    if (::lstat(e.path.c_str(), &st) == 0) {
-      created_[e.path] = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
-    }
+    ::close(fifo->fd);
+    created_[e.path] = fifo->path;
     PG_LOG(kInfo, "export '{}': created FIFO {} (mode {:04o})", e.name, e.path, e.mode);
   }
 }
 
 void Gateway::RemoveCreatedFifos() {
-  for (auto& [path, id] : created_) {
-    struct stat st {};
-    // Only what we made, and only if it is still the file we made.
-    if (::lstat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_dev) == id.first &&
-        static_cast<uint64_t>(st.st_ino) == id.second) {
-      ::unlink(path.c_str());
-    }
-  }
+  for (auto& [path, local] : created_) local.RemoveIfOurs();
 }
 
 void Gateway::Reload() {
@@ -1302,7 +1334,7 @@ void Gateway::Reload() {
     PG_LOG(kError, "reload failed, keeping the running configuration: {}", next.error().message());
     return;
   }
-  PrepareFifos((*next)->config);
+  PrepareFifos(**next);
   std::shared_ptr<const Snapshot> previous;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1344,7 +1376,7 @@ int Gateway::Run() {
   const GatewayConfig& config = snapshot_->config;
 
   // FIFOs first: once "listening on" is logged, local programs may open them.
-  PrepareFifos(config);
+  PrepareFifos(*snapshot_);
   // Bind every listener once, on this thread; each worker listens on a duplicate of the fd.
   for (const std::string& listen : config.listen) {
     Result<std::pair<std::string, uint16_t>> hp = ParseHostPort(listen);
@@ -1364,7 +1396,7 @@ int Gateway::Run() {
     if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     socklen_t len = ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 511) != 0) {
-      PG_LOG(kError, "cannot listen on {}: {}", listen, Errno(errno));
+      PG_LOG(kError, "cannot listen on {}: {}", listen, ErrnoText(errno));
       ::close(fd);
       return 2;
     }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pipegate/config.h"
+#include "pipegate/local_path.h"
 #include "pipegate/status.h"
 #include "pipegate/tls.h"
 
@@ -28,6 +29,8 @@ struct Snapshot {
   GatewayConfig config;
   std::shared_ptr<const TlsContext> tls;
   std::map<std::string, std::shared_ptr<ExportSlot>> slots;  ///< By export name.
+  /// By export name, for `create = true` FIFOs: who may own the FIFO and how open it may be.
+  std::map<std::string, AdoptRule> fifo_rules;
 };
 
 /// @brief Counters of every class of event that closes or refuses something.
@@ -157,7 +160,9 @@ class Gateway {
  private:
   Result<std::shared_ptr<const Snapshot>> Load();
   void Reload();
-  void PrepareFifos(const GatewayConfig& config);
+  /// @brief Creates missing `create = true` FIFOs, or adopts ones that pass their rule; warns
+  /// about (and leaves unavailable) the rest. Main thread.
+  void PrepareFifos(const Snapshot& snap);
   void RemoveCreatedFifos();
 
   std::string config_path_;
@@ -172,7 +177,7 @@ class Gateway {
   Totals totals_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> listen_fds_;
-  std::map<std::string, std::pair<uint64_t, uint64_t>> created_;  ///< path -> (dev, ino).
+  std::map<std::string, LocalPath> created_;  ///< FIFOs made here, by path; removed at exit.
 
   friend class Worker;
 };

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "pipegate/address.h"
+#include "pipegate/local_path.h"
 
 // toml++ is used header-only and without exceptions (see cmake/Dependencies.cmake), with a fix
 // for Debian's 3.3.0 (src/toml.h).
@@ -1015,31 +1016,6 @@ ConfigParseResult LoadGatewayConfig(const std::string& path) {
     absolute = std::filesystem::path(path);
   }
   return ParseGatewayConfig(text, absolute.lexically_normal().parent_path().string());
-}
-
-Status CheckFilePermissions(const std::string& path, std::string_view what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status(Code::kUsage,
-                  std::string("cannot use ") + std::string(what) + " '" + path +
-                      "': " + std::error_code(errno, std::generic_category()).message());
-  }
-  if ((st.st_mode & S_IWOTH) != 0) {
-    return Status(Code::kUsage, "refusing to use " + std::string(what) + " '" + path +
-                                    "': it is world-writable (fix with: chmod o-w '" + path + "')");
-  }
-  // A file in a directory that anyone may write to (without the sticky bit) can be replaced by
-  // anyone, whatever the file's own mode.
-  std::error_code ec;
-  std::filesystem::path dir = std::filesystem::absolute(path, ec).parent_path();
-  struct stat dst {};
-  if (!ec && ::stat(dir.c_str(), &dst) == 0 && (dst.st_mode & S_IWOTH) != 0 &&
-      (dst.st_mode & S_ISVTX) == 0) {
-    return Status(Code::kUsage, "refusing to use " + std::string(what) + " '" + path +
-                                    "': its directory '" + dir.string() +
-                                    "' is world-writable, so anyone may replace it");
-  }
-  return Status::Ok();
 }
 
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors) {

@@ -16,12 +16,11 @@
 #include <string>
 #include <vector>
 
+#include "pipegate/local_path.h"
 #include "pipegate/log.h"
 
 namespace pipegate {
 namespace {
-
-std::string Errno(int err) { return std::strerror(err); }
 
 bool IsNumber(const std::string& text) {
   return !text.empty() && text.find_first_not_of("0123456789") == std::string::npos &&
@@ -50,7 +49,7 @@ Result<passwd> LookupUser(const std::string& user, std::vector<char>& buffer) {
         return entry;  // A bare uid without a passwd entry is allowed.
       }
       return Status(Code::kUsage,
-                    fmt::format("no such user '{}'{}", user, rc != 0 ? ": " + Errno(rc) : ""));
+                    fmt::format("no such user '{}'{}", user, rc != 0 ? ": " + ErrnoText(rc) : ""));
     }
     return entry;
   }
@@ -68,8 +67,8 @@ Result<gid_t> LookupGroup(const std::string& group) {
       continue;
     }
     if (found == nullptr) {
-      return Status(Code::kUsage,
-                    fmt::format("no such group '{}'{}", group, rc != 0 ? ": " + Errno(rc) : ""));
+      return Status(Code::kUsage, fmt::format("no such group '{}'{}", group,
+                                              rc != 0 ? ": " + ErrnoText(rc) : ""));
     }
     return entry.gr_gid;
   }
@@ -130,12 +129,12 @@ Status DropPrivileges(const GatewayConfig& config) {
   int rc = !account->user_name.empty() && !config.user.empty() && !IsNumber(config.user)
                ? initgroups(account->user_name.c_str(), gid)
                : setgroups(1, &gid);
-  if (rc != 0) return Status(Code::kUsage, "cannot set supplementary groups: " + Errno(errno));
+  if (rc != 0) return Status(Code::kUsage, "cannot set supplementary groups: " + ErrnoText(errno));
   if (setresgid(gid, gid, gid) != 0) {
-    return Status(Code::kUsage, fmt::format("cannot switch to gid {}: {}", gid, Errno(errno)));
+    return Status(Code::kUsage, fmt::format("cannot switch to gid {}: {}", gid, ErrnoText(errno)));
   }
   if (setresuid(uid, uid, uid) != 0) {
-    return Status(Code::kUsage, fmt::format("cannot switch to uid {}: {}", uid, Errno(errno)));
+    return Status(Code::kUsage, fmt::format("cannot switch to uid {}: {}", uid, ErrnoText(errno)));
   }
   // Belt and braces: with every id changed, root must be out of reach for good.
   if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
@@ -172,31 +171,36 @@ uint32_t StreamsTheFileLimitAllows(const Limits& limits, uint64_t file_limit) {
   return static_cast<uint32_t>(std::min<uint64_t>(limits.max_streams, room));
 }
 
+Status SetFifoModeAndOwner(int fd, const std::string& path, uint32_t mode, const std::string& owner,
+                           const std::string& group) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+    return Status(Code::kIo, fmt::format("{} is no longer the FIFO just made", path));
+  }
+  Status result = Status::Ok();
+  Result<Account> account = ResolveAccount(owner, group);
+  if (!account) {
+    result = account.error();
+  } else if ((account->uid || account->gid) &&
+             ::fchown(fd, account->uid.value_or(static_cast<uid_t>(-1)),
+                      account->gid ? *account->gid : static_cast<gid_t>(-1)) != 0) {
+    result = Status(Code::kIo,
+                    fmt::format("cannot give {} to {}:{}: {}", path, owner.empty() ? "-" : owner,
+                                group.empty() ? "-" : group, ErrnoText(errno)));
+  }
+  // After fchown, which may clear set-id bits; not subject to the umask.
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0 && result.ok()) {
+    result = Status(Code::kIo, fmt::format("cannot chmod {}: {}", path, ErrnoText(errno)));
+  }
+  return result;
+}
+
 Status SetFifoModeAndOwner(const std::string& path, uint32_t mode, const std::string& owner,
                            const std::string& group) {
   // O_RDONLY|O_NONBLOCK opens a FIFO at once, writer or not; O_NOFOLLOW refuses a symlink.
   int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return Status(Code::kIo, fmt::format("cannot open {}: {}", path, Errno(errno)));
-  struct stat st {};
-  Status result = Status::Ok();
-  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
-    result = Status(Code::kIo, fmt::format("{} is no longer the FIFO just made", path));
-  } else {
-    Result<Account> account = ResolveAccount(owner, group);
-    if (!account) {
-      result = account.error();
-    } else if ((account->uid || account->gid) &&
-               ::fchown(fd, account->uid.value_or(static_cast<uid_t>(-1)),
-                        account->gid ? *account->gid : static_cast<gid_t>(-1)) != 0) {
-      result = Status(Code::kIo,
-                      fmt::format("cannot give {} to {}:{}: {}", path, owner.empty() ? "-" : owner,
-                                  group.empty() ? "-" : group, Errno(errno)));
-    }
-    // After fchown, which may clear set-id bits; not subject to the umask.
-    if (::fchmod(fd, static_cast<mode_t>(mode)) != 0 && result.ok()) {
-      result = Status(Code::kIo, fmt::format("cannot chmod {}: {}", path, Errno(errno)));
-    }
-  }
+  if (fd < 0) return Status(Code::kIo, fmt::format("cannot open {}: {}", path, ErrnoText(errno)));
+  Status result = SetFifoModeAndOwner(fd, path, mode, owner, group);
   ::close(fd);
   return result;
 }

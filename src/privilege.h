@@ -52,4 +52,9 @@ uint32_t StreamsTheFileLimitAllows(const Limits& limits, uint64_t file_limit);
 Status SetFifoModeAndOwner(const std::string& path, uint32_t mode, const std::string& owner,
                            const std::string& group);
 
+/// @brief As above, on a FIFO already open as @p fd (the caller keeps it); @p path is for
+/// messages.
+Status SetFifoModeAndOwner(int fd, const std::string& path, uint32_t mode, const std::string& owner,
+                           const std::string& group);
+
 }  // namespace pipegate

@@ -12,6 +12,7 @@
 
 #include "pipegate/config.h"
 #include "pipegate/frame.h"
+#include "pipegate/local_path.h"
 #include "pipegate/log.h"
 
 #include "ossl/ossl_ptr.h"

@@ -133,12 +133,6 @@ struct ClientDefaults {
 /// @brief Reads client defaults; errors are kUsage with FILE:LINE.
 Result<ClientDefaults> LoadClientDefaults(const std::string& path);
 
-/// @brief Refuses a file that anyone on the machine may change: world-writable itself, or in a
-/// world-writable directory without the sticky bit. Used for the config file, certificates,
-/// keys, CA bundles and CRLs. @param what Names the file in the message ("private key").
-/// @return OK, or kUsage with a message that says how to fix it.
-Status CheckFilePermissions(const std::string& path, std::string_view what);
-
 /// @brief Formats errors as `FILE:LINE: message` lines.
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors);
 

@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -163,6 +164,169 @@ TEST(Mount, RefusesToReplaceARegularFile) {
   const std::optional<int> status = mount.Wait(Duration(10000));
   EXPECT_TRUE(status.has_value() && *status != 0) << mount.Describe();
   EXPECT_EQ(ReadFile(local), "do not delete\n");
+}
+
+// ---- A local user must not hijack the mounted path (security.md §7) ----
+
+constexpr uid_t kNobody = 65534;
+
+// The mount exits with status 1 and one error line naming the path and the cause.
+::testing::AssertionResult RefusedWith(Bridge& mount, const std::string& address,
+                                       const std::string& cause_regex) {
+  if (!mount.Wait(Duration(10000)).has_value()) {
+    return ::testing::AssertionFailure() << "the mount did not stop: " << mount.Describe();
+  }
+  return IsError(mount.Result(), 1, address, cause_regex);
+}
+
+TEST(MountSecurity, RefusesAFifoAnotherUserMade) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (chown to nobody)";
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  // Another user got there first, with a FIFO anyone may read, hoping to read what root mounts.
+  const std::string local = dir.Join("logs.local");
+  ASSERT_TRUE(MakeFifo(local, 0600));
+  ASSERT_EQ(chmod(local.c_str(), 0666), 0);
+  ASSERT_EQ(chown(local.c_str(), kNobody, kNobody), 0);
+  Bridge mount(dir, {"mount", gw.Address("logs"), local});
+  ASSERT_TRUE(mount.started());
+  EXPECT_TRUE(RefusedWith(
+      mount, gw.Address("logs"),
+      "refusing to use FIFO '" + local + "': it is owned by uid 65534 \\(nobody\\), not by uid 0"));
+  EXPECT_TRUE(IsFifo(local)) << "the mount removed a FIFO it did not make";
+}
+
+TEST(MountSecurity, RefusesOwnFifoOpenToOthers) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string local = dir.Join("logs.local");
+  ASSERT_TRUE(MakeFifo(local, 0600));
+  ASSERT_EQ(chmod(local.c_str(), 0622), 0);
+  Bridge mount(dir, {"mount", gw.Address("logs"), local});
+  ASSERT_TRUE(mount.started());
+  EXPECT_TRUE(RefusedWith(mount, gw.Address("logs"),
+                          "refusing to use FIFO '" + local +
+                              "': its mode 0622 gives group or others more access than 0600"));
+  // With a --mode that allows that much, the same FIFO is used (and left in place after).
+  Bridge wider(dir, {"mount", gw.Address("logs"), local, "--mode", "0622"});
+  ASSERT_TRUE(StartMount(wider, local, /*want_fifo=*/true));
+  Process writer({"sh", "-c", "printf 'hello\\n' > \"$0\"", gw.ExportPath("logs")});
+  const std::string out = dir.Join("cat.out");
+  ProcessOptions cat_options = ProcessOptions::Of({"cat", local});
+  cat_options.stdout_spec = StdioSpec::File(out);
+  Process cat(std::move(cat_options));
+  ASSERT_EQ(cat.Wait(Duration(10000)), 0) << wider.Describe();
+  EXPECT_EQ(ReadFile(out), "hello\n");
+  wider.process().Signal(SIGTERM);
+  EXPECT_EQ(wider.Wait(Duration(10000)), 0) << wider.Describe();
+  EXPECT_TRUE(IsFifo(local)) << "the mount removed a FIFO it did not make";
+}
+
+TEST(MountSecurity, RefusesAStaleSocketAnotherUserLeft) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (chown to nobody)";
+  TempDir dir;
+  UnixEchoServer server(dir.Join("srv.sock"));
+  ASSERT_TRUE(server.ok());
+  GatewayFixture gw(dir, WithExports({ExportSpec::Unix("echo", dir.Join("srv.sock"))}));
+  ASSERT_TRUE(gw.Start());
+  const std::string local = dir.Join("m.sock");
+  {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, local.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    close(fd);
+  }
+  ASSERT_EQ(chown(local.c_str(), kNobody, kNobody), 0);
+  Bridge mount(dir, {"mount", gw.Address("echo"), local});
+  ASSERT_TRUE(mount.started());
+  EXPECT_TRUE(RefusedWith(mount, gw.Address("echo"),
+                          "refusing to use socket '" + local + "': it is owned by uid 65534"));
+  EXPECT_TRUE(IsSocket(local));
+}
+
+TEST(MountSecurity, ModeSetsThePermissionsOfWhatItCreates) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = dir.Join("logs.fifo.local");
+  Bridge mount(dir, {"mount", gw.Address("logs"), fifo, "--mode", "0640"});
+  ASSERT_TRUE(StartMount(mount, fifo, /*want_fifo=*/true));
+  struct stat st {};
+  ASSERT_EQ(lstat(fifo.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_TRUE(StopMount(mount, fifo));
+  // A socket gets the default 0600 whatever the umask (bind() would give 0777 & ~umask).
+  const std::string sock = dir.Join("logs.sock");
+  Bridge as_unix(dir, {"mount", gw.Address("logs"), sock, "--as", "unix"});
+  ASSERT_TRUE(StartMount(as_unix, sock, /*want_fifo=*/false));
+  ASSERT_EQ(lstat(sock.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_TRUE(StopMount(as_unix, sock));
+  const ClientResult bad = RunPipegate(dir, {"mount", gw.Address("logs"), fifo, "--mode", "0066"});
+  EXPECT_EQ(bad.status, 1) << bad.Describe();
+  EXPECT_NE(bad.err.find("--mode must be an octal mode"), std::string::npos) << bad.Describe();
+}
+
+// The attack from the issue: after the mount started (and served a reader), another user swaps
+// the FIFO for a symlink to a file, hoping the next remote data overwrites it. The mount must
+// stop with an error instead of opening the symlink.
+TEST(MountSecurity, StopsWhenTheFifoIsSwappedForASymlink) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string local = dir.Join("logs.local");
+  Bridge mount(dir, {"mount", gw.Address("logs"), local});
+  ASSERT_TRUE(StartMount(mount, local, /*want_fifo=*/true));
+  {
+    Process writer({"sh", "-c", "printf 'first\\n' > \"$0\"", gw.ExportPath("logs")});
+    const std::string out = dir.Join("cat.out");
+    ProcessOptions cat_options = ProcessOptions::Of({"cat", local});
+    cat_options.stdout_spec = StdioSpec::File(out);
+    Process cat(std::move(cat_options));
+    ASSERT_EQ(cat.Wait(Duration(10000)), 0) << mount.Describe();
+    ASSERT_EQ(writer.Wait(Duration(10000)), 0);
+    ASSERT_EQ(ReadFile(out), "first\n");
+  }
+  const std::string precious = dir.Join("precious");
+  ASSERT_TRUE(WriteFile(precious, "root's file\n"));
+  ASSERT_EQ(rename(local.c_str(), dir.Join("moved").c_str()), 0);
+  ASSERT_EQ(symlink(precious.c_str(), local.c_str()), 0);
+  // Remote data waiting to be delivered: a writer on the gateway side.
+  Process writer({"sh", "-c", "printf 'remote data\\n' > \"$0\"", gw.ExportPath("logs")});
+  EXPECT_TRUE(RefusedWith(mount, gw.Address("logs"),
+                          local + " was replaced by a symbolic link \\(device/inode changed\\)"));
+  EXPECT_EQ(ReadFile(precious), "root's file\n");
+  struct stat st {};
+  ASSERT_EQ(lstat(local.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode)) << "the mount removed a symlink it did not make";
+}
+
+// The same for a write export, whose mount reopens the FIFO's read end after every local writer.
+TEST(MountSecurity, WriteMountStopsWhenTheFifoIsReplaced) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoWrite("cmd")}));
+  ASSERT_TRUE(gw.Start());
+  FifoReaderOptions reader_options;
+  reader_options.stop_at_eof = false;
+  reader_options.keep_data = true;
+  FifoReader reader(gw.ExportPath("cmd"), reader_options);
+  ASSERT_TRUE(reader.ok()) << reader.error();
+  const std::string local = dir.Join("cmd.local");
+  Bridge mount(dir, {"mount", gw.Address("cmd"), local});
+  ASSERT_TRUE(StartMount(mount, local, /*want_fifo=*/true));
+  // Another FIFO under the same name: the next local writer would talk to someone else's pipe.
+  ASSERT_EQ(rename(local.c_str(), dir.Join("moved").c_str()), 0);
+  ASSERT_TRUE(MakeFifo(local, 0600));
+  // The old FIFO's writer ends the armed wait; the mount then reopens the path for the next one.
+  Process echo({"sh", "-c", "printf 'one\\n' > \"$0\"", dir.Join("moved")});
+  ASSERT_EQ(echo.Wait(Duration(10000)), 0) << mount.Describe();
+  EXPECT_TRUE(RefusedWith(mount, gw.Address("cmd"),
+                          local + " was replaced by another file \\(device/inode changed\\)"));
+  EXPECT_TRUE(IsFifo(local)) << "the mount removed a FIFO it did not make";
 }
 
 }  // namespace

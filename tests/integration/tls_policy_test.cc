@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "support/bridge_client.h"
 #include "support/files.h"
 #include "support/gateway_fixture.h"
+#include "support/pipe_io.h"
 #include "support/pki.h"
 #include "support/proc_stats.h"
 #include "support/process.h"
@@ -259,7 +261,7 @@ TEST(LocalPolicy, WorldWritableConfigOrKeyIsRefused) {
   CommandResult r = RunCommand({BinPath("pipegated"), "--config", config}, dir.path());
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("refusing to use configuration file '" + config +
-                       "': it is world-writable (fix with: chmod o-w"),
+                       "': it is world-writable and group-writable (fix with: chmod go-w"),
             std::string::npos)
       << r.err;
   r = RunCommand({BinPath("pipegated"), "--check-config", config}, dir.path());
@@ -327,6 +329,80 @@ TEST(LocalPolicy, DropsPrivilegesAfterBinding) {
   EXPECT_EQ(st.st_uid, nobody->pw_uid);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   EXPECT_TRUE(CatWorks(dir, gw, "logs"));
+}
+
+// `create = true` adopts an existing FIFO only if the gateway's user (or the export's owner)
+// owns it and it is no more open than `mode`. Otherwise the gateway starts, warns, and keeps
+// that one export unavailable: the operator's data must not reach another user's FIFO.
+TEST(LocalPolicy, CreateRefusesAFifoAnotherUserMade) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (chown to nobody)";
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoWrite("cmd"), ExportSpec::FifoRead("logs")}));
+  const std::string theirs = gw.ExportPath("cmd");
+  ASSERT_TRUE(MakeFifo(theirs, 0600));
+  ASSERT_EQ(chmod(theirs.c_str(), 0666), 0);
+  ASSERT_EQ(chown(theirs.c_str(), 65534, 65534), 0);
+  FifoReaderOptions reader_options;
+  reader_options.stop_at_eof = false;
+  reader_options.keep_data = true;
+  FifoReader attacker(theirs, reader_options);  // Waiting for what the operator writes.
+  ASSERT_TRUE(attacker.ok()) << attacker.error();
+  ASSERT_TRUE(gw.Start());
+  EXPECT_NE(gw.Log().find("export 'cmd': refusing to use FIFO '" + theirs +
+                          "': it is owned by uid 65534 (nobody), not by uid 0 (root)"),
+            std::string::npos)
+      << gw.Log();
+  EXPECT_NE(gw.Log().find("the export is unavailable until that is fixed"), std::string::npos);
+
+  const std::string input = dir.Join("in.txt");
+  ASSERT_TRUE(WriteFile(input, "operator's secret\n"));
+  const ClientResult r =
+      RunPipegate(dir, {"write", gw.Address("cmd")}, ClientOptions::Stdin(input));
+  EXPECT_TRUE(IsError(r, 4, gw.Address("cmd"),
+                      "pipe 'cmd' is not available: refusing to use FIFO '" + theirs +
+                          "': it is owned by uid 65534"));
+  EXPECT_EQ(attacker.DeliveredBytes(), 0u) << "the write reached the other user's FIFO";
+  EXPECT_TRUE(CatWorks(dir, gw, "logs")) << "the other export must keep working";
+  // Not made by the gateway, so not removed by it either.
+  ASSERT_EQ(gw.Stop(), 0);
+  EXPECT_TRUE(IsFifo(theirs));
+}
+
+TEST(LocalPolicy, CreateAdoptsOnlyItsOwnFifoNoMoreOpenThanTheMode) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs"), ExportSpec::FifoRead("open")}));
+  const std::string own = gw.ExportPath("logs");
+  ASSERT_TRUE(MakeFifo(own, 0600));
+  ASSERT_EQ(chmod(own.c_str(), 0600), 0);
+  const std::string open = gw.ExportPath("open");
+  ASSERT_TRUE(MakeFifo(open, 0600));
+  ASSERT_EQ(chmod(open.c_str(), 0644), 0);  // mode = "0600": others could read what it carries.
+  ASSERT_TRUE(gw.Start());
+  EXPECT_NE(gw.Log().find("export 'logs': using the existing FIFO " + own), std::string::npos)
+      << gw.Log();
+  EXPECT_NE(gw.Log().find("export 'open': refusing to use FIFO '" + open +
+                          "': its mode 0644 gives group or others more access than 0600"),
+            std::string::npos)
+      << gw.Log();
+  EXPECT_TRUE(CatWorks(dir, gw, "logs"));
+  const ClientResult r = RunPipegate(dir, {"cat", gw.Address("open")});
+  EXPECT_TRUE(IsError(r, 4, gw.Address("open"), "its mode 0644 gives group or others more"));
+  ASSERT_EQ(gw.Stop(), 0);
+  EXPECT_TRUE(IsFifo(own)) << "the gateway removed a FIFO it did not create";
+}
+
+// A FIFO the gateway made and someone removed is made again by the next reload.
+TEST(LocalPolicy, ReloadRecreatesARemovedFifoItHadCreated) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("logs");
+  ASSERT_EQ(unlink(fifo.c_str()), 0);
+  gw.Signal(SIGHUP);
+  EXPECT_TRUE(WaitFor([&] { return IsFifo(fifo); }, Duration(5000))) << gw.Log();
+  EXPECT_TRUE(CatWorks(dir, gw, "logs"));
+  ASSERT_EQ(gw.Stop(), 0);
+  EXPECT_FALSE(PathExists(fifo)) << "the FIFO made by the reload was not removed at exit";
 }
 
 }  // namespace

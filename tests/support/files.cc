@@ -49,7 +49,9 @@ std::string ReadFile(const std::string& path) {
 bool WriteFile(const std::string& path, const std::string& data) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  return static_cast<bool>(out);
+  out.close();
+  // 0644 whatever the umask: a group-writable config or key would be refused.
+  return static_cast<bool>(out) && chmod(path.c_str(), 0644) == 0;
 }
 
 std::optional<uint64_t> FileSize(const std::string& path) {

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "pipegate/config.h"
+#include "pipegate/local_path.h"
 
 #include "privilege.h"
 #include "support/files.h"
@@ -229,7 +230,9 @@ class FilePermissions : public ::testing::Test {
 TEST_F(FilePermissions, AcceptsPrivateAndReadableFiles) {
   EXPECT_TRUE(CheckFilePermissions(Make("a", 0600), "private key").ok());
   EXPECT_TRUE(CheckFilePermissions(Make("b", 0644), "certificate").ok());
-  EXPECT_TRUE(CheckFilePermissions(Make("c", 0664), "certificate").ok());
+  EXPECT_TRUE(CheckFilePermissions(Make("c", 0640), "certificate").ok());
+  // Group-writable is as unsafe as world-writable (StrictModes): see local_path_test.cc.
+  EXPECT_FALSE(CheckFilePermissions(Make("d", 0664), "certificate").ok());
 }
 
 TEST_F(FilePermissions, RefusesWorldWritableFiles) {
