@@ -1035,6 +1035,7 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
     snap->slots[e.name] = slot ? slot : std::make_shared<ExportSlot>();
   }
   resume_ttl_ms_.store(snap->config.resume_ttl_s * 1000);
+  SetLogLinesPerSecond(snap->config.limits.log_lines_per_second);
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
@@ -1227,6 +1228,7 @@ int Gateway::Run() {
       &trim,
       [](uv_timer_t* handle) noexcept {
         static_cast<Gateway*>(handle->data)->limiter().TrimMemoryAfterChurn();
+        FlushSuppressedLogLines();  // Summaries of log bursts that have ended.
       },
       1000, 1000);
   // main() blocked these signals until now (see there); pending ones are delivered here.
