@@ -67,7 +67,7 @@ void Audit(const AuditEvent& e) {
   std::string line = fmt::format(
       "audit: decision={} identity=\"{}\" identities=\"{}\" export=\"{}\" access={} from={} "
       "conn=C{}",
-      VerdictName(e.verdict), e.peer != nullptr ? SanitizeForLog(e.peer->Display(), 128) : "?", ids,
+      VerdictName(e.verdict), e.peer != nullptr ? e.peer->Display() : "?", ids,
       SanitizeForLog(e.export_name), e.access.empty() ? "-" : e.access,
       e.address.empty() ? "?" : e.address, e.connection_id);
   if (e.stream_id != 0) line += fmt::format(" stream=S{}", e.stream_id);

@@ -317,7 +317,8 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
     if (ExportStream* s = Find(id)) s->OnFin();
   }
   void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override {
-    PG_DEBUG(kMux, "[S{}] reset by client: {} {}", id, ErrorCodeName(error), reason);
+    PG_DEBUG(kMux, "[S{}] reset by client: {} {}", id, ErrorCodeName(error),
+             SanitizeForLog(reason));
   }
   void OnStreamStopped(uint32_t id, ErrorCode, std::string_view) override {
     if (ExportStream* s = Find(id)) s->StopLocalReading();
@@ -559,8 +560,7 @@ void Session::OnListRequest() {
         ListEntry{e.name, static_cast<uint8_t>(e.kind), static_cast<uint8_t>(e.access)});
   }
   PG_LOG(kInfo, "audit: decision=listed identity=\"{}\" from={} conn=C{} shown={} of={}",
-         SanitizeForLog(peer_.Display(), 128), peer_address_, conn_id_, entries.size(),
-         snap->config.exports.size());
+         peer_.Display(), peer_address_, conn_id_, entries.size(), snap->config.exports.size());
   mux_->SendListReply(entries);
   FlushSoon();
 }
