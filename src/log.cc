@@ -120,14 +120,16 @@ void LogWrite(LogLevel level, std::string_view message) noexcept {
   (void)rc;
 }
 
-std::string SanitizeForLog(std::string_view text, size_t max_bytes) {
+namespace {
+
+std::string Escape(std::string_view text, size_t max_bytes, bool quotes) {
   static constexpr std::string_view kHex = "0123456789abcdef";
   std::string out;
   const size_t shown = std::min(text.size(), max_bytes);
   out.reserve(shown);
   for (size_t i = 0; i < shown; ++i) {
     const auto byte = static_cast<unsigned char>(text[i]);
-    if (byte < 0x20 || byte >= 0x7f || byte == '"' || byte == '\\') {
+    if (byte < 0x20 || byte >= 0x7f || (quotes && (byte == '"' || byte == '\\'))) {
       out += "\\x";
       out.push_back(kHex[byte >> 4]);
       out.push_back(kHex[byte & 0xf]);
@@ -137,6 +139,16 @@ std::string SanitizeForLog(std::string_view text, size_t max_bytes) {
   }
   if (shown < text.size()) out += fmt::format("...({} bytes)", text.size());
   return out;
+}
+
+}  // namespace
+
+std::string SanitizeForLog(std::string_view text, size_t max_bytes) {
+  return Escape(text, max_bytes, /*quotes=*/true);
+}
+
+std::string SanitizeControlBytes(std::string_view text, size_t max_bytes) {
+  return Escape(text, max_bytes, /*quotes=*/false);
 }
 
 bool LogCause::Admit() noexcept {

@@ -45,6 +45,11 @@ void LogWrite(LogLevel level, std::string_view message) noexcept;
 /// the full size. Thread: any.
 std::string SanitizeForLog(std::string_view text, size_t max_bytes = 64);
 
+/// @brief As SanitizeForLog(), but keeps '"' and '\\': for text that is shown, not parsed (a
+/// gateway's reason on the bridge's terminal), so that a reason the gateway has escaped already
+/// reads the same. Thread: any.
+std::string SanitizeControlBytes(std::string_view text, size_t max_bytes);
+
 // ---- Log rate limits -------------------------------------------------------------------------
 //
 // A client can make the gateway log a line per frame (an OPEN of an unknown name, a TLS failure,

@@ -183,5 +183,12 @@ TEST(SanitizeForLog, CutsAndSaysTheFullSize) {
   EXPECT_EQ(SanitizeForLog("abc", 3), "abc");
 }
 
+TEST(SanitizeControlBytes, KeepsQuotesAndBackslashesSoEscapedTextReadsTheSame) {
+  EXPECT_EQ(SanitizeControlBytes("access denied for 'evil\\x0a'", 100),
+            "access denied for 'evil\\x0a'");
+  EXPECT_EQ(SanitizeControlBytes("a\n\x1b[2J\"b\"", 100), "a\\x0a\\x1b[2J\"b\"");
+  EXPECT_EQ(SanitizeControlBytes("abcdef", 3), "abc...(6 bytes)");
+}
+
 }  // namespace
 }  // namespace pipegate
