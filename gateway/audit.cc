@@ -85,7 +85,7 @@ std::string FormatCounters(const Counters& k) {
       "tls_no_certificate={} tls_not_tls={} tls_other={} protocol_errors={} streams_opened={} "
       "acl_denied={} wrong_access={} not_found={} invalid_names={} unavailable={} busy={} "
       "no_reader={} broken_pipe={} streams_revoked={} connections_revoked={} reloads={} "
-      "reload_failures={} bytes_to_clients={} bytes_from_clients={}",
+      "reload_failures={} bytes_to_clients={} bytes_from_clients={} log_lines_suppressed={}",
       k.connections_accepted.load(), k.connections_refused.load(), k.refused_max_connections.load(),
       k.refused_per_source.load(), k.refused_memory.load(), k.tls_handshake_failed.load(),
       t.expired.load(), t.not_yet_valid.load(), t.revoked.load(), t.unknown_ca.load(),
@@ -94,7 +94,7 @@ std::string FormatCounters(const Counters& k) {
       k.not_found.load(), k.invalid_names.load(), k.unavailable.load(), k.busy.load(),
       k.no_reader.load(), k.broken_pipe.load(), k.streams_revoked.load(),
       k.connections_revoked.load(), k.reloads.load(), k.reload_failures.load(),
-      k.bytes_to_clients.load(), k.bytes_from_clients.load());
+      k.bytes_to_clients.load(), k.bytes_from_clients.load(), SuppressedLogLines());
 }
 
 }  // namespace pipegate::gateway
