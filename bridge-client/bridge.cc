@@ -34,8 +34,14 @@ namespace {
 constexpr uint64_t kMountPollMs = 20;         // How often a FIFO mount looks for a local reader.
 constexpr uint64_t kReaderGoneGraceMs = 100;  // After EOF, time for the old reader to leave.
 
+// The longest reason from the gateway that is shown whole.
+constexpr size_t kMaxReasonBytes = 512;
+
+// A RESET or STOP reason comes from the gateway: escaped, as every peer-supplied string that
+// reaches a log line or the terminal.
 Status Message(Code code, ErrorCode error, std::string_view reason) {
-  return Status(code, reason.empty() ? std::string(ErrorCodeName(error)) : std::string(reason));
+  return Status(code, reason.empty() ? std::string(ErrorCodeName(error))
+                                     : SanitizeControlBytes(reason, kMaxReasonBytes));
 }
 
 }  // namespace
@@ -360,7 +366,8 @@ void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
   if (options_.command == Command::kLs) {
     std::string out;
     for (const ListEntry& e : listing_) {
-      out += fmt::format("{}\t{}\t{}\n", e.name, ExportKindName(static_cast<ExportKind>(e.kind)),
+      out += fmt::format("{}\t{}\t{}\n", SanitizeControlBytes(e.name, kMaxReasonBytes),
+                         ExportKindName(static_cast<ExportKind>(e.kind)),
                          AccessName(static_cast<Access>(e.access)));
     }
     if (fwrite(out.data(), 1, out.size(), stdout) != out.size() || fflush(stdout) != 0) {
@@ -631,10 +638,11 @@ void Client::OnResumeOk(const ResumeOkPayload& ok) {
 
 void Client::OnGoaway(const GoawayPayload& g) {
   if (g.error == ErrorCode::kResumeRejected) {
-    LostForGood(fmt::format("the gateway no longer has the session ({})", g.reason));
+    LostForGood(fmt::format("the gateway no longer has the session ({})",
+                            SanitizeControlBytes(g.reason, kMaxReasonBytes)));
     return;
   }
-  PG_LOG(kInfo, "gateway is going away: {}", g.reason);
+  PG_LOG(kInfo, "gateway is going away: {}", SanitizeControlBytes(g.reason, kMaxReasonBytes));
 }
 
 void Client::LostForGood(const std::string& why) {

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <iterator>
 #include <string>
 
 #include "pipegate/log.h"
@@ -36,27 +37,25 @@ const char* VerdictName(Verdict verdict) noexcept {
   return "unknown";
 }
 
-std::string SanitizeForLog(std::string_view text, size_t max_bytes) {
-  static constexpr std::string_view kHex = "0123456789abcdef";
-  std::string out;
-  const size_t shown = std::min(text.size(), max_bytes);
-  for (size_t i = 0; i < shown; ++i) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    if (byte < 0x20 || byte >= 0x7f || byte == '"' || byte == '\\') {
-      out += "\\x";
-      out.push_back(kHex[byte >> 4]);
-      out.push_back(kHex[byte & 0xf]);
-    } else {
-      out.push_back(static_cast<char>(byte));
-    }
-  }
-  if (shown < text.size()) out += fmt::format("...({} bytes)", text.size());
-  return out;
-}
+namespace {
+
+// One rate-limit cause per verdict, in Verdict order.
+LogCause g_causes[] = {
+    LogCause("audit", "decision=granted"),      LogCause("audit", "decision=access-denied"),
+    LogCause("audit", "decision=wrong-access"), LogCause("audit", "decision=no-such-pipe"),
+    LogCause("audit", "decision=invalid-name"), LogCause("audit", "decision=busy"),
+    LogCause("audit", "decision=no-reader"),    LogCause("audit", "decision=unavailable"),
+    LogCause("audit", "decision=revoked"),
+};
+static_assert(std::size(g_causes) == static_cast<size_t>(Verdict::kRevoked) + 1);
+
+}  // namespace
 
 void Audit(const AuditEvent& e) {
   const bool granted = e.verdict == Verdict::kGranted;
   if (!LogEnabled(granted ? LogLevel::kInfo : LogLevel::kWarn)) return;
+  // Before any formatting: a suppressed line costs a clock read and a counter.
+  if (!g_causes[static_cast<size_t>(e.verdict)].Admit()) return;
   std::string ids;
   if (e.peer != nullptr) {
     for (const std::string& id : e.peer->All()) {
@@ -68,7 +67,7 @@ void Audit(const AuditEvent& e) {
   std::string line = fmt::format(
       "audit: decision={} identity=\"{}\" identities=\"{}\" export=\"{}\" access={} from={} "
       "conn=C{}",
-      VerdictName(e.verdict), e.peer != nullptr ? SanitizeForLog(e.peer->Display(), 128) : "?", ids,
+      VerdictName(e.verdict), e.peer != nullptr ? e.peer->Display() : "?", ids,
       SanitizeForLog(e.export_name), e.access.empty() ? "-" : e.access,
       e.address.empty() ? "?" : e.address, e.connection_id);
   if (e.stream_id != 0) line += fmt::format(" stream=S{}", e.stream_id);
@@ -89,7 +88,7 @@ std::string FormatCounters(const Counters& k) {
       "reload_failures={} bytes_to_clients={} bytes_from_clients={} sessions_detached={} "
       "sessions_resumed={} sessions_expired={} resume_rejected={} refused_streams_identity={} "
       "refused_streams_total={} refused_pending_opens={} sessions_not_kept={} "
-      "resume_protocol_errors={}",
+      "resume_protocol_errors={} log_lines_suppressed={}",
       k.connections_accepted.load(), k.connections_refused.load(), k.refused_max_connections.load(),
       k.refused_per_source.load(), k.refused_memory.load(), k.tls_handshake_failed.load(),
       t.expired.load(), t.not_yet_valid.load(), t.revoked.load(), t.unknown_ca.load(),
@@ -101,7 +100,7 @@ std::string FormatCounters(const Counters& k) {
       k.bytes_to_clients.load(), k.bytes_from_clients.load(), k.sessions_detached.load(),
       k.sessions_resumed.load(), k.sessions_expired.load(), k.resume_rejected.load(),
       k.refused_streams_identity.load(), k.refused_streams_total.load(),
-      k.refused_pending_opens.load(), k.sessions_not_kept.load(), k.resume_protocol_errors.load());
+      k.refused_pending_opens.load(), k.sessions_not_kept.load(), k.resume_protocol_errors.load(), SuppressedLogLines());
 }
 
 }  // namespace pipegate::gateway

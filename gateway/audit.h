@@ -41,12 +41,13 @@ struct AuditEvent {
 
 /// @brief Writes one `audit:` line (at info level, or warn for refusals): every access
 /// decision is logged, so that "who opened what, from where" can be answered from the journal.
-/// Thread: any.
+/// Each verdict is a LogCause of its own: past `log_lines_per_second` lines of one verdict in a
+/// second, lines are counted, not written, and summarised ("audit: suppressed N lines of
+/// decision=no-such-pipe in the last 1.0 s"), so a flood of refused OPENs cannot flood the log
+/// while a granted open is still logged. Thread: any.
 void Audit(const AuditEvent& event);
 
-/// @brief Makes a client-supplied string safe and short for a log line: control bytes and
-/// non-ASCII become \xNN, and anything past @p max_bytes is cut with a note of the full size.
-std::string SanitizeForLog(std::string_view text, size_t max_bytes = 64);
+// SanitizeForLog() lives in pipegate/log.h (namespace pipegate), for every log line.
 
 /// @brief Formats every counter as `name=value` pairs on one line.
 std::string FormatCounters(const Counters& counters);

@@ -391,7 +391,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   // ConnectionHandler.
   void OnTlsEstablished(const PeerIdentity& peer) override {
     peer_ = peer;
-    usage_ = worker_->gateway()->identities().For(peer_.Display());
+    usage_ = worker_->gateway()->identities().For(peer_.Name());
     budget_.Bind(usage_);
     PG_CONN_LOG(kInfo, conn_id_, "client '{}' connected from {}", peer_.Display(), peer_address_);
   }
@@ -420,7 +420,8 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
     if (ExportStream* s = Find(id)) s->OnFin();
   }
   void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override {
-    PG_DEBUG(kMux, "[S{}] reset by client: {} {}", id, ErrorCodeName(error), reason);
+    PG_DEBUG(kMux, "[S{}] reset by client: {} {}", id, ErrorCodeName(error),
+             SanitizeForLog(reason));
   }
   void OnStreamStopped(uint32_t id, ErrorCode, std::string_view) override {
     if (ExportStream* s = Find(id)) s->StopLocalReading();
@@ -731,8 +732,7 @@ void Session::OnListRequest() {
         ListEntry{e.name, static_cast<uint8_t>(e.kind), static_cast<uint8_t>(e.access)});
   }
   PG_LOG(kInfo, "audit: decision=listed identity=\"{}\" from={} conn=C{} shown={} of={}",
-         SanitizeForLog(peer_.Display(), 128), peer_address_, conn_id_, entries.size(),
-         snap->config.exports.size());
+         peer_.Display(), peer_address_, conn_id_, entries.size(), snap->config.exports.size());
   mux_->SendListReply(entries);
   FlushSoon();
 }
@@ -1283,6 +1283,7 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
       snap->fifo_rules[e.name] = FifoRule(snap->config, e);
   }
   resume_ttl_ms_.store(snap->config.resume_ttl_s * 1000);
+  SetLogLinesPerSecond(snap->config.limits.log_lines_per_second);
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
@@ -1480,6 +1481,7 @@ int Gateway::Run() {
       &trim,
       [](uv_timer_t* handle) noexcept {
         static_cast<Gateway*>(handle->data)->limiter().TrimMemoryAfterChurn();
+        FlushSuppressedLogLines();  // Summaries of log bursts that have ended.
       },
       1000, 1000);
   // main() blocked these signals until now (see there); pending ones are delivered here.

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "pipegate/acl.h"
 #include "pipegate/address.h"
 #include "pipegate/local_path.h"
 
@@ -902,15 +903,9 @@ class ConfigValidator {
                            " has surrounding white space or a NUL character");
         continue;
       }
-      // '*' means something only alone or as a trailing "/*"; elsewhere it would be a literal
-      // that the user almost certainly meant as a wildcard.
-      const size_t star = text.find('*');
-      const bool star_ok = star == std::string::npos || text == "*" ||
-                           (star == text.size() - 1 && text.size() >= 2 && text[star - 1] == '/');
-      if (!star_ok) {
-        AddError(line, subject + ": allow entry " + Quoted(text) +
-                           ": '*' is only allowed alone or at the end of a URI prefix ending "
-                           "in \"/*\"");
+      // Types (cn:, dns:, uri:), wildcards and URI dot segments: docs/security.md §3.
+      if (Result<AllowEntry> parsed = ParseAllowEntry(text); !parsed) {
+        AddError(line, subject + ": " + parsed.error().message());
         continue;
       }
       out.allow.push_back(text);

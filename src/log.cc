@@ -3,11 +3,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <type_traits>
 
 namespace pipegate {
 namespace {
@@ -15,6 +18,33 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::atomic<unsigned> g_categories{0};
 std::string g_program = "pipegate";
+
+// Rate limits. A window is one second; the cap applies to each LogCause on its own.
+constexpr uint64_t kWindowMs = 1000;
+std::atomic<uint32_t> g_lines_per_second{0};
+std::atomic<uint64_t> g_suppressed_total{0};
+// Causes that have suppressed a line at least once, newest first. Only ever grows; causes are
+// statics, so the pointers stay valid until exit.
+std::atomic<LogCause*> g_listed{nullptr};
+std::atomic<bool> g_atexit_registered{false};
+
+uint64_t MonotonicMs() noexcept {
+  timespec ts{};
+  // The coarse clock (a few ms of resolution) is enough for one-second windows and is the
+  // cheapest to read on the path that refuses a line.
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+std::atomic<uint64_t (*)() noexcept> g_clock{&MonotonicMs};
+std::atomic<void (*)(LogLevel, std::string_view) noexcept> g_sink{nullptr};
+
+uint64_t NowMs() noexcept { return g_clock.load(std::memory_order_relaxed)(); }
+
+// A LogCause is a function-local static in every PG_LOG: it must need neither a guard nor an
+// exit-time destructor.
+static_assert(std::is_trivially_destructible_v<std::mutex>);
+static_assert(std::is_trivially_destructible_v<LogCause>);
 
 unsigned ParseCategories(const char* spec) {
   if (spec == nullptr) return 0;
@@ -70,6 +100,10 @@ bool LogEnabled(LogLevel level, LogCategory cat) noexcept {
 }
 
 void LogWrite(LogLevel level, std::string_view message) noexcept {
+  if (auto* sink = g_sink.load(std::memory_order_acquire); sink != nullptr) {
+    sink(level, message);
+    return;
+  }
   char stamp[40];
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -84,6 +118,137 @@ void LogWrite(LogLevel level, std::string_view message) noexcept {
   // One write(2) per line keeps lines whole when threads log at once.
   ssize_t rc = ::write(STDERR_FILENO, line.data(), line.size());
   (void)rc;
+}
+
+namespace {
+
+std::string Escape(std::string_view text, size_t max_bytes, bool quotes) {
+  static constexpr std::string_view kHex = "0123456789abcdef";
+  std::string out;
+  const size_t shown = std::min(text.size(), max_bytes);
+  out.reserve(shown);
+  for (size_t i = 0; i < shown; ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x20 || byte >= 0x7f || (quotes && (byte == '"' || byte == '\\'))) {
+      out += "\\x";
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0xf]);
+    } else {
+      out.push_back(static_cast<char>(byte));
+    }
+  }
+  if (shown < text.size()) out += fmt::format("...({} bytes)", text.size());
+  return out;
+}
+
+}  // namespace
+
+std::string SanitizeForLog(std::string_view text, size_t max_bytes) {
+  return Escape(text, max_bytes, /*quotes=*/true);
+}
+
+std::string SanitizeControlBytes(std::string_view text, size_t max_bytes) {
+  return Escape(text, max_bytes, /*quotes=*/false);
+}
+
+bool LogCause::Admit() noexcept {
+  const uint32_t cap = g_lines_per_second.load(std::memory_order_relaxed);
+  if (cap == 0 && !listed_.load(std::memory_order_relaxed)) return true;  // Never limited.
+  const uint64_t now = NowMs();
+  uint64_t report = 0;
+  uint64_t span_ms = 0;
+  bool admit = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (now - window_start_ms_ >= kWindowMs) {
+      report = suppressed_;
+      span_ms = now - window_start_ms_;
+      window_start_ms_ = now;
+      admitted_ = 0;
+      suppressed_ = 0;
+    }
+    admit = cap == 0 || admitted_ < cap;
+    if (admit) {
+      ++admitted_;
+    } else {
+      ++suppressed_;
+    }
+  }
+  if (report != 0) {
+    // The summary goes before the line that ended the window, so the log reads in order.
+    LogWrite(LogLevel::kWarn,
+             fmt::format("{}: suppressed {} lines of {} in the last {:.1f} s", prefix_, report,
+                         name_, static_cast<double>(span_ms) / 1000.0));
+  }
+  if (!admit) {
+    g_suppressed_total.fetch_add(1, std::memory_order_relaxed);
+    if (!listed_.load(std::memory_order_acquire)) List();
+  }
+  return admit;
+}
+
+void LogCause::List() noexcept {
+  bool expected = false;
+  // The first suppression publishes the cause; later ones see listed_ and skip this.
+  if (!listed_.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) return;
+  LogCause* head = g_listed.load(std::memory_order_relaxed);
+  do {
+    next_ = head;
+  } while (!g_listed.compare_exchange_weak(head, this, std::memory_order_release,
+                                           std::memory_order_relaxed));
+  bool registered = false;
+  if (g_atexit_registered.compare_exchange_strong(registered, true)) {
+    std::atexit([] { FlushAllSuppressedLogLines(); });
+  }
+}
+
+void LogCause::Summarise(uint64_t now_ms, bool force) noexcept {
+  uint64_t report = 0;
+  uint64_t span_ms = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (suppressed_ == 0 || (!force && now_ms - window_start_ms_ < kWindowMs)) return;
+    report = suppressed_;
+    span_ms = now_ms - window_start_ms_;
+    window_start_ms_ = now_ms;
+    admitted_ = 0;
+    suppressed_ = 0;
+  }
+  LogWrite(LogLevel::kWarn,
+           fmt::format("{}: suppressed {} lines of {} in the last {:.1f} s", prefix_, report, name_,
+                       static_cast<double>(span_ms) / 1000.0));
+}
+
+void SetLogLinesPerSecond(uint32_t lines) noexcept {
+  g_lines_per_second.store(lines, std::memory_order_relaxed);
+}
+
+uint32_t LogLinesPerSecond() noexcept { return g_lines_per_second.load(std::memory_order_relaxed); }
+
+uint64_t SuppressedLogLines() noexcept {
+  return g_suppressed_total.load(std::memory_order_relaxed);
+}
+
+void FlushSuppressedLogLines() noexcept {
+  const uint64_t now = NowMs();
+  for (LogCause* c = g_listed.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+    c->Summarise(now, /*force=*/false);
+  }
+}
+
+void FlushAllSuppressedLogLines() noexcept {
+  const uint64_t now = NowMs();
+  for (LogCause* c = g_listed.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+    c->Summarise(now, /*force=*/true);
+  }
+}
+
+void SetLogClockForTest(uint64_t (*now_ms)() noexcept) noexcept {
+  g_clock.store(now_ms != nullptr ? now_ms : &MonotonicMs);
+}
+
+void SetLogSinkForTest(void (*sink)(LogLevel level, std::string_view message) noexcept) noexcept {
+  g_sink.store(sink, std::memory_order_release);
 }
 
 void CheckFailed(const char* expr, const char* file, int line) noexcept {

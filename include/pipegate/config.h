@@ -60,7 +60,7 @@ struct Limits {
   uint32_t max_name_length = 128;   ///< Longest export name a client may ask for (≤ 128).
 
   // What an authenticated client can make the gateway hold (docs/security.md §5). Streams and
-  // sessions are counted per identity (PeerIdentity::Display()) across every connection.
+  // sessions are counted per identity (PeerIdentity::Name(), not Display()) on all connections.
   uint32_t max_streams = 32768;                     ///< Streams in total, attached or detached.
   uint32_t max_streams_per_identity = 16384;        ///< Streams of one identity, all connections.
   uint32_t max_detached_sessions_per_identity = 8;  ///< Sessions of one identity awaiting resume.

@@ -120,5 +120,202 @@ TEST(PeerIdentity, DisplayPrefersCommonName) {
   EXPECT_EQ(PeerIdentity{}.Display(), "?");
 }
 
+// ---- Typed entries (docs/security.md §3) ----
+
+TEST(IsAllowed, TypedEntriesMatchOnlyTheirType) {
+  PeerIdentity id;
+  id.common_name = "ops";
+  id.dns_names = {"ops.example"};
+  id.uris = {"spiffe://example.org/ops"};
+  EXPECT_TRUE(IsAllowed({"cn:ops"}, id));
+  EXPECT_FALSE(IsAllowed({"dns:ops"}, id));
+  EXPECT_FALSE(IsAllowed({"uri:ops"}, id));
+  EXPECT_TRUE(IsAllowed({"dns:ops.example"}, id));
+  EXPECT_FALSE(IsAllowed({"cn:ops.example"}, id));
+  EXPECT_TRUE(IsAllowed({"uri:spiffe://example.org/ops"}, id));
+  EXPECT_FALSE(IsAllowed({"cn:spiffe://example.org/ops"}, id));
+  EXPECT_FALSE(IsAllowed({"dns:spiffe://example.org/ops"}, id));
+}
+
+TEST(IsAllowed, TypeWordIsCaseInsensitiveButTheNameIsNot) {
+  EXPECT_TRUE(IsAllowed({"CN:alice"}, Alice()));
+  EXPECT_TRUE(IsAllowed({"Dns:alice.example"}, Alice()));
+  EXPECT_FALSE(IsAllowed({"cn:Alice"}, Alice()));
+}
+
+TEST(IsAllowed, TypedCommonNameMayHoldAUri) {
+  PeerIdentity id;
+  id.common_name = "spiffe://example.org/admin";
+  EXPECT_TRUE(IsAllowed({"cn:spiffe://example.org/admin"}, id));
+}
+
+TEST(IsAllowed, UntypedEntryWithSchemeMatchesUriSansOnly) {
+  // The CN of the same text used to match; it must not.
+  PeerIdentity cn_only;
+  cn_only.common_name = "spiffe://example.org/admin";
+  EXPECT_FALSE(IsAllowed({"spiffe://example.org/admin"}, cn_only));
+  PeerIdentity dns_only;
+  dns_only.dns_names = {"spiffe://example.org/admin"};
+  EXPECT_FALSE(IsAllowed({"spiffe://example.org/admin"}, dns_only));
+  PeerIdentity uri;
+  uri.uris = {"spiffe://example.org/admin"};
+  EXPECT_TRUE(IsAllowed({"spiffe://example.org/admin"}, uri));
+}
+
+TEST(IsAllowed, UntypedEntryWithoutSchemeMatchesCommonNameOrDnsOnly) {
+  PeerIdentity dns;
+  dns.dns_names = {"ops"};
+  EXPECT_TRUE(IsAllowed({"ops"}, dns));  // Documented: untyped is the CN or a DNS SAN.
+  EXPECT_FALSE(IsAllowed({"cn:ops"}, dns));
+  PeerIdentity uri;
+  uri.uris = {"ops"};
+  EXPECT_FALSE(IsAllowed({"ops"}, uri));
+  EXPECT_TRUE(IsAllowed({"uri:ops"}, uri));
+}
+
+TEST(IsAllowed, TypedUriPrefixMatchesUrisUnderIt) {
+  EXPECT_TRUE(IsAllowed({"uri:spiffe://example.org/ci/*"}, Alice()));
+  PeerIdentity cn;
+  cn.common_name = "spiffe://example.org/ci/x";
+  EXPECT_FALSE(IsAllowed({"uri:spiffe://example.org/ci/*"}, cn));
+}
+
+TEST(IsAllowed, PercentEncodedDotSegmentsMatchNothing) {
+  for (const char* sneaky :
+       {"spiffe://example.org/ci/%2e%2e/admin", "spiffe://example.org/ci/%2E%2E/admin",
+        "spiffe://example.org/ci/%2e%2E/admin", "spiffe://example.org/ci/.%2e/admin",
+        "spiffe://example.org/ci/%2E./admin", "spiffe://example.org/ci/%2e/x",
+        "spiffe://example.org/ci/..", "spiffe://example.org/ci/x/%2e%2e",
+        "spiffe://example.org/ci/..%2fadmin", "spiffe://example.org/ci/%2F..%2Fadmin",
+        "spiffe://example.org/ci/..%5cadmin", "spiffe://example.org/ci/..\\admin"}) {
+    SCOPED_TRACE(sneaky);
+    PeerIdentity id;
+    id.uris = {sneaky};
+    EXPECT_FALSE(IsAllowed({"spiffe://example.org/ci/*"}, id));
+    EXPECT_FALSE(IsAllowed({"uri:spiffe://example.org/*"}, id));
+  }
+  PeerIdentity relative;
+  relative.uris = {"ci/%2e%2e/admin"};
+  EXPECT_FALSE(IsAllowed({"ci/*"}, relative));
+  EXPECT_FALSE(IsAllowed({"uri:ci/*"}, relative));
+}
+
+TEST(IsAllowed, DotsThatAreNotSegmentsStillMatch) {
+  PeerIdentity id;
+  id.uris = {"spiffe://example.org/ci/job...1", "spiffe://example.org/ci/.hidden",
+             "spiffe://example.org/ci/a%2e%2eb"};
+  for (const std::string& uri : id.uris) {
+    SCOPED_TRACE(uri);
+    PeerIdentity one;
+    one.uris = {uri};
+    EXPECT_TRUE(IsAllowed({"spiffe://example.org/ci/*"}, one));
+    EXPECT_TRUE(IsAllowed({"uri:" + uri}, one));
+  }
+}
+
+TEST(IsAllowed, DotSegmentUriIsIgnoredButOtherIdentitiesStillCount) {
+  PeerIdentity id;
+  id.common_name = "alice";
+  id.uris = {"spiffe://example.org/ci/%2e%2e/admin"};
+  EXPECT_TRUE(IsAllowed({"alice"}, id));
+  EXPECT_FALSE(IsAllowed({"spiffe://example.org/admin"}, id));
+}
+
+TEST(IsAllowed, InvalidEntriesMatchNothing) {
+  PeerIdentity id;
+  id.common_name = "x";
+  EXPECT_FALSE(IsAllowed({"foo:x"}, id));
+  EXPECT_FALSE(IsAllowed({"cn:"}, id));
+  EXPECT_FALSE(IsAllowed({"a*"}, id));
+}
+
+TEST(HasDotSegmentOrEncodedSlash, FindsEveryForm) {
+  EXPECT_TRUE(HasDotSegmentOrEncodedSlash("a/./b"));
+  EXPECT_TRUE(HasDotSegmentOrEncodedSlash("a/../b"));
+  EXPECT_TRUE(HasDotSegmentOrEncodedSlash("a/%2e%2e"));
+  EXPECT_TRUE(HasDotSegmentOrEncodedSlash("../a"));
+  EXPECT_TRUE(HasDotSegmentOrEncodedSlash("a%2fb"));
+  EXPECT_FALSE(HasDotSegmentOrEncodedSlash("spiffe://example.org/ci/alice"));
+  EXPECT_FALSE(HasDotSegmentOrEncodedSlash("a/.../b"));
+  EXPECT_FALSE(HasDotSegmentOrEncodedSlash("a/%2e%2e%2e/b"));
+  EXPECT_FALSE(HasDotSegmentOrEncodedSlash("a/%41/b"));
+}
+
+TEST(ParseAllowEntry, SortsEntriesByType) {
+  struct Case {
+    const char* entry;
+    IdentityType type;
+    bool prefix;
+    const char* text;
+  };
+  for (const Case& c : {
+           Case{"*", IdentityType::kAnyone, false, ""},
+           Case{"alice", IdentityType::kCommonNameOrDns, false, "alice"},
+           Case{"spiffe://example.org/a", IdentityType::kUri, false, "spiffe://example.org/a"},
+           Case{"spiffe://example.org/ci/*", IdentityType::kUri, true, "spiffe://example.org/ci/"},
+           Case{"ci/*", IdentityType::kUri, true, "ci/"},
+           Case{"cn:alice", IdentityType::kCommonName, false, "alice"},
+           Case{"dns:a.example", IdentityType::kDns, false, "a.example"},
+           Case{"uri:urn:example:ci", IdentityType::kUri, false, "urn:example:ci"},
+           Case{"uri:spiffe://e/ci/*", IdentityType::kUri, true, "spiffe://e/ci/"},
+           Case{"cn:a:b", IdentityType::kCommonName, false, "a:b"},
+           Case{"build 42:x", IdentityType::kCommonNameOrDns, false, "build 42:x"},
+       }) {
+    SCOPED_TRACE(c.entry);
+    Result<AllowEntry> e = ParseAllowEntry(c.entry);
+    ASSERT_TRUE(e) << e.error().message();
+    EXPECT_EQ(e->type, c.type);
+    EXPECT_EQ(e->prefix, c.prefix);
+    if (c.type != IdentityType::kAnyone) {
+      EXPECT_EQ(e->text, c.text);
+    }
+  }
+}
+
+TEST(ParseAllowEntry, RefusesWhatCannotMeanWhatItSays) {
+  struct Case {
+    const char* entry;
+    const char* why;
+  };
+  for (const Case& c : {
+           Case{"", "empty"},
+           Case{"foo:bar", "unknown identity type \"foo\""},
+           Case{"urn:example:ci", "unknown identity type \"urn\""},
+           Case{"cn:", "empty"},
+           Case{"uri:", "empty"},
+           Case{"cn:team/*", "URI identities only"},
+           Case{"dns:*", "'*' is only allowed"},
+           Case{"uri:*", "'*' is only allowed"},
+           Case{"a*", "'*' is only allowed"},
+           Case{"*/x", "'*' is only allowed"},
+           Case{"spiffe://example.org/ci/../admin", "dot segment"},
+           Case{"uri:spiffe://example.org/%2e%2e/*", "dot segment"},
+       }) {
+    SCOPED_TRACE(c.entry);
+    Result<AllowEntry> e = ParseAllowEntry(c.entry);
+    ASSERT_FALSE(e);
+    EXPECT_NE(e.error().message().find(c.why), std::string::npos) << e.error().message();
+  }
+}
+
+TEST(PeerIdentity, DisplayEscapesControlAndNonAsciiBytes) {
+  PeerIdentity id;
+  id.common_name = "evil\n2024-01-01T00:00:00.000Z pipegated info: forged";
+  const std::string shown = id.Display();
+  EXPECT_EQ(shown.find('\n'), std::string::npos);
+  EXPECT_EQ(shown, "evil\\x0a2024-01-01T00:00:00.000Z pipegated info: forged");
+  id.common_name = std::string("a\"b\\c\xc3\xa9\x1b[31m");
+  EXPECT_EQ(id.Display(), "a\\x22b\\x5cc\\xc3\\xa9\\x1b[31m");
+  EXPECT_EQ(id.Name(), id.common_name);  // The raw name stays for counting.
+}
+
+TEST(PeerIdentity, DisplayIsCutAt128Bytes) {
+  PeerIdentity id;
+  id.common_name = std::string(300, 'a');
+  EXPECT_EQ(id.Display(), std::string(128, 'a') + "...(300 bytes)");
+}
+
+TEST(PeerIdentity, NameIsEmptyWithoutIdentities) { EXPECT_EQ(PeerIdentity{}.Name(), ""); }
+
 }  // namespace
 }  // namespace pipegate

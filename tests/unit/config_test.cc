@@ -434,6 +434,46 @@ TEST(ParseGatewayConfig, ValidatesAllow) {
   EXPECT_NE(errors[3].message.find("'*' is only allowed"), std::string::npos);
 }
 
+TEST(ParseGatewayConfig, AcceptsTypedAllowEntries) {
+  const std::string text = WithExport(R"(name = "f"
+kind = "unix"
+path = "/f"
+allow = ["cn:alice", "DNS:a.example", "uri:spiffe://example.org/ci/*", "uri:urn:x:y", "ops"]
+)");
+  ConfigParseResult r = ParseGatewayConfig(text, "/");
+  ASSERT_TRUE(r.config) << Dump(r.errors);
+  EXPECT_EQ(r.config->exports[0].allow,
+            (std::vector<std::string>{"cn:alice", "DNS:a.example", "uri:spiffe://example.org/ci/*",
+                                      "uri:urn:x:y", "ops"}));
+}
+
+TEST(ParseGatewayConfig, RefusesUnknownIdentityTypesAndDotSegmentsWithTheirLine) {
+  const std::string text = WithExport(R"(name = "f"
+kind = "unix"
+path = "/f"
+allow = [
+  "cn:alice",
+  "san:alice",
+  "urn:example:ci",
+  "cn:team/*",
+  "spiffe://example.org/ci/%2e%2e/admin",
+  "uri:",
+]
+)");
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 5u) << Dump(errors);
+  const int first = LineOf(text, "\"san:alice\"");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(errors[static_cast<size_t>(i)].line, first + i) << Dump(errors);
+  }
+  EXPECT_NE(errors[0].message.find("unknown identity type \"san\""), std::string::npos);
+  EXPECT_NE(errors[0].message.find("cn:, dns: and uri:"), std::string::npos);
+  EXPECT_NE(errors[1].message.find("uri:urn:example:ci"), std::string::npos);
+  EXPECT_NE(errors[2].message.find("URI identities only"), std::string::npos);
+  EXPECT_NE(errors[3].message.find("dot segment"), std::string::npos);
+  EXPECT_NE(errors[4].message.find("empty"), std::string::npos);
+}
+
 TEST(ParseGatewayConfig, RequiresAllowBecauseThereIsNoDefaultAccess) {
   const std::string text = WithExport("name = \"f\"\nkind = \"unix\"\npath = \"/f\"\n");
   ExpectOneError(text, LineOf(text, "[[export]]"), "there is no default access");
