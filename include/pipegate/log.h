@@ -146,6 +146,15 @@ void SetLogSinkForTest(void (*sink)(LogLevel level, std::string_view message) no
 #define PG_LOG(level, fmtstr, ...) \
   PG_LOG_CAUSED(level, "\"" fmtstr "\"", fmtstr __VA_OPT__(, ) __VA_ARGS__)
 
+// For lines only the operator can trigger (the SIGUSR1 counters, start-up and exit): checked
+// against the level, never rate-limited, so that what the operator asked for always appears.
+#define PG_LOG_ALWAYS(level, ...)                                                  \
+  do {                                                                             \
+    if (::pipegate::LogEnabled(::pipegate::LogLevel::level)) {                     \
+      ::pipegate::LogWrite(::pipegate::LogLevel::level, fmt::format(__VA_ARGS__)); \
+    }                                                                              \
+  } while (0)
+
 #define PG_DEBUG(cat, ...)                                                                    \
   do {                                                                                        \
     if (::pipegate::LogEnabled(::pipegate::LogLevel::kDebug, ::pipegate::LogCategory::cat)) { \
