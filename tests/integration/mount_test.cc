@@ -54,6 +54,20 @@ int Cycles() { return static_cast<int>(DataSize(20, 8)); }
   return ::testing::AssertionSuccess();
 }
 
+// Makes the socket file a crashed run leaves behind: bound, then closed, nobody listening.
+::testing::AssertionResult LeaveStaleSocket(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const int bound = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  close(fd);
+  if (bound != 0 || !IsSocket(path)) {
+    return ::testing::AssertionFailure() << "cannot leave a socket file at " << path;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 TEST(Mount, FifoReadExportServesRepeatedLocalCatCycles) {
   TempDir dir;
   GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
@@ -136,15 +150,7 @@ TEST(Mount, ReplacesStaleSocketFile) {
   ASSERT_TRUE(gw.Start());
   // A socket file left behind by a crashed run: bound, then closed, nobody listening.
   const std::string local = dir.Join("m.sock");
-  {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, local.c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    close(fd);
-    ASSERT_TRUE(IsSocket(local));
-  }
+  ASSERT_TRUE(LeaveStaleSocket(local));
   Bridge mount(dir, {"mount", gw.Address("echo"), local});
   ASSERT_TRUE(mount.started());
   const ExchangeResult result = UnixExchange(local, "ping\n", Duration(10000));
@@ -232,14 +238,7 @@ TEST(MountSecurity, RefusesAStaleSocketAnotherUserLeft) {
   GatewayFixture gw(dir, WithExports({ExportSpec::Unix("echo", dir.Join("srv.sock"))}));
   ASSERT_TRUE(gw.Start());
   const std::string local = dir.Join("m.sock");
-  {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, local.c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    close(fd);
-  }
+  ASSERT_TRUE(LeaveStaleSocket(local));
   ASSERT_EQ(chown(local.c_str(), kNobody, kNobody), 0);
   Bridge mount(dir, {"mount", gw.Address("echo"), local});
   ASSERT_TRUE(mount.started());

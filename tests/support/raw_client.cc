@@ -8,8 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "pipegate/resume.h"
@@ -106,16 +106,7 @@ bool RawClient::Flush(Duration timeout) {
   return true;
 }
 
-bool RawClient::Send(const Buffer& frames) {
-  if (closed_) return false;
-  Status st = tls_.WritePlaintext(frames.data(), frames.size());
-  if (!st.ok()) {
-    closed_ = true;
-    return false;
-  }
-  tls_.DrainCiphertext(cipher_out_);
-  return Flush(Duration(10000));
-}
+bool RawClient::Send(const Buffer& frames) { return Send(frames, Duration(10000)); }
 
 bool RawClient::Send(const Buffer& frames, Duration stall) {
   if (closed_) return false;
@@ -142,8 +133,8 @@ bool RawClient::SendResume(const std::string& session_id, const std::string& key
 std::string RawClient::WaitSession(Duration timeout) {
   std::optional<RawFrame> frame = WaitFor(FrameType::kSession, 0, timeout);
   if (!frame) return "";
-  Result<SessionPayload> session = DecodeSession(
-      reinterpret_cast<const uint8_t*>(frame->payload.data()), frame->payload.size());
+  Result<SessionPayload> session =
+      DecodeSession(reinterpret_cast<const uint8_t*>(frame->payload.data()), frame->payload.size());
   if (!session) return "";
   return std::string(reinterpret_cast<const char*>(session->session_id), kSessionIdSize);
 }
