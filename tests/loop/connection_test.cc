@@ -1,0 +1,542 @@
+// Loop tests of uvglue::Connection (src/uv/connection.cc): two real connections over loopback
+// TCP on one uv loop, or one against a hand-driven TlsSession client on a thread. Every test
+// ends with every handle closed and uv_loop_close() == 0; every wait is bounded by a timer.
+
+#include "uv/connection.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <uv.h>
+
+#include "pipegate/frame.h"
+#include "pipegate/mux.h"
+#include "pipegate/tls.h"
+
+#include "support/pki.h"
+#include "support/timing.h"
+
+namespace pipegate::uvglue {
+namespace {
+
+using ::pipegate::testing::Duration;
+using ::pipegate::testing::PkiPath;
+using ::pipegate::testing::Scaled;
+
+// Timers and limits that stay out of the way of a test lasting a few seconds.
+ConnectionOptions QuietOptions(bool is_client) {
+  ConnectionOptions options;
+  options.mux.is_client = is_client;
+  options.keepalive_interval_ms = 60000;
+  options.keepalive_timeout_ms = 120000;
+  return options;
+}
+
+// One end of a connection: its Mux and what its handler has heard. Owned by the fixture and
+// outlives its Connection (conn is null once OnConnectionFreed() came).
+class Side final : public ConnectionHandler {
+ public:
+  explicit Side(const MuxOptions& options) : mux(options, this) {}
+
+  void Flush() {
+    if (conn != nullptr) conn->Flush();
+  }
+
+  void OnMuxReady() override { ready = true; }
+  void OnOpenRequest(uint32_t id, const OpenPayload& open) override {
+    stream = id;
+    mux.Accept(id, OpenOkPayload{1, open.access});
+    Flush();
+  }
+  void OnOpenAccepted(uint32_t id, const OpenOkPayload& /*ok*/) override {
+    stream = id;
+    if (on_open_accepted) on_open_accepted(id);
+  }
+  void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override {
+    received_bytes += len;
+    if (keep_data) received.append(reinterpret_cast<const char*>(data), len);
+    mux.Consumed(id, len);
+    Flush();
+  }
+  void OnStreamFin(uint32_t id) override {
+    fin = true;
+    if (on_fin) on_fin(id);
+  }
+  void OnStreamReset(uint32_t /*id*/, ErrorCode /*error*/, std::string_view reason) override {
+    ADD_FAILURE() << "unexpected RESET: " << reason;
+  }
+  void OnStreamStopped(uint32_t /*id*/, ErrorCode /*error*/, std::string_view reason) override {
+    ADD_FAILURE() << "unexpected STOP: " << reason;
+  }
+  void OnStreamWritable(uint32_t /*id*/) override {}
+  void OnStreamDelivered(uint32_t /*id*/) override {}
+  void OnStreamClosed(uint32_t /*id*/) override { ++streams_closed; }
+  void OnListRequest() override { ++list_requests; }
+  void OnListReply(const std::vector<ListEntry>& /*entries*/, bool /*more*/) override {}
+  void OnGoaway(const GoawayPayload& /*goaway*/) override {}
+
+  void OnConnectionWritable() override {
+    ++writable;
+    backlogged_when_writable = conn != nullptr && conn->backlogged();
+    if (on_writable) on_writable();
+  }
+  void OnConnectionClosed(const Status& why) override {
+    closed = true;
+    close_why = why;
+  }
+  void OnConnectionFreed() override {
+    freed = true;
+    conn = nullptr;
+  }
+
+  Mux mux;
+  Connection* conn = nullptr;
+  bool ready = false;
+  uint32_t stream = 0;
+  bool keep_data = true;
+  std::string received;
+  uint64_t received_bytes = 0;
+  bool fin = false;
+  int streams_closed = 0;
+  uint64_t list_requests = 0;
+  int writable = 0;
+  bool backlogged_when_writable = false;
+  bool closed = false;
+  Status close_why;
+  bool freed = false;
+  std::function<void(uint32_t)> on_open_accepted;
+  std::function<void(uint32_t)> on_fin;
+  std::function<void()> on_writable;
+};
+
+class ConnectionLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(::pipegate::testing::EnsureTestPki());
+    ASSERT_EQ(0, uv_loop_init(&loop_));
+    loop_open_ = true;
+    uv_timer_init(&loop_, &deadline_);
+    uv_prepare_init(&loop_, &prepare_);
+    uv_tcp_init(&loop_, &listener_);
+    uv_async_init(&loop_, &wake_, [](uv_async_t* /*handle*/) {});  // OnPrepare looks next.
+    deadline_.data = prepare_.data = listener_.data = wake_.data = this;
+
+    TlsServerOptions server;
+    server.cert = PkiPath("gateway.crt");
+    server.key = PkiPath("gateway.key");
+    server.client_ca = PkiPath("ca.crt");
+    auto server_tls = TlsContext::NewServer(server);
+    ASSERT_TRUE(server_tls) << server_tls.error().message();
+    server_tls_ = *server_tls;
+    TlsClientOptions client;
+    client.cert = PkiPath("alice.crt");
+    client.key = PkiPath("alice.key");
+    client.ca = PkiPath("ca.crt");
+    auto client_tls = TlsContext::NewClient(client);
+    ASSERT_TRUE(client_tls) << client_tls.error().message();
+    client_tls_ = *client_tls;
+  }
+
+  void TearDown() override {
+    if (!loop_open_) return;
+    for (Side* side : {client_.get(), server_.get()}) {
+      if (side != nullptr && side->conn != nullptr) {
+        side->conn->Abort(Status(Code::kStreamLost, "test over"));
+      }
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), nullptr);
+    // The deadline does not keep the loop alive: the run ends when the last other handle has
+    // closed, or at the deadline if one never does.
+    uv_timer_start(&deadline_, &ConnectionLoopTest::OnDeadline,
+                   static_cast<uint64_t>(Scaled(Duration(5000)).count()), 0);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&deadline_));
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (uv_loop_alive(&loop_) != 0) {
+      ADD_FAILURE() << "handles still open after the test:";
+      uv_print_all_handles(&loop_, stderr);
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), nullptr);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    for (Side* side : {client_.get(), server_.get()}) {
+      if (side != nullptr) {
+        EXPECT_TRUE(side->conn == nullptr) << "a connection was never freed";
+      }
+    }
+    EXPECT_EQ(0, uv_loop_close(&loop_));
+  }
+
+  // Listens on 127.0.0.1:0. A @p socket_buffer other than 0 sets SO_SNDBUF and SO_RCVBUF of
+  // the listener, which accepted sockets inherit: the kernel then buffers little, so a peer
+  // that stops reading shows at once.
+  void Listen(const ConnectionOptions& options, int socket_buffer = 0) {
+    server_options_ = options;
+    sockaddr_in addr{};
+    ASSERT_EQ(0, uv_ip4_addr("127.0.0.1", 0, &addr));
+    ASSERT_EQ(0, uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0));
+    if (socket_buffer != 0) {
+      int size = socket_buffer;
+      ASSERT_EQ(0, uv_send_buffer_size(reinterpret_cast<uv_handle_t*>(&listener_), &size));
+      size = socket_buffer;
+      ASSERT_EQ(0, uv_recv_buffer_size(reinterpret_cast<uv_handle_t*>(&listener_), &size));
+    }
+    ASSERT_EQ(0, uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 8,
+                           &ConnectionLoopTest::OnConnection));
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    ASSERT_EQ(0, uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len));
+    port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
+  }
+
+  // Listens, dials with a client Connection, and runs until both muxes are ready.
+  void ConnectPair(const ConnectionOptions& server_options, int socket_buffer = 0) {
+    server_ = std::make_unique<Side>(server_options.mux);
+    ASSERT_NO_FATAL_FAILURE(Listen(server_options, socket_buffer));
+    const ConnectionOptions client_options = QuietOptions(/*is_client=*/true);
+    client_ = std::make_unique<Side>(client_options.mux);
+    client_->conn = Connection::Connect(&loop_, "127.0.0.1", port_, client_tls_, client_options,
+                                        client_.get(), &client_->mux);
+    ASSERT_TRUE(RunUntil([&] { return client_->ready && server_->ready; }, Duration(3000)))
+        << "client closed: " << client_->close_why.message()
+        << "; server closed: " << server_->close_why.message();
+  }
+
+  // Runs the loop until @p done() holds (checked before every poll) or @p timeout passes.
+  bool RunUntil(const std::function<bool()>& done, Duration timeout) {
+    until_ = &done;
+    uv_timer_start(&deadline_, &ConnectionLoopTest::OnDeadline,
+                   static_cast<uint64_t>(Scaled(timeout).count()), 0);
+    uv_prepare_start(&prepare_, &ConnectionLoopTest::OnPrepare);
+    if (!done()) uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_prepare_stop(&prepare_);
+    uv_timer_stop(&deadline_);
+    until_ = nullptr;
+    return done();
+  }
+  // Runs the loop for @p period (what it is meant to show must not happen meanwhile).
+  void RunFor(Duration period) {
+    RunUntil([] { return false; }, period);
+  }
+
+  static void OnPrepare(uv_prepare_t* handle) noexcept {
+    auto* self = static_cast<ConnectionLoopTest*>(handle->data);
+    if (self->until_ != nullptr && (*self->until_)()) uv_stop(handle->loop);
+  }
+  static void OnDeadline(uv_timer_t* handle) noexcept { uv_stop(handle->loop); }
+  static void OnConnection(uv_stream_t* server, int status) noexcept {
+    auto* self = static_cast<ConnectionLoopTest*>(server->data);
+    if (status != 0 || self->server_ == nullptr || self->server_->conn != nullptr) {
+      ADD_FAILURE() << "unexpected connection (status " << status << ")";
+      return;
+    }
+    Result<Connection*> conn =
+        Connection::Accept(&self->loop_, server, self->server_tls_, self->server_options_,
+                           self->server_.get(), &self->server_->mux);
+    if (!conn) {
+      ADD_FAILURE() << "accept: " << conn.error().message();
+      return;
+    }
+    self->server_->conn = *conn;
+  }
+
+  uv_loop_t loop_{};
+  bool loop_open_ = false;
+  uv_timer_t deadline_{};
+  uv_prepare_t prepare_{};
+  uv_async_t wake_{};  // For conditions another thread changes.
+  uv_tcp_t listener_{};
+  uint16_t port_ = 0;
+  const std::function<bool()>* until_ = nullptr;
+  std::shared_ptr<const TlsContext> server_tls_;
+  std::shared_ptr<const TlsContext> client_tls_;
+  ConnectionOptions server_options_;
+  std::unique_ptr<Side> server_;
+  std::unique_ptr<Side> client_;
+};
+
+// The lost wake-up: WantWritable() on a connection whose backlog is already below kLowMark sees
+// no write completion to wait for, and must still answer with one OnConnectionWritable(), from
+// the loop rather than from inside the call (the caller is pausing a stream right then).
+TEST_F(ConnectionLoopTest, WantWritableWhenAlreadyLowNotifiesOnceFromTheLoop) {
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(QuietOptions(/*is_client=*/false)));
+  ASSERT_FALSE(client_->conn->backlogged());
+  RunFor(Duration(50));  // Whatever the handshake queued has gone out.
+
+  client_->conn->WantWritable();
+  EXPECT_EQ(0, client_->writable) << "OnConnectionWritable() ran inside WantWritable()";
+  ASSERT_TRUE(RunUntil([&] { return client_->writable > 0; }, Duration(2000)))
+      << "OnConnectionWritable() never came: the wake-up was lost";
+  RunFor(Duration(100));
+  EXPECT_EQ(1, client_->writable);
+  EXPECT_FALSE(client_->backlogged_when_writable);
+
+  // Each WantWritable() earns one notification, not more and not fewer.
+  client_->conn->WantWritable();
+  client_->conn->WantWritable();
+  EXPECT_EQ(1, client_->writable);
+  ASSERT_TRUE(RunUntil([&] { return client_->writable > 1; }, Duration(2000)));
+  RunFor(Duration(100));
+  EXPECT_EQ(2, client_->writable);
+  EXPECT_EQ(0, server_->writable);
+}
+
+// The ordinary case: a burst large enough that backlogged() holds; WantWritable() then waits
+// for the socket, and OnConnectionWritable() comes once the peer has read enough of it.
+TEST_F(ConnectionLoopTest, WritableFollowsBacklogOnceThePeerReads) {
+  constexpr size_t kBurst = 8u << 20;
+  ConnectionOptions server_options = QuietOptions(/*is_client=*/false);
+  server_options.mux.stream_window = kBurst;  // The whole burst fits one window.
+  server_options.mux.session_window = 2 * kBurst;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(server_options, /*socket_buffer=*/64 * 1024));
+  server_->keep_data = false;
+
+  size_t sent = 0;
+  client_->on_open_accepted = [&](uint32_t id) {
+    const std::string block(64 * 1024, 'b');
+    while (sent < kBurst) {
+      size_t n = client_->mux.SendData(id, reinterpret_cast<const uint8_t*>(block.data()),
+                                       std::min(block.size(), kBurst - sent));
+      if (n == 0) break;
+      sent += n;
+    }
+    if (sent == kBurst) client_->mux.SendFin(id);
+    client_->Flush();
+  };
+  ASSERT_TRUE(client_->mux.Open(OpenPayload{2, 0, 0, "burst"}));
+  client_->Flush();
+  ASSERT_TRUE(RunUntil([&] { return client_->conn->backlogged(); }, Duration(3000)))
+      << "the burst never made the connection backlogged (sent " << sent << ")";
+  ASSERT_EQ(kBurst, sent);
+
+  uint64_t server_had = server_->received_bytes;
+  uint64_t server_at_writable = 0;
+  client_->on_writable = [&] { server_at_writable = server_->received_bytes; };
+  client_->conn->WantWritable();
+  EXPECT_EQ(0, client_->writable);
+  ASSERT_TRUE(RunUntil([&] { return client_->writable > 0; }, Duration(4000)))
+      << "no OnConnectionWritable() after the backlog (server got " << server_->received_bytes
+      << " of " << kBurst << ")";
+  EXPECT_FALSE(client_->backlogged_when_writable);
+  EXPECT_GT(server_at_writable, server_had) << "writable before the peer read anything";
+  ASSERT_TRUE(RunUntil([&] { return server_->fin; }, Duration(4000)));
+  EXPECT_EQ(kBurst, server_->received_bytes);
+  RunFor(Duration(50));
+  EXPECT_EQ(1, client_->writable);
+}
+
+// A peer that sends PINGs and LISTs but never reads: the ACKs pile up in the server's write
+// backlog, and past max_write_backlog the server stops reading, so the peer's sends block
+// instead of the server's memory growing. Once the peer reads, the server reads again.
+// Progress is measured by the LIST frames the server's Mux has delivered (one per chunk).
+struct FloodState {
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> finished{false};
+  std::atomic<uint64_t> chunks{0};
+  std::atomic<uint64_t> acks{0};
+  std::promise<void> read;
+  std::string error;           // Written before finished is set.
+  uv_async_t* wake = nullptr;  // Wakes the loop to look at blocked and finished.
+};
+
+constexpr uint64_t kPingsPerChunk = 512;  // 10 KiB of PINGs, then one LIST.
+constexpr uint64_t kExtraChunks = 4;
+
+// The flooding peer, on its own thread: the library's TlsSession over a non-blocking socket
+// with small kernel buffers. (RawClient cannot serve here: its reads stop to flush pending
+// output first, and the server that waits for it to read would wait for it too.)
+void Flood(uint16_t port, std::shared_ptr<const TlsContext> context, FloodState* state) {
+  auto finish = [&](std::string error) {
+    state->error = std::move(error);
+    state->finished = true;
+    uv_async_send(state->wake);
+  };
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int small = 16 * 1024;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  uv_ip4_addr("127.0.0.1", port, &addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return finish("connect failed");
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  TlsSession tls(std::move(context), "127.0.0.1");
+  Buffer out;
+  Buffer plain;
+  // One poll round: writes what the socket takes and, if @p reading, reads and counts PING
+  // ACKs. @return 0 if nothing happened within @p wait_ms, -1 on an error, else 1.
+  auto pump = [&](bool reading, int wait_ms) {
+    tls.DrainCiphertext(out);
+    const auto events = static_cast<short>((reading ? POLLIN : 0) | (out.empty() ? 0 : POLLOUT));
+    pollfd pfd{fd, events, 0};
+    int rc = poll(&pfd, 1, wait_ms);
+    if (rc <= 0) return rc;
+    if ((pfd.revents & POLLOUT) != 0) {
+      ssize_t n = write(fd, out.data(), out.size());
+      if (n < 0 && errno != EAGAIN) return -1;
+      if (n > 0) out.Consume(static_cast<size_t>(n));
+    }
+    if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      uint8_t buf[65536];
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) return -1;
+      if (n > 0) tls.FeedCiphertext(buf, static_cast<size_t>(n));
+      if (!tls.Advance(plain).ok()) return -1;
+      while (plain.size() >= kFrameHeaderSize) {
+        const uint8_t* p = plain.data();
+        const size_t size = kFrameHeaderSize + GetU32(p + 8);
+        if (plain.size() < size) break;
+        if (p[0] == static_cast<uint8_t>(FrameType::kPing) && (p[1] & kFlagAck) != 0) ++state->acks;
+        plain.Consume(size);
+      }
+    }
+    return 1;
+  };
+  auto give_up = ::pipegate::testing::Clock::now() + Scaled(Duration(4000));
+  auto in_time = [&] { return ::pipegate::testing::Clock::now() < give_up; };
+  (void)tls.Advance(plain);  // The ClientHello.
+  while (!tls.established() && in_time()) {
+    if (pump(/*reading=*/true, 100) < 0) break;
+  }
+  if (!tls.established()) {
+    close(fd);
+    return finish("TLS handshake failed");
+  }
+  Buffer frames;
+  AppendSettings(frames, {{SettingId::kMaxFramePayload, kDefaultMaxFramePayload}});
+  Buffer chunk;
+  for (uint64_t i = 0; i < kPingsPerChunk; ++i) AppendPing(chunk, 0, i);
+  AppendList(chunk);
+  auto send = [&](const Buffer& b) { return tls.WritePlaintext(b.data(), b.size()).ok(); };
+  bool ok = send(frames);
+  // Flood, never reading, until the socket takes nothing for 300 ms.
+  while (ok && !state->blocked && in_time()) {
+    if (out.size() < 64 * 1024) {
+      ok = send(chunk);
+      ++state->chunks;
+    }
+    int rc = pump(/*reading=*/false, static_cast<int>(Scaled(Duration(300)).count()));
+    if (rc < 0) ok = false;
+    if (rc == 0) {
+      state->blocked = true;
+      uv_async_send(state->wake);
+    }
+  }
+  std::future<void> go = state->read.get_future();
+  if (ok && state->blocked && go.wait_for(Scaled(Duration(5000))) == std::future_status::ready) {
+    // Read every answer, then send a few more chunks and read theirs.
+    give_up = ::pipegate::testing::Clock::now() + Scaled(Duration(4000));
+    for (uint64_t extra = 0; ok && extra <= kExtraChunks; ++extra) {
+      while (ok && state->acks < state->chunks * kPingsPerChunk && in_time()) {
+        ok = pump(/*reading=*/true, 50) >= 0;
+      }
+      if (extra < kExtraChunks) {
+        ok = ok && send(chunk);
+        ++state->chunks;
+      }
+    }
+  }
+  close(fd);
+  if (!state->blocked) return finish("the sends never blocked: the server kept reading");
+  if (state->acks != state->chunks * kPingsPerChunk) return finish("not every PING was answered");
+  finish("");
+}
+
+TEST_F(ConnectionLoopTest, StopsReadingPastMaxWriteBacklogAndResumesWhenThePeerReads) {
+  ConnectionOptions options = QuietOptions(/*is_client=*/false);
+  options.max_write_backlog = 64 * 1024;
+  server_ = std::make_unique<Side>(options.mux);
+  ASSERT_NO_FATAL_FAILURE(Listen(options, /*socket_buffer=*/32 * 1024));
+
+  FloodState state;
+  state.wake = &wake_;
+  std::thread flooder(Flood, port_, client_tls_, &state);
+  bool released = false;
+  auto release = [&] {
+    if (!released) state.read.set_value();
+    released = true;
+  };
+  // Whatever fails below, the flooder is released, ends within its own bounds, and is joined.
+  struct Joiner {
+    std::function<void()> fn;
+    ~Joiner() { fn(); }
+  } joiner{[&] {
+    release();
+    RunUntil([&] { return state.finished.load(); }, Duration(10000));
+    flooder.join();
+  }};
+
+  ASSERT_TRUE(RunUntil([&] { return state.blocked || state.finished; }, Duration(5000)));
+  ASSERT_TRUE(state.blocked) << state.error;
+  const uint64_t seen = server_->list_requests;
+  RunFor(Duration(300));
+  EXPECT_EQ(seen, server_->list_requests) << "the server kept reading a peer that does not read";
+  EXPECT_LT(seen, state.chunks.load()) << "nothing was left unread";
+  EXPECT_FALSE(server_->closed) << server_->close_why.message();
+
+  release();
+  ASSERT_TRUE(RunUntil([&] { return state.finished.load(); }, Duration(5000)))
+      << "acks " << state.acks << " of " << state.chunks * kPingsPerChunk << ", server saw "
+      << server_->list_requests << " of " << state.chunks << " chunks (" << seen << " when paused)";
+  EXPECT_EQ("", state.error);
+  EXPECT_EQ(state.chunks.load(), server_->list_requests);
+  EXPECT_EQ(state.chunks * kPingsPerChunk, state.acks.load());
+}
+
+// The whole life of a stream and a connection: OPEN, OPEN_OK, data and FIN each way, both
+// sides see the stream closed, a graceful close reaches the peer as an orderly end, and both
+// connections free every handle.
+TEST_F(ConnectionLoopTest, StreamRoundTripAndCleanClose) {
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(QuietOptions(/*is_client=*/false)));
+  const std::string request = "hello from the client";
+  const std::string reply = "hello from the gateway";
+  client_->on_open_accepted = [&](uint32_t id) {
+    client_->mux.SendData(id, reinterpret_cast<const uint8_t*>(request.data()), request.size());
+    client_->mux.SendFin(id);
+    client_->Flush();
+  };
+  server_->on_fin = [&](uint32_t id) {
+    server_->mux.SendData(id, reinterpret_cast<const uint8_t*>(reply.data()), reply.size());
+    server_->mux.SendFin(id);
+    server_->Flush();
+  };
+  Result<uint32_t> id = client_->mux.Open(OpenPayload{3, 0, 0, "echo"});
+  ASSERT_TRUE(id);
+  client_->Flush();
+
+  ASSERT_TRUE(RunUntil([&] { return client_->streams_closed == 1 && server_->streams_closed == 1; },
+                       Duration(3000)))
+      << "client got '" << client_->received << "', server got '" << server_->received << "'";
+  EXPECT_EQ(*id, server_->stream);
+  EXPECT_EQ(request, server_->received);
+  EXPECT_EQ(reply, client_->received);
+  EXPECT_TRUE(client_->fin);
+  EXPECT_EQ(0u, client_->mux.stream_count());
+  EXPECT_EQ(0u, server_->mux.stream_count());
+
+  client_->conn->Close(Status(Code::kOk, "done"));
+  ASSERT_TRUE(RunUntil([&] { return client_->freed && server_->freed; }, Duration(3000)));
+  EXPECT_TRUE(client_->closed);
+  EXPECT_TRUE(server_->closed);
+  EXPECT_TRUE(server_->close_why.ok()) << server_->close_why.message();
+  EXPECT_EQ(0, client_->writable + server_->writable);
+}
+
+}  // namespace
+}  // namespace pipegate::uvglue
