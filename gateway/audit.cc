@@ -76,31 +76,5 @@ void Audit(const AuditEvent& e) {
   LogWrite(granted ? LogLevel::kInfo : LogLevel::kWarn, line);
 }
 
-std::string FormatCounters(const Counters& k) {
-  const TlsRefusalCounters& t = k.tls_refused;
-  return fmt::format(
-      "counters: connections_accepted={} connections_refused={} refused_max_connections={} "
-      "refused_per_source={} refused_memory={} tls_handshake_failed={} tls_expired={} "
-      "tls_not_yet_valid={} tls_revoked={} tls_unknown_ca={} tls_wrong_usage={} "
-      "tls_no_certificate={} tls_not_tls={} tls_other={} protocol_errors={} streams_opened={} "
-      "acl_denied={} wrong_access={} not_found={} invalid_names={} unavailable={} busy={} "
-      "no_reader={} broken_pipe={} streams_revoked={} connections_revoked={} reloads={} "
-      "reload_failures={} bytes_to_clients={} bytes_from_clients={} sessions_detached={} "
-      "sessions_resumed={} sessions_expired={} resume_rejected={} refused_streams_identity={} "
-      "refused_streams_total={} refused_pending_opens={} sessions_not_kept={} "
-      "resume_protocol_errors={} log_lines_suppressed={}",
-      k.connections_accepted.load(), k.connections_refused.load(), k.refused_max_connections.load(),
-      k.refused_per_source.load(), k.refused_memory.load(), k.tls_handshake_failed.load(),
-      t.expired.load(), t.not_yet_valid.load(), t.revoked.load(), t.unknown_ca.load(),
-      t.wrong_usage.load(), t.no_certificate.load(), t.not_tls.load(), t.other.load(),
-      k.protocol_errors.load(), k.streams_opened.load(), k.acl_denied.load(), k.wrong_access.load(),
-      k.not_found.load(), k.invalid_names.load(), k.unavailable.load(), k.busy.load(),
-      k.no_reader.load(), k.broken_pipe.load(), k.streams_revoked.load(),
-      k.connections_revoked.load(), k.reloads.load(), k.reload_failures.load(),
-      k.bytes_to_clients.load(), k.bytes_from_clients.load(), k.sessions_detached.load(),
-      k.sessions_resumed.load(), k.sessions_expired.load(), k.resume_rejected.load(),
-      k.refused_streams_identity.load(), k.refused_streams_total.load(),
-      k.refused_pending_opens.load(), k.sessions_not_kept.load(), k.resume_protocol_errors.load(), SuppressedLogLines());
-}
 
 }  // namespace pipegate::gateway

@@ -8,7 +8,6 @@
 
 namespace pipegate::gateway {
 
-struct Counters;
 
 /// @brief The outcome of one access decision, as the audit log names it.
 enum class Verdict : uint8_t {
@@ -48,8 +47,5 @@ struct AuditEvent {
 void Audit(const AuditEvent& event);
 
 // SanitizeForLog() lives in pipegate/log.h (namespace pipegate), for every log line.
-
-/// @brief Formats every counter as `name=value` pairs on one line.
-std::string FormatCounters(const Counters& counters);
 
 }  // namespace pipegate::gateway

@@ -1470,7 +1470,7 @@ int Gateway::Run() {
       &sigusr1,
       [](uv_signal_t* handle, int) noexcept {
         auto* c = static_cast<SignalContext*>(handle->data);
-        PG_LOG_ALWAYS(kInfo, "{}", FormatCounters(c->gateway->counters()));
+        PG_LOG_ALWAYS(kInfo, "counters: {}", CountersJson(c->gateway->counters()));
       },
       SIGUSR1);
   // Issue 4: after a burst of connections (a flood, a slowloris) give the freed memory back.
@@ -1499,7 +1499,7 @@ int Gateway::Run() {
          "error(s)",
          k.connections_accepted.load(), k.streams_opened.load(), k.acl_denied.load(),
          k.tls_handshake_failed.load(), k.protocol_errors.load());
-  PG_LOG_ALWAYS(kInfo, "{}", FormatCounters(k));
+  PG_LOG_ALWAYS(kInfo, "counters: {}", CountersJson(k));
   return 0;
 }
 

@@ -14,6 +14,7 @@
 #include "pipegate/tls.h"
 
 #include "connection_limits.h"
+#include "counters.h"
 
 namespace pipegate::gateway {
 
@@ -33,42 +34,6 @@ struct Snapshot {
   std::map<std::string, AdoptRule> fifo_rules;
 };
 
-/// @brief Counters of every class of event that closes or refuses something.
-struct Counters {
-  std::atomic<uint64_t> connections_accepted{0};
-  std::atomic<uint64_t> connections_refused{0};
-  std::atomic<uint64_t> tls_handshake_failed{0};
-  std::atomic<uint64_t> protocol_errors{0};
-  std::atomic<uint64_t> streams_opened{0};
-  std::atomic<uint64_t> acl_denied{0};
-  std::atomic<uint64_t> not_found{0};
-  std::atomic<uint64_t> busy{0};
-  std::atomic<uint64_t> no_reader{0};
-  std::atomic<uint64_t> broken_pipe{0};
-  std::atomic<uint64_t> bytes_to_clients{0};
-  std::atomic<uint64_t> bytes_from_clients{0};
-  std::atomic<uint64_t> sessions_detached{0};
-  std::atomic<uint64_t> sessions_resumed{0};
-  std::atomic<uint64_t> sessions_expired{0};
-  std::atomic<uint64_t> resume_rejected{0};
-  // Issue 4 (security): one counter per refusal class; dumped on SIGUSR1 and at exit.
-  std::atomic<uint64_t> refused_max_connections{0};  ///< Over limits.max_connections.
-  std::atomic<uint64_t> refused_per_source{0};       ///< Over max_connections_per_source.
-  std::atomic<uint64_t> refused_memory{0};           ///< Over max_bytes_in_flight.
-  std::atomic<uint64_t> invalid_names{0};            ///< OPEN with a name SPEC §2 forbids.
-  std::atomic<uint64_t> wrong_access{0};             ///< Allowed, but the other direction.
-  std::atomic<uint64_t> unavailable{0};              ///< Local pipe missing, not a FIFO, symlink.
-  std::atomic<uint64_t> streams_revoked{0};          ///< Ended by a reload (reload_revokes).
-  std::atomic<uint64_t> connections_revoked{0};      ///< Certificate refused after a reload.
-  std::atomic<uint64_t> reloads{0};
-  std::atomic<uint64_t> reload_failures{0};
-  std::atomic<uint64_t> refused_streams_identity{0};  ///< Over max_streams_per_identity.
-  std::atomic<uint64_t> refused_streams_total{0};     ///< Over max_streams.
-  std::atomic<uint64_t> refused_pending_opens{0};     ///< Over max_pending_opens_per_connection.
-  std::atomic<uint64_t> sessions_not_kept{0};         ///< Lost, but over a detached-session cap.
-  std::atomic<uint64_t> resume_protocol_errors{0};    ///< RESUME out of place or for itself.
-  TlsRefusalCounters tls_refused;                     ///< Handshakes refused, by cause.
-};
 
 class Worker;
 class Session;

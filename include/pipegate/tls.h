@@ -20,18 +20,25 @@ typedef struct x509_store_ctx_st X509_STORE_CTX;
 
 namespace pipegate {
 
+// Handshakes refused, by cause: X(name, what it counts). The one list from which the struct
+// and every output (logs, JSON) are made.
+#define PIPEGATE_TLS_REFUSAL_COUNTERS(X)                                          \
+  X(expired, "client certificates past their notAfter")                           \
+  X(not_yet_valid, "client certificates before their notBefore")                  \
+  X(revoked, "client certificates listed in the CRL")                             \
+  X(unknown_ca, "client certificates that do not chain to client_ca")             \
+  X(wrong_usage, "client certificates whose extended key usage lacks clientAuth") \
+  X(no_certificate, "clients that sent no certificate")                           \
+  X(not_tls, "connections whose first bytes were not a TLS ClientHello")          \
+  X(other, "other handshake failures (ALPN, versions, alerts)")
+
 /// @brief Why the gateway refused clients during the TLS handshake, one counter per class.
 ///
 /// Thread: the counters are atomic; every worker bumps them.
 struct TlsRefusalCounters {
-  std::atomic<uint64_t> expired{0};         ///< Client certificate past its notAfter.
-  std::atomic<uint64_t> not_yet_valid{0};   ///< Client certificate before its notBefore.
-  std::atomic<uint64_t> revoked{0};         ///< Listed in the CRL.
-  std::atomic<uint64_t> unknown_ca{0};      ///< Does not chain to client_ca.
-  std::atomic<uint64_t> wrong_usage{0};     ///< Its extended key usage lacks clientAuth.
-  std::atomic<uint64_t> no_certificate{0};  ///< The client sent none.
-  std::atomic<uint64_t> not_tls{0};         ///< The first bytes were not a TLS ClientHello.
-  std::atomic<uint64_t> other{0};           ///< Anything else (ALPN, versions, alerts).
+#define PIPEGATE_COUNTER_FIELD(name, help) std::atomic<uint64_t> name{0};
+  PIPEGATE_TLS_REFUSAL_COUNTERS(PIPEGATE_COUNTER_FIELD)
+#undef PIPEGATE_COUNTER_FIELD
 };
 
 /// @brief Files and policy for the gateway's side of mutual TLS.

@@ -395,8 +395,13 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
   }
   uint64_t silent = now - self->last_recv_ms_;
   if (silent >= self->options_.keepalive_timeout_ms) {
+    // While reads are paused for the write backlog, the silence is the peer not reading.
     self->Abort(Status(Code::kStreamLost,
-                       fmt::format("connection lost: nothing received for {} s", silent / 1000)));
+                       self->reading_paused_
+                           ? fmt::format("connection lost: the peer read nothing for {} s",
+                                         silent / 1000)
+                           : fmt::format("connection lost: nothing received for {} s",
+                                         silent / 1000)));
     return;
   }
   if (silent >= self->options_.keepalive_interval_ms && !self->ping_outstanding_) {

@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
-#include <regex>
 
 #include "support/bridge_client.h"
 #include "support/data.h"
 #include "support/proc_stats.h"
 #include "support/process.h"
+#include <nlohmann/json.hpp>
 
 namespace pipegate::testing {
 
@@ -67,9 +67,14 @@ std::map<std::string, uint64_t> ReadCounters(GatewayFixture& gw) {
         return true;
       },
       Duration(5000));
-  static const std::regex kPair(R"(([a-z_0-9]+)=([0-9]+))");
-  for (std::sregex_iterator it(line.begin(), line.end(), kPair), end; it != end; ++it) {
-    counters[(*it)[1].str()] = std::stoull((*it)[2].str());
+  // `counters: {"name":value,...}`: one JSON object.
+  const size_t brace = line.find('{');
+  const nlohmann::json json = nlohmann::json::parse(
+      brace == std::string::npos ? std::string() : line.substr(brace), nullptr, false);
+  if (json.is_object()) {
+    for (const auto& [name, value] : json.items()) {
+      if (value.is_number_unsigned()) counters[name] = value.get<uint64_t>();
+    }
   }
   EXPECT_FALSE(counters.empty()) << "no counters line after SIGUSR1:\n" << Tail(gw.Log());
   return counters;
