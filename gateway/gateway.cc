@@ -240,7 +240,10 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   void Start(const std::vector<int>& listen_fds);
-  void RequestStop() { stop_requested_.store(true), uv_async_send(&async_); }
+  void RequestStop() {
+    stop_requested_.store(true);
+    Wake();
+  }
   void Join() {
     if (thread_.joinable()) thread_.join();
   }
@@ -258,19 +261,23 @@ class Worker {
     Mux::PeerSettings peer;
   };
   /// @brief Hands a connection to this worker (thread-safe).
-  void Post(Handoff handoff) {
-    {
-      std::lock_guard<std::mutex> lock(inbox_mu_);
-      inbox_.push_back(std::move(handoff));
+  /// @return False if the worker is stopping: then the connection is closed here.
+  bool Post(Handoff handoff) {
+    std::lock_guard<std::mutex> lock(inbox_mu_);
+    if (async_closed_) {
+      ::close(handoff.conn.fd);
+      return false;
     }
+    inbox_.push_back(std::move(handoff));
     uv_async_send(&async_);
+    return true;
   }
   void Adopt(Handoff handoff);
   /// @brief Issue 4 (reload_revokes): asks the worker to end what the newest snapshot no longer
   /// allows (thread-safe; done on the worker's loop).
   void RequestRevoke() {
     revoke_requested_.store(true);
-    uv_async_send(&async_);
+    Wake();
   }
 
  private:
@@ -295,7 +302,14 @@ class Worker {
   bool grace_closed_ = false;
   std::unordered_map<Session*, bool> sessions_;
   std::mutex inbox_mu_;
-  std::vector<Handoff> inbox_;
+  std::vector<Handoff> inbox_;  ///< Guarded by inbox_mu_.
+  bool async_closed_ = false;   ///< Guarded by inbox_mu_: async_ may no longer be sent to.
+
+  /// @brief Wakes the loop (thread-safe), unless it is stopping and async_ is closed.
+  void Wake() {
+    std::lock_guard<std::mutex> lock(inbox_mu_);
+    if (!async_closed_) uv_async_send(&async_);
+  }
 };
 
 /// @brief One local end of one stream on an export: a StreamLink that also holds an instance
@@ -969,8 +983,11 @@ void Session::OnInputYielded() {
       RejectResume("busy, try again");
       return;
     }
-    record.worker->Post(
-        Worker::Handoff{decision.session_id, std::move(released), decision.resume, peer});
+    if (!record.worker->Post(
+            Worker::Handoff{decision.session_id, std::move(released), decision.resume, peer})) {
+      PG_CONN_LOG(kInfo, conn_id_, "resume from {} dropped: the gateway is shutting down",
+                  peer_address_);
+    }
   }
   finished_ = true;
   DropStreams();
@@ -1193,7 +1210,15 @@ void Worker::Stop() {
   for (auto& l : listeners_) {
     uv_close(reinterpret_cast<uv_handle_t*>(l.get()), nullptr);
   }
+  std::vector<Handoff> unadopted;
+  {
+    // From now on no thread sends to async_, which is about to close.
+    std::lock_guard<std::mutex> lock(inbox_mu_);
+    async_closed_ = true;
+    unadopted.swap(inbox_);
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  for (Handoff& h : unadopted) ::close(h.conn.fd);  // Resumes that came too late: refused.
   uv_timer_start(&grace_, &Worker::OnGrace, kDrainGraceMs, 0);
   std::vector<Session*> sessions;
   for (auto& [s, unused] : sessions_) sessions.push_back(s);
