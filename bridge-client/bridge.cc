@@ -19,6 +19,7 @@
 #include "pipegate/log.h"
 #include "pipegate/resume.h"
 
+#include "reconnect_policy.h"
 #include "uv/connection.h"
 #include "uv/local_pipe.h"
 #include "uv/stream_link.h"
@@ -191,8 +192,7 @@ class Client final : public uvglue::ConnectionHandler, public uvglue::StreamLink
   uint8_t session_id_[kSessionIdSize] = {};
   std::string resume_key_;
   uint64_t resume_deadline_ms_ = 0;
-  uint64_t backoff_ms_ = 0;
-  uint64_t lost_at_ms_ = 0;
+  ReconnectPolicy reconnect_;
   uint32_t resumes_ = 0;
   uv_timer_t reconnect_timer_{};
   bool finished_ = false;
@@ -579,8 +579,7 @@ void Client::OnConnectionClosed(const Status& why) {
   if (ready_ && has_session_ && have_streams && why.code() == Code::kStreamLost) {
     // Keep every stream; local ends just see back-pressure while we reconnect and resume.
     resuming_ = true;
-    lost_at_ms_ = uv_now(loop_);
-    backoff_ms_ = 0;
+    reconnect_.Lost(uv_now(loop_));
     mux_->Detach();
     ArmWaiter();  // New local openers are queued on the detached mux.
     PG_LOG(kInfo, "{}: connection lost ({}); resuming", options_.address.ToString(), why.message());
@@ -597,19 +596,14 @@ void Client::OnConnectionClosed(const Status& why) {
 }
 
 void Client::ScheduleReconnect(const Status& why) {
-  uint64_t now = uv_now(loop_);
   uint64_t limit = resume_deadline_ms_ > 0 ? resume_deadline_ms_ : 300000;
   if (options_.resume_timeout_ms > 0) limit = std::min(limit, options_.resume_timeout_ms);
-  if (now - lost_at_ms_ >= limit) {
+  std::optional<uint64_t> delay = reconnect_.NextDelay(uv_now(loop_), limit);
+  if (!delay) {
     LostForGood(fmt::format("could not reconnect within {} s ({})", limit / 1000, why.message()));
     return;
   }
-  // Exponential backoff from 250 ms to 30 s, with ±25% jitter so clients spread out.
-  backoff_ms_ = backoff_ms_ == 0 ? 250 : std::min<uint64_t>(backoff_ms_ * 2, 30000);
-  uint64_t jitter = backoff_ms_ / 4;
-  uint64_t delay = backoff_ms_ - jitter + static_cast<uint64_t>(std::rand()) % (2 * jitter + 1);
-  delay = std::min(delay, limit - (now - lost_at_ms_));
-  uv_timer_start(&reconnect_timer_, &Client::OnReconnectTimer, delay, 0);
+  uv_timer_start(&reconnect_timer_, &Client::OnReconnectTimer, *delay, 0);
 }
 
 void Client::OnReconnectTimer(uv_timer_t* handle) noexcept {
@@ -631,7 +625,7 @@ void Client::OnResumeOk(const ResumeOkPayload& ok) {
   ++resumes_;
   resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);  // Ratchet.
   PG_LOG(kInfo, "{}: resumed after {} ms", options_.address.ToString(),
-         uv_now(loop_) - lost_at_ms_);
+         uv_now(loop_) - reconnect_.lost_at_ms());
   OnConnectionWritable();
   conn_->Flush();
 }
@@ -676,7 +670,7 @@ void Client::LostForGood(const std::string& why) {
     }
     ArmWaiter();
     // Dial from the loop, not from inside the old connection's callbacks.
-    backoff_ms_ = 0;
+    reconnect_.Restart();
     uv_timer_start(&reconnect_timer_, &Client::OnReconnectTimer, 0, 0);
     return;
   }
