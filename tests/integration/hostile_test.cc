@@ -143,7 +143,8 @@ TEST_F(HostileClient, ResumeOfItsOwnSessionIsRefusedAndLeaksNothing) {
     EXPECT_EQ(c->goaway_reason(), "RESUME is accepted only as the first frame after SETTINGS");
     close(writer);
   }
-  // The one instance of `one` is free again (it used to answer "busy" for good).
+  // The one instance of `one` is free again (it used to answer "busy" for good), and the
+  // stream's end of the FIFO is closed (HonestCatWorks checks that first).
   EXPECT_TRUE(HonestCatWorks(dir_, *gw_, "one"));
   ExpectRecovered("resume_own_session");
 }

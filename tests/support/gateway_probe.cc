@@ -91,6 +91,11 @@ std::string MiB(uint64_t bytes) {
 ::testing::AssertionResult HonestCatWorks(TempDir& dir, GatewayFixture& gw, const std::string& name,
                                           Duration limit) {
   const std::string fifo = gw.ExportPath(name);
+  // A stream that just ended may still hold the FIFO for a moment (its client can see the end
+  // first). Wait for it: a writer that met that old reader would see its bytes lost.
+  if (!WaitFor([&] { return !ProcessHasFileOpen(gw.pid(), fifo); }, Duration(5000), Duration(5))) {
+    return ::testing::AssertionFailure() << "the gateway still holds " << fifo;
+  }
   const std::string out = dir.Unique("honest", ".out");
   const Clock::time_point start = Clock::now();
   Bridge cat(dir, {"cat", gw.Address(name)}, StdioSpec::Null(), out);

@@ -55,7 +55,8 @@ uint64_t Rss(GatewayFixture& gw);
 std::string MiB(uint64_t bytes);
 
 /// @brief `pipegate cat` of the fifo read export @p name, with one line written locally: the
-/// honest client every abuse test checks. Fails if it takes longer than @p limit (scaled).
+/// honest client every abuse test checks. Fails if the gateway still holds the FIFO from an
+/// earlier stream after 5 s, or if the cat takes longer than @p limit (scaled).
 ::testing::AssertionResult HonestCatWorks(TempDir& dir, GatewayFixture& gw,
                                           const std::string& name = "logs",
                                           Duration limit = Duration(5000));
