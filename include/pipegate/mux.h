@@ -276,6 +276,8 @@ class Mux {
     sink_.Clear();
     return sink_;
   }
+  /// @return SendWindow() without the shared replay budget: what this Mux alone allows.
+  uint64_t OwnSendWindow(uint32_t id) const;
   /// @brief Forgets stream @p id, giving its replay bytes back to the budgets.
   void EraseStream(uint32_t id);
   void ReleaseReplay(uint64_t n);

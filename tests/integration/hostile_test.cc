@@ -259,7 +259,8 @@ TEST_F(HostileClient, ReplayBytesAreBoundedWhateverTheClientGrants) {
   const Clock::time_point end = Clock::now() + Scaled(Duration(3000));
   while (Clock::now() < end) {
     for (int c = 0; c < 2; ++c) {
-      ASSERT_TRUE(clients[c]->Send(greed));
+      ASSERT_TRUE(clients[c]->Send(greed)) << "client " << c << ": " << clients[c]->close_reason()
+                                           << "; GOAWAY \"" << clients[c]->goaway_reason() << "\"";
       while (std::optional<RawFrame> f = clients[c]->NextFrame(Duration(20))) {
         if (f->header.type == FrameType::kData) {
           got[c][f->header.stream_id] += f->payload.size() - kDataPrefixSize;

@@ -98,10 +98,14 @@ bool RawClient::Flush(Duration timeout) {
     }
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
       closed_ = true;
+      close_reason_ = std::string("write: ") + std::strerror(errno);
       return false;
     }
     pollfd pfd{fd_, POLLOUT, 0};
-    if (poll(&pfd, 1, PollMs(deadline)) <= 0) return false;
+    if (poll(&pfd, 1, PollMs(deadline)) <= 0) {
+      close_reason_ = "the gateway took no bytes in time";  // Not closed: the caller decides.
+      return false;
+    }
   }
   return true;
 }
@@ -113,6 +117,7 @@ bool RawClient::Send(const Buffer& frames, Duration stall) {
   Status st = tls_.WritePlaintext(frames.data(), frames.size());
   if (!st.ok()) {
     closed_ = true;
+    close_reason_ = st.message();
     return false;
   }
   tls_.DrainCiphertext(cipher_out_);
@@ -179,6 +184,7 @@ bool RawClient::ReadSome(Duration timeout) {
   ssize_t n = read(fd_, buf, sizeof buf);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
     closed_ = true;
+    close_reason_ = n == 0 ? "EOF" : std::string("read: ") + std::strerror(errno);
     return false;
   }
   if (n < 0) return true;
@@ -186,7 +192,10 @@ bool RawClient::ReadSome(Duration timeout) {
   Status st = tls_.Advance(plain_);
   tls_.DrainCiphertext(cipher_out_);
   Flush(Duration(1000));
-  if (!st.ok() || tls_.peer_closed()) closed_ = true;
+  if (!st.ok() || tls_.peer_closed()) {
+    closed_ = true;
+    close_reason_ = st.ok() ? "close_notify" : st.message();
+  }
   return true;
 }
 

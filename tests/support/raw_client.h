@@ -75,6 +75,9 @@ class RawClient {
   bool WaitClosed(Duration timeout);
   /// @return True once the gateway closed the connection (EOF, close_notify or error).
   bool closed() const { return closed_; }
+  /// @return Why the last Send() failed or the connection counts as closed (EOF, a write or
+  /// TLS error, close_notify, or no bytes taken in time).
+  const std::string& close_reason() const { return close_reason_; }
   /// @return The GOAWAY reason, if one arrived.
   const std::string& goaway_reason() const { return goaway_reason_; }
   /// @return The socket, e.g. to stop reading it altogether.
@@ -92,6 +95,7 @@ class RawClient {
   Buffer cipher_out_;
   bool closed_ = false;
   std::string goaway_reason_;
+  std::string close_reason_;
 };
 
 /// @brief Decodes the error code and reason of a RESET payload.
