@@ -593,9 +593,12 @@ TEST_F(HostileSoak, HonestTransferKeepsHalfItsThroughputBesideAbusiveClients) {
   const Transfer slowest =
       *std::min_element(beside_runs.begin(), beside_runs.end(),
                         [](const Transfer& a, const Transfer& b) { return a.mib_s < b.mib_s; });
-  EXPECT_GE(beside.mib_s, 0.5 * alone.mib_s)
-      << "alone " << Figures(alone.mib_s, alone.took) << ", beside the abusers "
-      << Figures(beside.mib_s, beside.took);
+  // Under the sanitizers the ratio is reported, not checked (see kCheckSpeed).
+  if (kCheckSpeed) {
+    EXPECT_GE(beside.mib_s, 0.5 * alone.mib_s)
+        << "alone " << Figures(alone.mib_s, alone.took) << ", beside the abusers "
+        << Figures(beside.mib_s, beside.took);
+  }
   Report("soak_throughput",
          std::to_string(size / kMiB) + " MiB alone (median of 3) " +
              Figures(alone.mib_s, alone.took) + "; beside the abusers (median of " +

@@ -37,6 +37,9 @@ inline constexpr bool kCheckRss = true;
 #else
 inline constexpr bool kCheckRss = true;
 #endif
+/// Likewise for speed ratios measured beside load: a sanitized Debug build is several times
+/// slower, and what it measures says little about the product.
+inline constexpr bool kCheckSpeed = kCheckRss;
 
 /// @brief Raises the soft open-file limit of the test process, which the gateway inherits.
 void RaiseFdLimit(rlim_t want);
