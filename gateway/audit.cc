@@ -1,4 +1,4 @@
-// The audit trail of access decisions (issue 4) and the counter dump.
+// The audit trail of access decisions and the counter dump.
 
 #include "audit.h"
 
@@ -75,6 +75,5 @@ void Audit(const AuditEvent& e) {
   if (!e.detail.empty()) line += fmt::format(" why=\"{}\"", SanitizeForLog(e.detail, 200));
   LogWrite(granted ? LogLevel::kInfo : LogLevel::kWarn, line);
 }
-
 
 }  // namespace pipegate::gateway

@@ -8,7 +8,6 @@
 
 namespace pipegate::gateway {
 
-
 /// @brief The outcome of one access decision, as the audit log names it.
 enum class Verdict : uint8_t {
   kGranted,       ///< The stream was opened.

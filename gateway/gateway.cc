@@ -48,7 +48,7 @@ constexpr uint64_t kDrainGraceMs = 10000;  // SIGTERM: how long streams may fini
 constexpr int kFifoPipeSize = 1 << 20;     // F_SETPIPE_SZ on exported FIFOs, for throughput.
 
 // Opens the local end of an export for one stream. kNoReader/kBusy may be retried.
-// Issue 4: the last component of an export's path is never followed when it is a symlink
+// The last component of an export's path is never followed when it is a symlink
 // (lstat + O_NOFOLLOW, and for sockets an O_PATH descriptor that connect() goes through), so
 // whoever can write to the export's directory cannot point the gateway somewhere else.
 Status SymlinkRefused(const ExportConfig& e) {
@@ -273,7 +273,7 @@ class Worker {
     return true;
   }
   void Adopt(Handoff handoff);
-  /// @brief Issue 4 (reload_revokes): asks the worker to end what the newest snapshot no longer
+  /// @brief Asks (reload_revokes) the worker to end what the newest snapshot no longer
   /// allows (thread-safe; done on the worker's loop).
   void RequestRevoke() {
     revoke_requested_.store(true);
@@ -281,7 +281,7 @@ class Worker {
   }
 
  private:
-  void RevokeUnallowed();  // Issue 4: on the loop thread, after RequestRevoke().
+  void RevokeUnallowed();  // On the loop thread, after RequestRevoke().
   static void OnConnection(uv_stream_t* server, int status) noexcept;
   static void OnAsync(uv_async_t* handle) noexcept;
   static void OnGrace(uv_timer_t* handle) noexcept;
@@ -297,7 +297,7 @@ class Worker {
   std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
   std::thread thread_;
   std::atomic<bool> stop_requested_{false};
-  std::atomic<bool> revoke_requested_{false};  // Issue 4.
+  std::atomic<bool> revoke_requested_{false};
   bool stopping_ = false;
   bool grace_closed_ = false;
   std::unordered_map<Session*, bool> sessions_;
@@ -380,7 +380,7 @@ class Session final : public ConnectionHandler, public uvglue::StreamLinkOwner {
   void Attach(Connection* conn, const ResumePayload& resume, const Mux::PeerSettings& peer);
   /// @brief Answers a RESUME that cannot be honoured, and closes.
   void RejectResume(const std::string& why);
-  /// @brief Issue 4 (reload_revokes): ends every stream whose export is gone or no longer
+  /// @brief Ends (reload_revokes) every stream whose export is gone or no longer
   /// allows this identity ("access denied"), and the whole session if the new CA bundle or CRL
   /// refuses its certificate.
   void RevokeUnallowed(const Snapshot& snap);
@@ -621,7 +621,7 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     mux.Reject(id, code, reason);
     return true;
   };
-  // Issue 4: every decision below leaves one audit line (identity, export, address, verdict).
+  // Every decision below leaves one audit line (identity, export, address, verdict).
   const Limits& limits = snap->config.limits;
   auto audit = [&](Verdict verdict, std::string_view detail, bool hidden = false) {
     Audit(AuditEvent{verdict, &peer_, open.name, AccessName(static_cast<Access>(open.access)),
@@ -751,7 +751,7 @@ void Session::OnListRequest() {
   FlushSoon();
 }
 
-// ---- Issue 4: reload_revokes ----
+// ---- reload_revokes ----
 
 void Session::RevokeUnallowed(const Snapshot& snap) {
   if (finished_) return;
@@ -1154,7 +1154,7 @@ void Worker::OnConnection(uv_stream_t* server, int status) noexcept {
   }
   std::shared_ptr<const Snapshot> snap = self->gateway_->snapshot();
   auto* session = new Session(self);
-  // Issue 4: the [limits] table, and an admission slot the connection holds for its lifetime.
+  // The [limits] table, and an admission slot the connection holds for its lifetime.
   uvglue::ConnectionOptions options = ConnectionOptionsFor(snap->config.limits);
   auto admission_slot = std::make_shared<AdmissionSlot>();
   options.admission = admission_slot;
@@ -1170,7 +1170,7 @@ void Worker::OnConnection(uv_stream_t* server, int status) noexcept {
   }
   self->gateway_->counters().connections_accepted++;
   session->set_connection(*c);
-  // Issue 4: max_connections, max_connections_per_source and max_bytes_in_flight. Checked
+  // Admission: max_connections, max_connections_per_source and max_bytes_in_flight. Checked
   // before any TLS work, so that a flood costs an accept() and a close() each.
   ConnectionLimiter::Admission admitted =
       self->gateway_->limiter().Admit((*c)->peer_address(), snap->config.limits);
@@ -1286,7 +1286,7 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   tls_options.cert = snap->config.cert;
   tls_options.key = snap->config.key;
   tls_options.client_ca = snap->config.client_ca;
-  // Issue 4: TLS policy (CRL, TLS 1.2 switch) and refusal counters; accounts must exist.
+  // TLS policy (CRL, TLS 1.2 switch) and refusal counters; accounts must exist.
   tls_options.crl = snap->config.crl;
   tls_options.allow_tls12 = snap->config.tls_min_version == TlsMinVersion::kTls12;
   tls_options.counters = &counters_.tls_refused;
@@ -1334,7 +1334,7 @@ void Gateway::PrepareFifos(const Snapshot& snap) {
       PG_LOG(kInfo, "export '{}': using the existing FIFO {}", e.name, e.path);
       continue;
     }
-    // Issue 4: the export's mode (not subject to the umask) and owner: the export's owner and
+    // The export's mode (not subject to the umask) and owner: the export's owner and
     // group, else the gateway's user and group (so that it can still open it after dropping
     // privileges). Done on the FIFO just made and opened, never through a symlink.
     if (Status owned =
@@ -1369,7 +1369,7 @@ void Gateway::Reload() {
   }
   counters_.reloads++;
   PG_LOG(kInfo, "reloaded {}: {} export(s)", config_path_, (*next)->config.exports.size());
-  // Issue 4: what only a restart changes, and revocation of what is no longer allowed.
+  // What only a restart changes, and revocation of what is no longer allowed.
   const GatewayConfig& now = (*next)->config;
   if (previous &&
       (previous->config.listen != now.listen || previous->config.workers != now.workers ||
@@ -1444,7 +1444,7 @@ int Gateway::Run() {
     }
     listen_fds_.push_back(fd);
   }
-  // Issue 4: listeners are bound and FIFOs made; drop to `user`/`group` before any thread runs.
+  // Listeners are bound and FIFOs made; drop to `user`/`group` before any thread runs.
   if (Status dropped = DropPrivileges(config); !dropped.ok()) {
     PG_LOG(kError, "{}", dropped.message());
     return 1;
@@ -1490,7 +1490,7 @@ int Gateway::Run() {
         c->reload();
       },
       SIGHUP);
-  // Issue 4: SIGUSR1 logs every counter (refusals by class included) on one line.
+  // SIGUSR1 logs every counter (refusals by class included) on one line.
   uv_signal_start(
       &sigusr1,
       [](uv_signal_t* handle, int) noexcept {
@@ -1498,7 +1498,7 @@ int Gateway::Run() {
         PG_LOG_ALWAYS(kInfo, "counters: {}", CountersJson(c->gateway->counters()));
       },
       SIGUSR1);
-  // Issue 4: after a burst of connections (a flood, a slowloris) give the freed memory back.
+  // After a burst of connections (a flood, a slowloris) give the freed memory back.
   uv_timer_t trim;
   uv_timer_init(&loop, &trim);
   trim.data = this;

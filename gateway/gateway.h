@@ -34,7 +34,6 @@ struct Snapshot {
   std::map<std::string, AdoptRule> fifo_rules;
 };
 
-
 class Worker;
 class Session;
 
@@ -97,10 +96,10 @@ class Gateway {
   /// @return The newest snapshot (thread-safe).
   std::shared_ptr<const Snapshot> snapshot() const;
   Counters& counters() noexcept { return counters_; }
-  /// @brief What `--check-config` adds to parsing (issue 4): the accounts exist, and the
+  /// @brief What `--check-config` adds to parsing: the accounts exist, and the
   /// certificate, key, CA bundle and CRL load (permissions included).
   static Status CheckConfig(const GatewayConfig& config);
-  /// @brief Issue 4: connection admission (max_connections, per source, bytes in flight).
+  /// @brief Connection admission (max_connections, per source, bytes in flight).
   ConnectionLimiter& limiter() noexcept { return limiter_; }
 
   // The session registry, shared by the workers (a reconnect may land on any of them).
@@ -134,7 +133,7 @@ class Gateway {
   mutable std::mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_;
   Counters counters_;
-  ConnectionLimiter limiter_;                      // Issue 4.
+  ConnectionLimiter limiter_;
   std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.
   std::atomic<uint32_t> resume_ttl_ms_{300000};    ///< Set by Load(), read by the workers.
   std::atomic<uint32_t> detached_sessions_{0};     ///< Sessions waiting for a resume.

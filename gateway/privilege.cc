@@ -1,4 +1,4 @@
-// Privilege dropping, file-descriptor limits and FIFO ownership for pipegated (issue 4).
+// Privilege dropping, file-descriptor limits and FIFO ownership for pipegated.
 
 #include "privilege.h"
 

@@ -11,7 +11,7 @@
 
 namespace pipegate {
 
-/// @brief A resolved user and group (issue 4, privilege dropping).
+/// @brief A resolved user and group (privilege dropping).
 struct Account {
   std::string user_name;  ///< As resolved; empty when only a group was given.
   std::string group_name;

@@ -82,7 +82,7 @@ Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, con
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
   // RELEASE_BUFFERS: an idle connection (a slowloris one included) holds no 16 KiB record
-  // buffers, only what its state needs (issue 4).
+  // buffers, only what its state needs.
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY | SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_num_tickets(ctx.get(), 0);
   SSL_CTX_set_max_early_data(ctx.get(), 0);
@@ -721,7 +721,7 @@ void TlsSession::DrainCiphertext(Buffer& out) {
 
 size_t TlsSession::pending_ciphertext() const { return ciphertext_out_.size(); }
 
-// ---- Session resumption support (issue 3): keying material bound to this connection. ----
+// ---- Session resumption support: keying material bound to this connection. ----
 
 bool TlsSession::ExportKeyingMaterial(const char* label, const uint8_t* context, size_t context_len,
                                       uint8_t* out, size_t out_len) const {

@@ -40,7 +40,7 @@ enum class TlsMinVersion : uint8_t {
   kTls12 = 1,  ///< "1.2", with forward-secret AEAD cipher suites only.
 };
 
-/// @brief The `[limits]` table: what one client, or all of them, may take (issue 4). Every
+/// @brief The `[limits]` table: what one client, or all of them, may take. Every
 /// field has a default meant for a gateway serving a few hundred clients.
 struct Limits {
   uint64_t handshake_timeout_ms = 10000;  ///< TCP accept to SETTINGS (TLS included).

@@ -380,7 +380,7 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
     }
     return;
   }
-  // Issue 4: an established connection with no stream for idle_timeout_ms is closed.
+  // An established connection with no stream for idle_timeout_ms is closed.
   if (self->options_.idle_timeout_ms != 0 && self->mux_->stream_count() == 0) {
     if (self->idle_since_ms_ == 0) {
       self->idle_since_ms_ = now;
@@ -396,12 +396,11 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
   uint64_t silent = now - self->last_recv_ms_;
   if (silent >= self->options_.keepalive_timeout_ms) {
     // While reads are paused for the write backlog, the silence is the peer not reading.
-    self->Abort(Status(Code::kStreamLost,
-                       self->reading_paused_
-                           ? fmt::format("connection lost: the peer read nothing for {} s",
-                                         silent / 1000)
-                           : fmt::format("connection lost: nothing received for {} s",
-                                         silent / 1000)));
+    self->Abort(
+        Status(Code::kStreamLost,
+               self->reading_paused_
+                   ? fmt::format("connection lost: the peer read nothing for {} s", silent / 1000)
+                   : fmt::format("connection lost: nothing received for {} s", silent / 1000)));
     return;
   }
   if (silent >= self->options_.keepalive_interval_ms && !self->ping_outstanding_) {

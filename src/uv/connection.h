@@ -181,7 +181,7 @@ class Connection {
   uint64_t last_recv_ms_ = 0;
   uint64_t close_deadline_ms_ = 0;
   bool ping_outstanding_ = false;
-  uint64_t idle_since_ms_ = 0;  // Issue 4: when the connection last had no stream (0: busy).
+  uint64_t idle_since_ms_ = 0;  // when the connection last had no stream (0: busy).
 
   Buffer plain_;     // Decrypted bytes on their way to the mux.
   Buffer pending_;   // Ciphertext not yet handed to the kernel.

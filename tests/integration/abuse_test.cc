@@ -1,4 +1,4 @@
-// Abuse resistance (issue 4): a running gateway on loopback against clients that misbehave on
+// Abuse resistance: a running gateway on loopback against clients that misbehave on
 // purpose, while an honest client keeps working. After each abuse the gateway's RSS must come
 // back within a bound and `pipegate cat` must still complete promptly. The figures (connections
 // held, RSS before/during/after) are printed and recorded as test properties.

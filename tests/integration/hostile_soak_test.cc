@@ -1,4 +1,4 @@
-// Hostile-client soak (issue 7): abusive clients run beside an honest 64 MiB `pipegate cat`.
+// Hostile-client soak: abusive clients run beside an honest 64 MiB `pipegate cat`.
 // The honest transfer must arrive intact with at least half the throughput it has alone, the
 // gateway's RSS must stay under a total computed from the caps in its [limits] table, and its
 // descriptors must come back to the baseline once the detached sessions' resume_ttl has passed.

@@ -96,7 +96,7 @@ TEST(Reload, FailedReloadKeepsTheOldConfigAndSaysWhy) {
 }  // namespace
 }  // namespace pipegate::testing
 
-// ---- Issue 4: what a reload does to security ----
+// ---- what a reload does to security ----
 
 namespace pipegate::testing {
 namespace {

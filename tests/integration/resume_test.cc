@@ -108,7 +108,7 @@ TEST(Resume, WriteSurvivesConnectionResetsWithBytesInFlight) {
   EXPECT_EQ(reader.Sha256Hex(), RandomStreamSha256(size, kSeed));
 }
 
-// ---- Issue 3: the fault-injecting relay, SIGKILL, SIGTERM, and network namespaces ----
+// ---- the fault-injecting relay, SIGKILL, SIGTERM, and network namespaces ----
 //
 // Measurements are printed as `[resume] ...` lines (and recorded as test properties): the
 // longest outage survived, the memory held while disconnected, and the time from a restored

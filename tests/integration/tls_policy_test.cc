@@ -1,4 +1,4 @@
-// Security policy end to end (issue 4): TLS versions and suites, RSA keys, --servername and
+// Security policy end to end: TLS versions and suites, RSA keys, --servername and
 // --pin, hide_existence, URI-prefix identities, the audit trail, symlinks, file permissions and
 // dropping privileges.
 

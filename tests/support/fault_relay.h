@@ -14,7 +14,7 @@
 
 namespace pipegate::testing {
 
-/// @brief A fault-injecting TCP relay on loopback, between a bridge and a gateway (issue 3).
+/// @brief A fault-injecting TCP relay on loopback, between a bridge and a gateway.
 ///
 /// Listens on 127.0.0.1:0 and relays every accepted connection to 127.0.0.1:target. One thread
 /// runs every connection with poll(), so faults hit all connections at one instant:

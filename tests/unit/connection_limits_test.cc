@@ -1,4 +1,4 @@
-// Connection admission and the [limits] mapping (issue 4): src/connection_limits.cc.
+// Connection admission and the [limits] mapping: src/connection_limits.cc.
 
 #include "connection_limits.h"
 

@@ -1,4 +1,4 @@
-// The resume state machine of the sans-I/O core (issue 3, SPEC §8): two resumable Mux objects,
+// The resume state machine of the sans-I/O core (SPEC §8): two resumable Mux objects,
 // a client and a server, wired back to back in memory. A "disconnect" is Detach() on both with
 // whatever was in flight dropped; a "reconnect" is Start() (SETTINGS) on both, then each side's
 // ResumeState() handed to the other's ResumeWith(), as RESUME and RESUME_OK do. Also the resume

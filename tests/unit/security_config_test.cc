@@ -1,4 +1,4 @@
-// The security settings of the gateway configuration (issue 4): the [gateway] policy keys, the
+// The security settings of the gateway configuration: the [gateway] policy keys, the
 // [limits] table, per-export FIFO owners, and the refusal of files anyone may change.
 
 #include <fcntl.h>
