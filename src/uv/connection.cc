@@ -456,22 +456,13 @@ void Connection::CloseHandles() {
   }
   state_ = State::kClosed;
   if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_req_));
-  pending_closes_ = 4;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&check_), &Connection::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), &Connection::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::OnClosed);
-}
-
-void Connection::OnClosed(uv_handle_t* handle) noexcept {
-  auto* self = static_cast<Connection*>(handle->data);
-  --self->pending_closes_;
-  self->MaybeFree();
+  uvglue::CloseHandles<Connection, &Connection::closes_, &Connection::MaybeFree>(
+      this, {AsHandle(&tcp_), AsHandle(&check_), AsHandle(&idle_), AsHandle(&timer_)});
 }
 
 void Connection::MaybeFree() {
   // A getaddrinfo still running holds &resolve_req_; wait for its (cancelled) callback.
-  if (state_ != State::kClosed || pending_closes_ > 0 || resolving_) return;
+  if (state_ != State::kClosed || closes_.pending > 0 || resolving_) return;
   ConnectionHandler* handler = handler_;
   delete this;  // The only delete of a Connection.
   handler->OnConnectionFreed();

@@ -11,6 +11,8 @@
 #include "pipegate/status.h"
 #include "pipegate/tls.h"
 
+#include "uv/handles.h"
+
 namespace pipegate::uvglue {
 
 /// @brief Limits and timers of a connection.
@@ -148,7 +150,6 @@ class Connection {
   static void OnCheck(uv_check_t* handle) noexcept;
   static void OnIdle(uv_idle_t* handle) noexcept;
   static void OnTimer(uv_timer_t* handle) noexcept;
-  static void OnClosed(uv_handle_t* handle) noexcept;
 
   uv_loop_t* loop_;
   uv_tcp_t tcp_{};
@@ -158,7 +159,7 @@ class Connection {
   uv_getaddrinfo_t resolve_req_{};
   uv_connect_t connect_req_{};
   uv_write_t write_req_{};
-  int pending_closes_ = 0;
+  CloseCount<Connection> closes_;  ///< Handles closing; MaybeFree() after the last.
   bool resolving_ = false;
   bool connecting_ = false;
   bool write_in_flight_ = false;

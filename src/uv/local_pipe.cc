@@ -32,17 +32,14 @@ LocalPipe::LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
   pollable_ = uv_poll_init(loop_, &poll_, fd_) == 0;
   if (pollable_) {
     poll_.data = this;
-    ++pending_closes_;
   } else {
     flags = fcntl(fd_, F_GETFL);
     if (flags >= 0) fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
   }
   uv_idle_init(loop_, &idle_);
   idle_.data = this;
-  ++pending_closes_;
   uv_timer_init(loop_, &hold_timer_);
   hold_timer_.data = this;
-  ++pending_closes_;
 }
 
 LocalPipe::~LocalPipe() {
@@ -53,14 +50,17 @@ void LocalPipe::Close() {
   if (closing_) return;
   closing_ = true;
   events_ = nullptr;
-  if (pollable_) uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &LocalPipe::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), &LocalPipe::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&hold_timer_), &LocalPipe::OnClosed);
+  if (pollable_) {
+    uvglue::CloseHandles<LocalPipe, &LocalPipe::closes_, &LocalPipe::OnAllClosed>(
+        this, {AsHandle(&poll_), AsHandle(&idle_), AsHandle(&hold_timer_)});
+  } else {
+    uvglue::CloseHandles<LocalPipe, &LocalPipe::closes_, &LocalPipe::OnAllClosed>(
+        this, {AsHandle(&idle_), AsHandle(&hold_timer_)});
+  }
 }
 
-void LocalPipe::OnClosed(uv_handle_t* handle) noexcept {
-  auto* self = static_cast<LocalPipe*>(handle->data);
-  if (--self->pending_closes_ == 0) delete self;  // The only delete of a LocalPipe.
+void LocalPipe::OnAllClosed() {
+  delete this;  // The only delete of a LocalPipe.
 }
 
 void LocalPipe::WantRead(bool on) {

@@ -10,6 +10,8 @@
 #include "pipegate/buffer.h"
 #include "pipegate/status.h"
 
+#include "uv/handles.h"
+
 namespace pipegate::uvglue {
 
 /// @brief How writes are cut so that records stay whole (SPEC §3 "atomic small writes").
@@ -90,7 +92,7 @@ class LocalPipe {
 
   static void OnPoll(uv_poll_t* handle, int status, int events) noexcept;
   static void OnIdle(uv_idle_t* handle) noexcept;
-  static void OnClosed(uv_handle_t* handle) noexcept;
+  void OnAllClosed();
   static void OnHoldTimer(uv_timer_t* handle) noexcept;
   void ArmHoldTimer();
   /// How long an unfinished 4096-byte block waits for its rest before it is written anyway (a
@@ -126,7 +128,7 @@ class LocalPipe {
   bool holding_partial_ = false;  ///< The queue holds only an unfinished record.
   bool held_ = false;             ///< The last WriteSome() stopped at a record boundary.
   bool force_partial_ = false;    ///< Write a held partial block anyway (hold timer).
-  int pending_closes_ = 0;
+  CloseCount<LocalPipe> closes_;  ///< Handles closing; OnAllClosed() deletes after the last.
   RecordMode record_mode_ = RecordMode::kStream;
   uint64_t written_ = 0;  ///< Stream offset of the next byte to write (for block alignment).
   Buffer queue_;
