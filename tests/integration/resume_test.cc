@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -31,6 +32,7 @@
 #include "support/fault_relay.h"
 #include "support/files.h"
 #include "support/gateway_fixture.h"
+#include "support/gateway_probe.h"
 #include "support/pipe_io.h"
 #include "support/pki.h"
 #include "support/proc_stats.h"
@@ -416,8 +418,7 @@ TEST(ResumeFaults, DetachedStreamsHoldBoundedMemoryAndResume) {
   relay.SetTarget(0);
   ASSERT_EQ(relay.Cut(), kStreams);
   const Clock::time_point lost = Clock::now();
-  ASSERT_TRUE(
-      WaitFor([&] { return gw.Log().find("detached") != std::string::npos; }, Duration(5000)));
+  ASSERT_TRUE(WaitFor([&] { return ReadCounters(gw)["sessions_detached"] >= 1; }, Duration(5000)));
   std::this_thread::sleep_for(Duration(1500));
   const uint64_t rss_early = ReadRssBytes(gw.pid()).value_or(0);
   uint64_t fed_early = 0;
@@ -457,7 +458,11 @@ TEST(ResumeFaults, DetachedStreamsHoldBoundedMemoryAndResume) {
     EXPECT_EQ(FileSize(out).value_or(0), size);
     EXPECT_EQ(Sha256Hex(out), RandomStreamSha256(size, 400 + static_cast<uint64_t>(i)));
   }
-  EXPECT_NE(gw.Log().find("resumed"), std::string::npos);
+  // Every session was kept once and resumed once.
+  std::map<std::string, uint64_t> counters = ReadCounters(gw);
+  EXPECT_EQ(counters["sessions_detached"], static_cast<uint64_t>(kStreams));
+  EXPECT_EQ(counters["sessions_resumed"], static_cast<uint64_t>(kStreams));
+  EXPECT_EQ(counters["sessions_expired"], 0u);
 }
 
 // The session is gone with the gateway process: the resume is refused, and `cat` says how far
@@ -542,7 +547,10 @@ TEST(ResumeFaults, UnreachableForLongerThanTheSessionLifetimeExits6AndFreesTheSe
   // EPIPE instead of blocking forever.
   EXPECT_TRUE(WaitFor([&] { return !ProcessHasFileOpen(gw.pid(), fifo); }, Duration(5000)))
       << gw.Log();
-  EXPECT_NE(gw.Log().find("expired"), std::string::npos);
+  std::map<std::string, uint64_t> counters = ReadCounters(gw);
+  EXPECT_EQ(counters["sessions_detached"], 1u);
+  EXPECT_EQ(counters["sessions_expired"], 1u);
+  EXPECT_EQ(counters["sessions_resumed"], 0u);
   Report("unreachable, resume_ttl 2 s: cat exit 6 after", std::to_string(took) + " ms");
 }
 
