@@ -50,6 +50,10 @@ struct MuxOptions {
 /// Re-entrancy: every callback may call back into the Mux, including closing the stream it is
 /// about; the Mux re-checks its state afterwards. Calls naming a stream that no longer exists
 /// are harmless no-ops.
+///
+/// Events of one role only (marked Server: or Client:) have no-op defaults: the Mux refuses the
+/// frames behind them from the wrong peer as protocol errors, so a handler overrides just the
+/// events of its own role. OnStreamDelivered and OnGoaway are no-ops unless overridden too.
 class MuxCallbacks {
  public:
   virtual ~MuxCallbacks() = default;
@@ -57,9 +61,15 @@ class MuxCallbacks {
   virtual void OnMuxReady() = 0;
   /// @brief Server: the peer asks to open a stream. Answer with Accept() or Reject(), now or
   /// later.
-  virtual void OnOpenRequest(uint32_t id, const OpenPayload& open) = 0;
+  virtual void OnOpenRequest(uint32_t id, const OpenPayload& open) {
+    (void)id;
+    (void)open;
+  }
   /// @brief Client: the peer accepted a stream opened with Open().
-  virtual void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) = 0;
+  virtual void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
+    (void)id;
+    (void)ok;
+  }
   /// @brief Bytes of a stream arrived. @p data is valid only during the call; report delivery
   /// with Consumed() once the bytes are in the local pipe.
   virtual void OnStreamData(uint32_t id, const uint8_t* data, size_t len) = 0;
@@ -72,15 +82,18 @@ class MuxCallbacks {
   /// @brief More send credit is available on the stream.
   virtual void OnStreamWritable(uint32_t id) = 0;
   /// @brief The peer has delivered every byte we sent up to and including our FIN.
-  virtual void OnStreamDelivered(uint32_t id) = 0;
+  virtual void OnStreamDelivered(uint32_t id) { (void)id; }
   /// @brief Both directions are finished; the id is forgotten.
   virtual void OnStreamClosed(uint32_t id) = 0;
   /// @brief Server: the peer asks for the export list.
-  virtual void OnListRequest() = 0;
+  virtual void OnListRequest() {}
   /// @brief Client: part of the export list; @p more says whether another part follows.
-  virtual void OnListReply(const std::vector<ListEntry>& entries, bool more) = 0;
-  /// @brief The peer is going away.
-  virtual void OnGoaway(const GoawayPayload& goaway) = 0;
+  virtual void OnListReply(const std::vector<ListEntry>& entries, bool more) {
+    (void)entries;
+    (void)more;
+  }
+  /// @brief The peer is going away (a gateway ignores it: the client closes next).
+  virtual void OnGoaway(const GoawayPayload& goaway) { (void)goaway; }
   /// @brief Client: the gateway named the session this connection carries.
   virtual void OnSession(const SessionPayload& session) { (void)session; }
   /// @brief Server: the client asks to resume a detached session on this connection. Only the
