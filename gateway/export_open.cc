@@ -1,0 +1,208 @@
+#include "export_open.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include "pipegate/address.h"
+
+#include "privilege.h"
+
+namespace pipegate::gateway {
+
+namespace {
+
+constexpr int kFifoPipeSize = 1 << 20;  // F_SETPIPE_SZ on exported FIFOs, for throughput.
+
+// The last component of an export's path is never followed when it is a symlink
+// (lstat + O_NOFOLLOW, and for sockets an O_PATH descriptor that connect() goes through), so
+// whoever can write to the export's directory cannot point the gateway somewhere else.
+Status SymlinkRefused(const ExportConfig& e) {
+  return Status(Code::kNotFound,
+                fmt::format("pipe '{}' is not available: {} is a symbolic link, which pipegate "
+                            "does not follow",
+                            e.name, e.path));
+}
+
+OpenDecision Refused(Verdict verdict, ErrorCode error, std::string reason, std::string audit_detail,
+                     bool hidden = false) {
+  OpenDecision d;
+  d.verdict = verdict;
+  d.error = error;
+  d.reason = std::move(reason);
+  d.audit_detail = std::move(audit_detail);
+  d.hidden = hidden;
+  return d;
+}
+
+}  // namespace
+
+OpenDecision Authorize(const Snapshot& snap, const PeerIdentity& peer, const OpenPayload& open) {
+  const Limits& limits = snap.config.limits;
+  Status valid = ValidatePipeName(open.name);
+  if (valid.ok() && open.name.size() > limits.max_name_length) {
+    valid = Status(Code::kNotFound, fmt::format("pipe names are at most {} characters here",
+                                                limits.max_name_length));
+  }
+  if (!valid.ok()) {
+    return Refused(Verdict::kInvalidName, ErrorCode::kNotFound, valid.message(), valid.message());
+  }
+  std::string no_such_pipe = fmt::format("no such pipe '{}'", open.name);
+  const ExportConfig* e = snap.config.Find(open.name);
+  if (e == nullptr) {
+    return Refused(Verdict::kNoSuchPipe, ErrorCode::kNotFound, std::move(no_such_pipe), "");
+  }
+  if (!IsAllowed(e->allow, peer)) {
+    // hide_existence: the answer is the one an unknown name gets, word for word.
+    if (snap.config.hide_existence) {
+      return Refused(Verdict::kAccessDenied, ErrorCode::kNotFound, std::move(no_such_pipe),
+                     "not on the allow list", /*hidden=*/true);
+    }
+    return Refused(Verdict::kAccessDenied, ErrorCode::kAccessDenied,
+                   fmt::format("access denied for '{}'", peer.Display()), "not on the allow list");
+  }
+  // A fifo export serves one direction; "duplex" (connect, mount) is granted that direction.
+  auto want = static_cast<Access>(open.access);
+  if (e->kind == ExportKind::kFifo && want != e->access && want != Access::kDuplex) {
+    std::string why = fmt::format("access denied: '{}' is {}-only", e->name,
+                                  e->access == Access::kRead ? "read" : "write");
+    return Refused(Verdict::kWrongAccess, ErrorCode::kAccessDenied, why, why);
+  }
+  OpenDecision granted;
+  granted.export_config = e;
+  return granted;
+}
+
+std::optional<ExportInstance> ExportInstance::TryAcquire(std::shared_ptr<ExportSlot> slot,
+                                                         uint32_t max_clients) {
+  uint32_t before = slot->in_use.fetch_add(1);
+  if (max_clients != 0 && before >= max_clients) {
+    slot->in_use.fetch_sub(1);
+    return std::nullopt;
+  }
+  return ExportInstance(std::move(slot));
+}
+
+namespace {
+
+// Opens a FIFO export whose path lstat() found to be @p st. @p rule is checked on the opened
+// file, so a FIFO another user made or opened up is never served, whenever it appeared.
+Result<int> OpenFifo(const ExportConfig& e, const struct stat& st, const AdoptRule* rule) {
+  if (!S_ISFIFO(st.st_mode)) {
+    return Status(Code::kNotFound,
+                  fmt::format("pipe '{}' is not available: {} is not a FIFO", e.name, e.path));
+  }
+  int flags = (e.access == Access::kRead ? O_RDONLY : O_WRONLY) | O_NONBLOCK | O_CLOEXEC |
+              O_NOFOLLOW | O_NOCTTY;
+  int fd = ::open(e.path.c_str(), flags);
+  if (fd < 0) {
+    if (errno == ELOOP) return SymlinkRefused(e);
+    if (errno == ENXIO) {
+      return Status(Code::kNoReader,
+                    fmt::format("no reader: nothing has '{}' open for reading", e.name));
+    }
+    return Status(Code::kIo, fmt::format("cannot open {}: {}", e.path, ErrnoText(errno)));
+  }
+  struct stat fst {};
+  if (::fstat(fd, &fst) != 0 || !S_ISFIFO(fst.st_mode)) {
+    ::close(fd);
+    return Status(Code::kNotFound, fmt::format("{} is not a FIFO", e.path));
+  }
+  if (rule != nullptr) {
+    if (Status ok = CheckAdoptable(e.path, fst, /*want_fifo=*/true, *rule); !ok.ok()) {
+      ::close(fd);
+      return Status(Code::kNotFound,
+                    fmt::format("pipe '{}' is not available: {}", e.name, ok.message()));
+    }
+  }
+  (void)fcntl(fd, F_SETPIPE_SZ, kFifoPipeSize);  // Best effort; the default 64 KiB works.
+  return fd;
+}
+
+// Connects to a Unix socket export whose path lstat() found to be @p st.
+Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
+  if (!S_ISSOCK(st.st_mode)) {
+    return Status(Code::kNotFound,
+                  fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
+  }
+  // Pin the socket file without following a symlink, then connect through /proc/self/fd so
+  // that what is connected to is what was checked (no window to swap in a symlink).
+  int path_fd = ::open(e.path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (path_fd < 0) {
+    if (errno == ELOOP) return SymlinkRefused(e);
+    return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
+                                               ErrnoText(errno)));
+  }
+  struct stat pst {};
+  if (::fstat(path_fd, &pst) != 0 || S_ISLNK(pst.st_mode) || !S_ISSOCK(pst.st_mode)) {
+    ::close(path_fd);
+    return Status(Code::kNotFound,
+                  fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
+  }
+  std::string via = fmt::format("/proc/self/fd/{}", path_fd);
+  if (::access("/proc/self/fd", X_OK) != 0) via = e.path;  // No /proc: the lstat check above.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ::close(path_fd);
+    return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
+  }
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (via.size() >= sizeof sun.sun_path) {
+    ::close(fd);
+    ::close(path_fd);
+    return Status(Code::kIo, fmt::format("socket path too long: {}", e.path));
+  }
+  std::memcpy(sun.sun_path, via.c_str(), via.size() + 1);
+  int connected = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
+  int connect_errno = errno;
+  ::close(path_fd);
+  errno = connect_errno;
+  if (connected != 0 && errno != EINPROGRESS) {
+    int err = errno;
+    ::close(fd);
+    if (err == EAGAIN) return Status(Code::kBusy, fmt::format("busy: {} backlog is full", e.path));
+    if (err == ECONNREFUSED || err == ENOENT) {
+      return Status(Code::kNoReader,
+                    fmt::format("no reader: nothing is listening on '{}'", e.name));
+    }
+    return Status(Code::kIo, fmt::format("cannot connect to {}: {}", e.path, ErrnoText(err)));
+  }
+  return fd;
+}
+
+}  // namespace
+
+Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule) {
+  struct stat st {};
+  if (::lstat(e.path.c_str(), &st) != 0) {
+    return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
+                                               ErrnoText(errno)));
+  }
+  if (S_ISLNK(st.st_mode)) return SymlinkRefused(e);
+  return e.kind == ExportKind::kFifo ? OpenFifo(e, st, rule) : ConnectSocket(e, st);
+}
+
+// Who may own a `create = true` FIFO found in place: the gateway's effective user now, the user
+// it runs as (after dropping privileges), and the export's owner. CheckAccounts has already
+// resolved the names.
+AdoptRule FifoRule(const GatewayConfig& config, const ExportConfig& e) {
+  AdoptRule rule;
+  rule.mode = static_cast<mode_t>(e.mode);
+  rule.owners.push_back(::geteuid());
+  for (const std::string& user : {config.user, e.owner}) {
+    if (user.empty()) continue;
+    Result<Account> account = ResolveAccount(user, "");
+    if (account && account->uid) rule.owners.push_back(*account->uid);
+  }
+  return rule;
+}
+
+}  // namespace pipegate::gateway

@@ -1,0 +1,95 @@
+#include "listeners.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <utility>
+
+#include "pipegate/address.h"
+#include "pipegate/local_path.h"
+#include "pipegate/log.h"
+
+namespace pipegate::gateway {
+
+namespace {
+
+constexpr int kBacklog = 511;
+
+// Fills @p ss from a numeric IPv4 or IPv6 address (an IPv6 address may name its zone after
+// '%', as in fe80::1%eth0; an unknown zone is ignored). @return False if @p host is neither.
+bool ParseIp(const std::string& host, uint16_t port, sockaddr_storage* ss) {
+  *ss = {};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return true;
+  }
+  *ss = {};
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
+  std::string address = host;
+  if (size_t zone = host.find('%'); zone != std::string::npos) {
+    address = host.substr(0, zone);
+    v6->sin6_scope_id = ::if_nametoindex(host.c_str() + zone + 1);
+  }
+  if (::inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) != 1) return false;
+  v6->sin6_family = AF_INET6;
+  v6->sin6_port = htons(port);
+  return true;
+}
+
+// Logs the address @p fd is bound to (the port chosen for port 0, for one).
+void LogBound(int fd) {
+  sockaddr_storage bound{};
+  socklen_t blen = sizeof bound;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (bound.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&bound);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    PG_LOG(kInfo, "listening on [{}]:{}", host, ntohs(a->sin6_port));
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&bound);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    PG_LOG(kInfo, "listening on {}:{}", host, ntohs(a->sin_port));
+  }
+}
+
+}  // namespace
+
+ListenSockets::~ListenSockets() {
+  for (int fd : fds_) ::close(fd);
+}
+
+Status ListenSockets::Bind(const std::vector<std::string>& listen) {
+  for (const std::string& spec : listen) {
+    Result<std::pair<std::string, uint16_t>> hp = ParseHostPort(spec);
+    if (!hp)
+      return Status(Code::kUsage, fmt::format("listen '{}': {}", spec, hp.error().message()));
+    sockaddr_storage ss{};
+    if (!ParseIp(hp->first, hp->second, &ss)) {
+      return Status(Code::kUsage, fmt::format("listen '{}': not an IP address", spec));
+    }
+    int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    socklen_t len = ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, kBacklog) != 0) {
+      Status failed(Code::kIo, fmt::format("cannot listen on {}: {}", spec, ErrnoText(errno)));
+      ::close(fd);
+      return failed;
+    }
+    LogBound(fd);
+    fds_.push_back(fd);
+  }
+  return Status::Ok();
+}
+
+}  // namespace pipegate::gateway

@@ -1,0 +1,174 @@
+// Session: opening streams on exports (OPEN requests, --wait retries).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "pipegate/log.h"
+
+#include "export_open.h"
+#include "gateway.h"
+#include "session.h"
+#include "uv/local_pipe.h"
+#include "worker.h"
+
+namespace pipegate::gateway {
+
+using uvglue::LocalPipe;
+
+void Session::OnOpenRequest(uint32_t id, const OpenPayload& request) {
+  std::shared_ptr<const Snapshot> snap = worker_->gateway()->snapshot();
+  const Limits& limits = snap->config.limits;
+  OpenPayload open = request;
+  open.wait_ms = static_cast<uint32_t>(std::min<uint64_t>(open.wait_ms, limits.max_open_wait_ms));
+  // Past the cap an open is answered at once, as if it had not asked to wait.
+  const bool may_wait =
+      open.wait_ms > 0 && pending_.size() < limits.max_pending_opens_per_connection;
+  if (open.wait_ms > 0 && !may_wait) counters().refused_pending_opens++;
+  if (TryOpen(id, open, !may_wait)) {
+    FlushSoon();
+    return;
+  }
+  const uint64_t now = worker_->loop().Now();
+  pending_.push_back(PendingOpen{id, open, now + open.wait_ms, now + PendingOpen::kFirstRetryMs,
+                                 PendingOpen::kFirstRetryMs});
+  ScheduleRetry();
+}
+
+void Session::ScheduleRetry() {
+  if (pending_.empty() || finished()) {
+    retry_.Stop();
+    return;
+  }
+  uint64_t next = UINT64_MAX;
+  for (const PendingOpen& p : pending_) next = std::min({next, p.next_try_ms, p.deadline_ms});
+  const uint64_t now = worker_->loop().Now();
+  retry_.Start(next > now ? next - now : 0);
+}
+
+void Session::OnRetry() {
+  if (finished()) return;
+  uint64_t now = worker_->loop().Now();
+  std::vector<PendingOpen> waiting;
+  waiting.swap(pending_);
+  for (PendingOpen& p : waiting) {
+    if (!mux_->HasStream(p.id)) continue;  // The client gave up.
+    const bool last_try = now >= p.deadline_ms;
+    if (now < p.next_try_ms && !last_try) {
+      pending_.push_back(p);
+      continue;
+    }
+    if (TryOpen(p.id, p.open, last_try)) continue;
+    p.interval_ms = std::min(p.interval_ms * 2, PendingOpen::kMaxRetryMs);
+    p.next_try_ms = now + p.interval_ms;
+    pending_.push_back(p);
+  }
+  ScheduleRetry();
+  FlushSoon();
+}
+
+// Every decision below leaves one audit line (identity, export, address, verdict).
+void Session::AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict,
+                        std::string_view detail, bool hidden) {
+  Audit(AuditEvent{verdict, &peer_, open.name, AccessName(static_cast<Access>(open.access)),
+                   peer_address_, conn_id_, id, detail, hidden});
+}
+
+bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
+  std::shared_ptr<const Snapshot> snap = worker_->gateway()->snapshot();
+  OpenDecision decision = Authorize(*snap, peer_, open);
+  if (!decision.granted()) {
+    Counters& k = counters();
+    (decision.verdict == Verdict::kInvalidName   ? k.invalid_names
+     : decision.verdict == Verdict::kNoSuchPipe  ? k.not_found
+     : decision.verdict == Verdict::kWrongAccess ? k.wrong_access
+                                                 : k.acl_denied)++;
+    AuditOpen(id, open, decision.verdict, decision.audit_detail, decision.hidden);
+    return Refuse(id, decision.error, decision.reason);
+  }
+  const ExportConfig& e = *decision.export_config;
+  std::optional<StreamCharge> charge = ChargeStream(id, open, snap->config.limits);
+  if (!charge) return true;
+  std::optional<ExportInstance> instance =
+      ExportInstance::TryAcquire(snap->slots.at(e.name), e.max_clients);
+  if (!instance) {
+    if (!last_try) return false;
+    counters().busy++;
+    const std::string why = fmt::format("busy: all {} instance{} of '{}' are in use", e.max_clients,
+                                        e.max_clients == 1 ? "" : "s", e.name);
+    AuditOpen(id, open, Verdict::kBusy, why);
+    return Refuse(id, ErrorCode::kBusy, why);
+  }
+  Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name));
+  if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
+  return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge));
+}
+
+std::optional<StreamCharge> Session::ChargeStream(uint32_t id, const OpenPayload& open,
+                                                  const Limits& limits) {
+  StreamCharge::Refusal refused{};
+  std::optional<StreamCharge> charge =
+      StreamCharge::TryTake(usage_, &worker_->gateway()->totals(), limits, &refused);
+  if (charge) return charge;
+  std::string why;
+  if (refused == StreamCharge::Refusal::kIdentity) {
+    counters().refused_streams_identity++;
+    why = fmt::format("too many streams for '{}' (limit {} per identity)", peer_.Display(),
+                      limits.max_streams_per_identity);
+  } else {
+    counters().refused_streams_total++;
+    why = fmt::format("too many streams on this gateway (limit {})", limits.max_streams);
+  }
+  AuditOpen(id, open, Verdict::kBusy, why);
+  Refuse(id, ErrorCode::kLimit, why);
+  return std::nullopt;
+}
+
+bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status& error,
+                             bool last_try) {
+  const Code code = error.code();
+  if ((code == Code::kNoReader || code == Code::kBusy) && !last_try) return false;
+  if (code == Code::kNoReader) counters().no_reader++;
+  if (code == Code::kNotFound) counters().not_found++;
+  if (code != Code::kNoReader && code != Code::kBusy) counters().unavailable++;
+  AuditOpen(id, open,
+            code == Code::kNoReader ? Verdict::kNoReader
+            : code == Code::kBusy   ? Verdict::kBusy
+                                    : Verdict::kUnavailable,
+            error.message());
+  return Refuse(id, ErrorForCode(code), error.message());
+}
+
+bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
+                          ExportInstance instance, StreamCharge charge) {
+  unsigned dirs = e.kind == ExportKind::kUnix ? (LocalPipe::kRead | LocalPipe::kWrite)
+                  : e.access == Access::kRead ? LocalPipe::kRead
+                                              : LocalPipe::kWrite;
+  // The stream holds the instance and the charge (given back when it is deleted) and, once
+  // attached, the local pipe.
+  auto stream = std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
+                                               std::move(charge));
+  Result<LocalPipe*> pipe = LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
+  if (!pipe) {
+    stream.reset();
+    AuditOpen(id, open, Verdict::kUnavailable, pipe.error().message());
+    return Refuse(id, ErrorCode::kInternal, pipe.error().message());
+  }
+  stream->Attach((dirs & LocalPipe::kRead) != 0 ? *pipe : nullptr,
+                 (dirs & LocalPipe::kWrite) != 0 ? *pipe : nullptr);
+  ExportStream* s = stream.get();
+  streams_[id] = std::move(stream);
+  counters().streams_opened++;
+  AuditOpen(id, open, Verdict::kGranted, "");
+  if (e.kind == ExportKind::kFifo && e.access == Access::kWrite) {
+    (*pipe)->set_record_mode((open.flags & kOpenFlagLines) != 0 ? uvglue::RecordMode::kLines
+                                                                : uvglue::RecordMode::kBlocks);
+    (*pipe)->WatchHangup(true);  // A reader that leaves while we are idle is a broken pipe.
+  }
+  uint8_t granted = static_cast<uint8_t>(e.kind == ExportKind::kFifo ? e.access : Access::kDuplex);
+  mux_->Accept(id, OpenOkPayload{static_cast<uint8_t>(e.kind), granted});
+  s->StartReading();
+  return true;
+}
+
+}  // namespace pipegate::gateway
