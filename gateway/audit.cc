@@ -9,8 +9,6 @@
 
 #include "pipegate/log.h"
 
-#include "gateway.h"
-
 namespace pipegate::gateway {
 
 const char* VerdictName(Verdict verdict) noexcept {

@@ -98,7 +98,6 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   // MuxCallbacks.
   void OnMuxReady() override;
   void OnOpenRequest(uint32_t id, const OpenPayload& open) override;
-  void OnOpenAccepted(uint32_t, const OpenOkPayload&) override {}
   void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override {
     if (ExportStream* s = Find(id)) s->OnData(data, len);
   }
@@ -112,11 +111,8 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   void OnStreamWritable(uint32_t id) override {
     if (ExportStream* s = Find(id)) s->Resume();
   }
-  void OnStreamDelivered(uint32_t) override {}
   void OnStreamClosed(uint32_t id) override;
   void OnListRequest() override;
-  void OnListReply(const std::vector<ListEntry>&, bool) override {}
-  void OnGoaway(const GoawayPayload&) override {}
   void OnResumeRequest(const ResumePayload& resume) override;
 
  private:

@@ -25,15 +25,6 @@ Loop::~Loop() {
 
 void Loop::Run() { uv_run(loop_.get(), UV_RUN_DEFAULT); }
 
-void Loop::CloseAllHandles() {
-  uv_walk(
-      loop_.get(),
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
-      },
-      nullptr);
-}
-
 bool Loop::Close() {
   if (closed_) return true;
   // Close callbacks due (a handle closed after the last Run) run on the next turns; a handle

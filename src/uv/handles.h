@@ -18,7 +18,7 @@ namespace pipegate::uvglue {
 /// @brief One libuv event loop, owned (uv_loop_init in the constructor).
 ///
 /// Ownership: by value, in whoever runs it; it must outlive every handle on it. Thread: the
-/// thread that calls Run(), except Now(), which is for that thread too.
+/// thread that calls Run().
 class Loop {
  public:
   Loop();
@@ -29,9 +29,6 @@ class Loop {
 
   /// @brief Runs until no active handle or request is left (UV_RUN_DEFAULT).
   void Run();
-  /// @brief Asks every handle on the loop to close; Run() then returns once their close
-  /// callbacks have run. For a process that stops on a signal.
-  void CloseAllHandles();
   /// @brief Runs the close callbacks still due, then closes the loop.
   /// @return True if every handle was closed; otherwise the open ones are printed on stderr
   /// (a leak: libuv's own test discipline treats it as a failure).
