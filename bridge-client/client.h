@@ -47,9 +47,10 @@ class BridgeStream final : public uvglue::StreamLink {
 /// timers and signals, and holds the current Connection (which owns itself and is closed by
 /// Finish()). Every handle it or its connection owns is closed before Run() returns.
 /// Thread: the loop's thread. Re-entrancy: the Mux, the connection and the mount call in
-/// synchronously; Finish() may come from any of them and only closes things, so no object is
-/// destroyed inside its own call except the streams (deleted from OnStreamClosed, as the
-/// StreamLink contract allows).
+/// synchronously, and Finish() may come from any of them. It only closes things: the mount is
+/// stopped, not destroyed; the connection frees itself later; the signal wrappers it destroys
+/// may be destroyed from their own callback (uvglue::HandleBase). Streams are deleted from
+/// OnStreamClosed(), as the StreamLink contract allows.
 class Client final : public uvglue::ConnectionHandler,
                      public uvglue::StreamLinkOwner,
                      public MountHost {
