@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,13 +31,11 @@ std::string Env(const char* name) {
   return v != nullptr ? v : "";
 }
 
-}  // namespace
+using pipegate::bridge::BridgeOptions;
+using pipegate::bridge::Command;
 
-int main(int argc, char** argv) {
-  signal(SIGPIPE, SIG_IGN);  // A vanished reader is an EPIPE to handle, never a crash.
-  using pipegate::bridge::Command;
-  CLI::App app{"pipegate: read, write, talk to or mount a remote pipe"};
-  app.require_subcommand(1);
+// Every flag's value, as CLI11 fills it in.
+struct Flags {
   std::string cert, key, ca, address, local, as, servername, mode;
   std::vector<std::string> pins;
   double wait = 0;
@@ -44,91 +43,96 @@ int main(int argc, char** argv) {
   double resume_timeout = 0;
   bool verbose = false;
   bool lines = false;
-  auto common = [&](CLI::App* a) {
-    a->add_option("--cert", cert, "Client certificate (PEM); default $PIPEGATE_CERT");
-    a->add_option("--key", key, "Client private key (PEM); default $PIPEGATE_KEY");
-    a->add_option("--ca", ca, "CA bundle for the gateway (PEM); default $PIPEGATE_CA");
-    a->add_option("--servername", servername,
-                  "Name (or IP) the gateway certificate must carry, instead of HOST");
-    a->add_option("--pin", pins,
-                  "Also require the gateway's public key to be sha256:BASE64 (or HEX); "
-                  "repeatable")
-        ->allow_extra_args(false);  // One pin per --pin, so an address never becomes a pin.
-    a->add_option("--wait", wait, "Wait up to SECONDS for a busy pipe or a reader")
-        ->check(CLI::Range(0.0, 86400.0));
-    a->add_option("--keepalive", keepalive,
-                  "Ping after SECONDS of silence; the link is dead after 3x (default 10)")
-        ->check(CLI::Range(0.1, 3600.0));
-    a->add_option("--resume-timeout", resume_timeout,
-                  "Give up reconnecting after SECONDS (default: as long as the gateway keeps "
-                  "the session, 300 s unless configured)")
-        ->check(CLI::Range(0.1, 86400.0));
-    a->add_flag("-v,--verbose", verbose, "Log what happens");
-  };
-  common(&app);
-  app.set_version_flag("--version", std::string("pipegate ") + PIPEGATE_VERSION);
+};
+
+struct Subcommands {
+  CLI::App* ls;
+  CLI::App* cat;
+  CLI::App* write;
+  CLI::App* connect;
+  CLI::App* mount;
+};
+
+// The flags every subcommand (and the bare program) takes.
+void AddCommonFlags(CLI::App* a, Flags& f) {
+  a->add_option("--cert", f.cert, "Client certificate (PEM); default $PIPEGATE_CERT");
+  a->add_option("--key", f.key, "Client private key (PEM); default $PIPEGATE_KEY");
+  a->add_option("--ca", f.ca, "CA bundle for the gateway (PEM); default $PIPEGATE_CA");
+  a->add_option("--servername", f.servername,
+                "Name (or IP) the gateway certificate must carry, instead of HOST");
+  a->add_option("--pin", f.pins,
+                "Also require the gateway's public key to be sha256:BASE64 (or HEX); "
+                "repeatable")
+      ->allow_extra_args(false);  // One pin per --pin, so an address never becomes a pin.
+  a->add_option("--wait", f.wait, "Wait up to SECONDS for a busy pipe or a reader")
+      ->check(CLI::Range(0.0, 86400.0));
+  a->add_option("--keepalive", f.keepalive,
+                "Ping after SECONDS of silence; the link is dead after 3x (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  a->add_option("--resume-timeout", f.resume_timeout,
+                "Give up reconnecting after SECONDS (default: as long as the gateway keeps "
+                "the session, 300 s unless configured)")
+      ->check(CLI::Range(0.1, 86400.0));
+  a->add_flag("-v,--verbose", f.verbose, "Log what happens");
+}
+
+Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   CLI::App* ls = app.add_subcommand("ls", "List the exports this identity may use");
-  ls->add_option("address", address, "pipe://HOST[:PORT]")->required();
+  ls->add_option("address", f.address, "pipe://HOST[:PORT]")->required();
   CLI::App* cat = app.add_subcommand("cat", "Copy the remote pipe to stdout until EOF");
-  cat->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
+  cat->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
   CLI::App* write =
       app.add_subcommand("write", "Copy stdin to the remote pipe; exit 0 once delivered");
-  write->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
-  write->add_flag("--lines", lines, "Records are lines (each whole line in one write)");
+  write->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  write->add_flag("--lines", f.lines, "Records are lines (each whole line in one write)");
   CLI::App* connect = app.add_subcommand("connect", "Connect stdin and stdout to the remote pipe");
-  connect->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
+  connect->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
   CLI::App* mount = app.add_subcommand("mount", "Present the remote pipe at a local path");
-  mount->add_option("address", address, "pipe://HOST[:PORT]/NAME")->required();
-  mount->add_option("local_path", local, "Where the FIFO or socket appears")->required();
-  mount->add_option("--as", as, "Present as 'unix' (socket) or 'fifo'")
+  mount->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  mount->add_option("local_path", f.local, "Where the FIFO or socket appears")->required();
+  mount->add_option("--as", f.as, "Present as 'unix' (socket) or 'fifo'")
       ->check(CLI::IsMember({"unix", "fifo"}));
-  mount->add_flag("--lines", lines, "Records are lines (for a write export)");
-  mount->add_option("--mode", mode, "Mode of the mounted FIFO or socket, octal (default 0600)");
+  mount->add_flag("--lines", f.lines, "Records are lines (for a write export)");
+  mount->add_option("--mode", f.mode, "Mode of the mounted FIFO or socket, octal (default 0600)");
   for (CLI::App* sub : {ls, cat, write, connect, mount}) {
-    common(sub);
+    AddCommonFlags(sub, f);
   }
-  // CLI11 reports usage errors by exception; they are caught here, at the edge of main.
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 1;
-  }
-  pipegate::InitLogging(verbose ? pipegate::LogLevel::kDebug : pipegate::LogLevel::kWarn,
-                        "pipegate");
+  return {ls, cat, write, connect, mount};
+}
 
-  pipegate::bridge::BridgeOptions options;
-  options.command = ls->parsed()        ? Command::kLs
-                    : cat->parsed()     ? Command::kCat
-                    : write->parsed()   ? Command::kWrite
-                    : connect->parsed() ? Command::kConnect
-                                        : Command::kMount;
-  auto parsed = pipegate::ParseAddress(address, options.command == Command::kLs
-                                                    ? pipegate::NameRule::kOptional
-                                                    : pipegate::NameRule::kRequired);
-  if (!parsed) return Fail(address, parsed.error());
+// Everything but TLS, from the flags.
+// @return The exit status if the flags are unusable (the reason is printed), else nullopt.
+std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
+  auto parsed = pipegate::ParseAddress(f.address, options.command == Command::kLs
+                                                      ? pipegate::NameRule::kOptional
+                                                      : pipegate::NameRule::kRequired);
+  if (!parsed) return Fail(f.address, parsed.error());
   options.address = *parsed;
-  options.local_path = local;
-  options.present_as = as;
-  if (!mode.empty()) {
+  options.local_path = f.local;
+  options.present_as = f.as;
+  if (!f.mode.empty()) {
     // Octal only, at most 0777, and the owner keeps read and write: the mount itself reopens
     // the FIFO for every local opener.
-    const unsigned long value = std::strtoul(mode.c_str(), nullptr, 8);
-    if (mode.find_first_not_of("01234567") != std::string::npos || value > 0777 ||
+    const unsigned long value = std::strtoul(f.mode.c_str(), nullptr, 8);
+    if (f.mode.find_first_not_of("01234567") != std::string::npos || value > 0777 ||
         (value & 0600) != 0600) {
       return Fail("", pipegate::Status(pipegate::Code::kUsage,
                                        "--mode must be an octal mode (at most 0777) that "
                                        "gives the owner read and write, like 0660, not '" +
-                                           mode + "'"));
+                                           f.mode + "'"));
     }
     options.mode = static_cast<uint32_t>(value);
   }
-  options.lines = lines;
-  options.wait_ms = static_cast<uint32_t>(std::llround(wait * 1000));
-  options.keepalive_ms = static_cast<uint64_t>(std::llround(keepalive * 1000));
-  options.resume_timeout_ms = static_cast<uint64_t>(std::llround(resume_timeout * 1000));
+  options.lines = f.lines;
+  options.wait_ms = static_cast<uint32_t>(std::llround(f.wait * 1000));
+  options.keepalive_ms = static_cast<uint64_t>(std::llround(f.keepalive * 1000));
+  options.resume_timeout_ms = static_cast<uint64_t>(std::llround(f.resume_timeout * 1000));
+  return std::nullopt;
+}
 
-  // Flags beat the environment, which beats ~/.config/pipegate/config.toml.
+// The TLS options: flags beat the environment, which beats ~/.config/pipegate/config.toml.
+// @return The exit status if they are unusable (the reason is printed), else nullopt.
+std::optional<int> FillTls(const Flags& f, BridgeOptions& options) {
   pipegate::ClientDefaults defaults;
   std::string home = Env("HOME");
   std::string defaults_path = Env("XDG_CONFIG_HOME").empty()
@@ -144,11 +148,11 @@ int main(int argc, char** argv) {
     std::string e = Env(env);
     return e.empty() ? file : e;
   };
-  options.tls.cert = pick(cert, "PIPEGATE_CERT", defaults.cert);
-  options.tls.key = pick(key, "PIPEGATE_KEY", defaults.key);
-  options.tls.ca = pick(ca, "PIPEGATE_CA", defaults.ca);
-  options.tls.server_name = servername;
-  for (const std::string& pin : pins) {
+  options.tls.cert = pick(f.cert, "PIPEGATE_CERT", defaults.cert);
+  options.tls.key = pick(f.key, "PIPEGATE_KEY", defaults.key);
+  options.tls.ca = pick(f.ca, "PIPEGATE_CA", defaults.ca);
+  options.tls.server_name = f.servername;
+  for (const std::string& pin : f.pins) {
     pipegate::Result<std::string> digest = pipegate::ParseSpkiPin(pin);
     if (!digest) return Fail(options.address.ToString(), digest.error());
     options.tls.pins.push_back(*digest);
@@ -162,6 +166,37 @@ int main(int argc, char** argv) {
                   pipegate::Status(pipegate::Code::kUsage, std::string("missing ") + what));
     }
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // A vanished reader is an EPIPE to handle, never a crash.
+  CLI::App app{"pipegate: read, write, talk to or mount a remote pipe"};
+  app.require_subcommand(1);
+  Flags flags;
+  AddCommonFlags(&app, flags);
+  app.set_version_flag("--version", std::string("pipegate ") + PIPEGATE_VERSION);
+  const Subcommands sub = AddSubcommands(app, flags);
+  // CLI11 reports usage errors by exception; they are caught here, at the edge of main.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 1;
+  }
+  pipegate::InitLogging(flags.verbose ? pipegate::LogLevel::kDebug : pipegate::LogLevel::kWarn,
+                        "pipegate");
+
+  BridgeOptions options;
+  options.command = sub.ls->parsed()        ? Command::kLs
+                    : sub.cat->parsed()     ? Command::kCat
+                    : sub.write->parsed()   ? Command::kWrite
+                    : sub.connect->parsed() ? Command::kConnect
+                                            : Command::kMount;
+  if (std::optional<int> rc = FillOptions(flags, options)) return *rc;
+  if (std::optional<int> rc = FillTls(flags, options)) return *rc;
   pipegate::Status st = pipegate::bridge::RunBridge(options);
   if (!st.ok()) return Fail(options.address.ToString(), st);
   return 0;

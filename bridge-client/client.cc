@@ -1,0 +1,352 @@
+#include "client.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "pipegate/log.h"
+
+namespace pipegate::bridge {
+
+using uvglue::Connection;
+using uvglue::LocalPipe;
+
+namespace {
+
+// How long a lost session is chased when the gateway did not say how long it keeps it.
+constexpr uint64_t kDefaultResumeLimitMs = 300000;
+
+// A RESET or STOP reason comes from the gateway: escaped, as every peer-supplied string that
+// reaches a log line or the terminal.
+Status Message(Code code, ErrorCode error, std::string_view reason) {
+  return Status(code, reason.empty() ? std::string(ErrorCodeName(error))
+                                     : SanitizeControlBytes(reason, kMaxReasonBytes));
+}
+
+// The command's status when its connection closed and no resume is attempted.
+Status ClosedStatus(const Status& why, bool ready, bool have_streams) {
+  if (why.code() == Code::kStreamLost && !ready) return Status(Code::kConnect, why.message());
+  if (why.code() == Code::kStreamLost || (why.code() == Code::kOk && have_streams)) {
+    return Status(Code::kStreamLost, fmt::format("stream broke: {}", why.message()));
+  }
+  return why;
+}
+
+}  // namespace
+
+Client::Client(uvglue::Loop& loop, const BridgeOptions& options)
+    : loop_(loop), options_(options), reconnect_timer_(loop, [this] { OnReconnectTimer(); }) {}
+
+Client::~Client() = default;
+
+Status Client::Run() {
+  Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewClient(options_.tls);
+  if (!tls) {
+    Finish(tls.error());
+  } else {
+    tls_ = *tls;
+    sigint_.emplace(loop_, SIGINT, [this] { OnSignal(); });
+    sigterm_.emplace(loop_, SIGTERM, [this] { OnSignal(); });
+    Dial();
+  }
+  loop_.Run();
+  return result_;
+}
+
+void Client::Finish(const Status& status) {
+  if (finished_) return;
+  finished_ = true;
+  result_ = status;
+  streams_.clear();  // Closes every local pipe.
+  if (mount_ != nullptr) mount_->Stop();
+  DropConnection(status.ok() ? Status(Code::kOk, "done") : status);
+  reconnect_timer_.Close();
+  sigint_.reset();  // Safe from the signal's own callback (uvglue::HandleBase).
+  sigterm_.reset();
+}
+
+void Client::OnSignal() {
+  if (options_.command == Command::kMount) {
+    Finish(Status::Ok());  // Stopping is how a mount ends.
+  } else {
+    Finish(Status(Code::kStreamLost, "interrupted"));
+  }
+}
+
+// ---- streams ----
+
+BridgeStream* Client::Find(uint32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+void Client::FlushSoon() {
+  if (conn_ != nullptr) conn_->Flush();
+}
+
+Status Client::OpenStream(Access access, LocalPipe* in, LocalPipe* out) {
+  OpenPayload open;
+  open.access = static_cast<uint8_t>(access);
+  open.flags = options_.lines ? kOpenFlagLines : 0;
+  open.wait_ms = options_.wait_ms;
+  open.name = options_.address.name;
+  Result<uint32_t> id = mux_->Open(open);
+  if (!id) return id.error();
+  auto stream = std::make_unique<BridgeStream>(this, *id, options_.address.name);
+  stream->Attach(in, out);
+  if (in != nullptr) in->set_events(stream.get());
+  if (out != nullptr) out->set_events(stream.get());
+  streams_[*id] = std::move(stream);
+  if (conn_ != nullptr) conn_->Flush();
+  return Status::Ok();
+}
+
+void Client::OnConnectionWritable() {
+  std::vector<uint32_t> ids;
+  ids.swap(paused_);
+  for (uint32_t id : ids) {
+    if (BridgeStream* s = Find(id)) s->Resume();
+  }
+}
+
+void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
+  BridgeStream* s = Find(id);
+  if (s == nullptr) return;
+  s->accepted = true;
+  // A fifo export serves one direction; a duplex request gets that one.
+  if (ok.access == static_cast<uint8_t>(Access::kRead)) s->DropInput();
+  if (ok.access == static_cast<uint8_t>(Access::kWrite)) s->DropOutput();
+  s->StartReading();
+}
+
+void Client::OnStreamData(uint32_t id, const uint8_t* data, size_t len) {
+  if (BridgeStream* s = Find(id)) s->OnData(data, len);
+}
+
+void Client::OnStreamFin(uint32_t id) {
+  if (BridgeStream* s = Find(id)) s->OnFin();
+}
+
+void Client::OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) {
+  BridgeStream* s = Find(id);
+  if (s == nullptr || error == ErrorCode::kNoError) return;
+  if (s->result.ok()) s->result = Message(CodeForError(error), error, reason);
+}
+
+void Client::OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) {
+  BridgeStream* s = Find(id);
+  if (s == nullptr) return;
+  s->StopLocalReading();
+  if (s->result.ok() && error != ErrorCode::kNoError) {
+    s->result = Message(CodeForError(error), error, reason);
+  }
+}
+
+void Client::OnStreamWritable(uint32_t id) {
+  if (BridgeStream* s = Find(id)) s->Resume();
+}
+
+void Client::OnStreamClosed(uint32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  std::unique_ptr<BridgeStream> s = std::move(it->second);
+  streams_.erase(it);
+  std::erase(paused_, id);
+  Status result = s->result;
+  if (result.ok() && !s->local_error().ok()) result = s->local_error();
+  s.reset();  // Closes the local pipes.
+  if (options_.command == Command::kMount) {
+    if (mount_ != nullptr) mount_->OnStreamEnded(result);
+    return;
+  }
+  Finish(result);
+}
+
+// ---- the connection and the session ----
+
+void Client::NewMux() {
+  MuxOptions mo;
+  mo.is_client = true;
+  mo.resumable = options_.command != Command::kLs;
+  mux_ = std::make_unique<Mux>(mo, this);
+  ready_ = false;
+}
+
+uvglue::ConnectionOptions Client::ConnOptions() const {
+  uvglue::ConnectionOptions copt;
+  copt.mux.is_client = true;
+  if (options_.keepalive_ms > 0) {
+    copt.keepalive_interval_ms = options_.keepalive_ms;
+    copt.keepalive_timeout_ms = options_.keepalive_ms * 3;
+  }
+  return copt;
+}
+
+void Client::Dial() {
+  // A resume carries the detached session over; any other dial starts a fresh one. Dial()
+  // runs from Run() or the reconnect timer, never inside a Mux callback, so the Mux replaced
+  // here is not in use.
+  if (!resuming_) NewMux();
+  conn_ = Connection::Connect(loop_.native(), options_.address.host, options_.address.port, tls_,
+                              ConnOptions(), this, mux_.get());
+}
+
+void Client::OnReconnectTimer() {
+  if (finished_ || conn_ != nullptr) return;
+  Dial();
+}
+
+void Client::DropConnection(const Status& why) {
+  Connection* c = std::exchange(conn_, nullptr);
+  if (c == nullptr) return;
+  dropping_ = true;
+  c->Close(why);
+  dropping_ = false;
+}
+
+void Client::OnMuxReady() {
+  if (resuming_) {
+    SendResume();
+    return;
+  }
+  ready_ = true;
+  if (mount_ != nullptr) {
+    NotifyOpenable();  // A mount on a fresh session after a refused resume: serve openers again.
+    return;
+  }
+  StartCommand();
+}
+
+void Client::SendResume() {
+  // Prove we hold the session's key, bound to this new connection, and say what we have.
+  ResumePayload r;
+  std::memcpy(r.session_id, session_id_, kSessionIdSize);
+  if (!ComputeResumeProof(resume_key_, conn_->tls(), r.proof)) {
+    LostForGood("cannot derive the resume proof");
+    return;
+  }
+  r.last_id = mux_->last_stream_id();
+  r.streams = mux_->ResumeState();
+  PG_DEBUG(kMux, "sending RESUME with {} stream(s)", r.streams.size());
+  mux_->SendResume(r);
+  conn_->Flush();
+}
+
+void Client::OnSession(const SessionPayload& session) {
+  if (resuming_ || conn_ == nullptr) return;  // A fresh session offered while we resume.
+  std::memcpy(session_id_, session.session_id, kSessionIdSize);
+  resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);
+  // Give up a little after the gateway would have dropped the session anyway.
+  resume_deadline_ms_ = session.ttl_ms;
+  has_session_ = !resume_key_.empty();
+}
+
+void Client::OnConnectionClosed(const Status& why) {
+  if (dropping_) return;
+  conn_ = nullptr;
+  if (finished_) return;
+  const bool have_streams = !streams_.empty() || options_.command == Command::kMount;
+  const bool transient =
+      why.code() == Code::kStreamLost || why.code() == Code::kConnect || why.code() == Code::kTls;
+  if (resuming_ && transient) {
+    PG_LOG(kInfo, "{}: reconnect attempt failed: {}", options_.address.ToString(), why.message());
+    mux_->Detach();  // Whatever this attempt received (SETTINGS, say) is void.
+    NotifyOpenable();
+    ScheduleReconnect(why);  // Still trying to get back.
+    return;
+  }
+  if (ready_ && has_session_ && have_streams && why.code() == Code::kStreamLost) {
+    StartResuming(why);
+    return;
+  }
+  Finish(ClosedStatus(why, ready_, have_streams));
+}
+
+void Client::StartResuming(const Status& why) {
+  // Keep every stream; local ends just see back-pressure while we reconnect and resume.
+  resuming_ = true;
+  reconnect_.Lost(loop_.Now());
+  mux_->Detach();
+  NotifyOpenable();  // New local openers are queued on the detached mux.
+  PG_LOG(kInfo, "{}: connection lost ({}); resuming", options_.address.ToString(), why.message());
+  ScheduleReconnect(why);
+}
+
+void Client::ScheduleReconnect(const Status& why) {
+  uint64_t limit = resume_deadline_ms_ > 0 ? resume_deadline_ms_ : kDefaultResumeLimitMs;
+  if (options_.resume_timeout_ms > 0) limit = std::min(limit, options_.resume_timeout_ms);
+  std::optional<uint64_t> delay = reconnect_.NextDelay(loop_.Now(), limit);
+  if (!delay) {
+    LostForGood(fmt::format("could not reconnect within {} s ({})", limit / 1000, why.message()));
+    return;
+  }
+  reconnect_timer_.Start(*delay);
+}
+
+void Client::OnResumeOk(const ResumeOkPayload& ok) {
+  if (!resuming_ || conn_ == nullptr) return;
+  Status st = mux_->ResumeWith(ok.streams, ok.last_id);
+  if (!st.ok()) {
+    LostForGood(st.message());
+    return;
+  }
+  resuming_ = false;
+  // The replay may have finished every stream, and with them the command.
+  if (finished_ || conn_ == nullptr) return;
+  resume_key_ = DeriveResumeKey(conn_->tls(), session_id_);  // Ratchet.
+  PG_LOG(kInfo, "{}: resumed after {} ms", options_.address.ToString(),
+         loop_.Now() - reconnect_.lost_at_ms());
+  OnConnectionWritable();
+  conn_->Flush();
+}
+
+void Client::OnGoaway(const GoawayPayload& g) {
+  if (g.error == ErrorCode::kResumeRejected) {
+    LostForGood(fmt::format("the gateway no longer has the session ({})",
+                            SanitizeControlBytes(g.reason, kMaxReasonBytes)));
+    return;
+  }
+  PG_LOG(kInfo, "gateway is going away: {}", SanitizeControlBytes(g.reason, kMaxReasonBytes));
+}
+
+void Client::LostForGood(const std::string& why) {
+  if (finished_) return;
+  if (options_.command == Command::kMount) {
+    StartFreshSession(why);  // A mount carries on with fresh streams for new openers.
+    return;
+  }
+  // Say how far each stream got, so nobody mistakes a cut for a whole transfer.
+  uint64_t confirmed = 0;
+  uint64_t received = 0;
+  for (auto& [id, s] : streams_) {
+    auto [acked, delivered] = mux_->Progress(id);
+    confirmed += acked;
+    received += delivered;
+  }
+  Finish(Status(Code::kStreamLost,
+                fmt::format("connection lost and could not be resumed: {}; {} byte(s) sent were "
+                            "confirmed delivered, {} byte(s) received were written out",
+                            why, confirmed, received)));
+}
+
+void Client::StartFreshSession(const std::string& why) {
+  fprintf(stderr, "pipegate: %s: connection lost and not resumed: %s\n",
+          options_.address.ToString().c_str(), why.c_str());
+  streams_.clear();
+  paused_.clear();
+  resuming_ = false;
+  has_session_ = false;
+  ready_ = false;  // Openers wait for the fresh session's SETTINGS (NotifyOpenable below).
+  DropConnection(Status(Code::kOk, "resume refused"));
+  if (mount_ != nullptr) mount_->OnSessionReplaced();
+  NotifyOpenable();
+  // Dial from the loop, not from inside the old connection's callbacks: Dial() replaces mux_.
+  reconnect_.Restart();
+  reconnect_timer_.Start(0);
+}
+
+}  // namespace pipegate::bridge

@@ -1,0 +1,165 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "pipegate/config.h"
+#include "pipegate/frame.h"
+#include "pipegate/mux.h"
+#include "pipegate/resume.h"
+#include "pipegate/status.h"
+#include "pipegate/tls.h"
+
+#include "bridge.h"
+#include "mount.h"
+#include "reconnect_policy.h"
+#include "uv/connection.h"
+#include "uv/handles.h"
+#include "uv/local_pipe.h"
+#include "uv/stream_link.h"
+
+namespace pipegate::bridge {
+
+/// The longest reason from the gateway that is shown whole.
+inline constexpr size_t kMaxReasonBytes = 512;
+
+/// @brief A bridge stream: a StreamLink plus the first error that ended it.
+///
+/// Ownership: the client's stream table. Thread: the loop's thread.
+class BridgeStream final : public uvglue::StreamLink {
+ public:
+  using StreamLink::StreamLink;
+  Status result;  ///< First error seen; OK if the stream ended cleanly.
+  bool accepted = false;
+};
+
+/// @brief One bridge process: the session with the gateway (one Mux, carried by one
+/// connection at a time and resumed on a new one after a loss), the command's streams, and
+/// the command itself (the one-shot commands in commands.cc, a mount through Mount).
+///
+/// Ownership: lives on RunBridge's stack; it owns the Mux, the streams, the mount and its
+/// timers and signals, and holds the current Connection (which owns itself and is closed by
+/// Finish()). Every handle it or its connection owns is closed before Run() returns.
+/// Thread: the loop's thread. Re-entrancy: the Mux, the connection and the mount call in
+/// synchronously, and Finish() may come from any of them. It only closes things: the mount is
+/// stopped, not destroyed; the connection frees itself later; the signal wrappers it destroys
+/// may be destroyed from their own callback (uvglue::HandleBase). Streams are deleted from
+/// OnStreamClosed(), as the StreamLink contract allows.
+class Client final : public uvglue::ConnectionHandler,
+                     public uvglue::StreamLinkOwner,
+                     public MountHost {
+ public:
+  Client(uvglue::Loop& loop, const BridgeOptions& options);
+  ~Client() override;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  /// @brief Runs the command until it finishes and every handle is closed.
+  /// @return The command's status (see RunBridge).
+  Status Run();
+
+  // StreamLinkOwner.
+  Mux* stream_mux() override { return finished_ ? nullptr : mux_.get(); }
+  void FlushSoon() override;
+  bool Backlogged() override { return conn_ == nullptr || conn_->backlogged(); }
+  void PauseForBackpressure(uvglue::StreamLink* link) override { paused_.push_back(link->id()); }
+
+  // ConnectionHandler.
+  void OnConnectionWritable() override;
+  void OnConnectionClosed(const Status& why) override;
+  void OnConnectionFreed() override {}
+
+  // MuxCallbacks.
+  void OnMuxReady() override;
+  void OnOpenRequest(uint32_t, const OpenPayload&) override {}
+  void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) override;
+  void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override;
+  void OnStreamFin(uint32_t id) override;
+  void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override;
+  void OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) override;
+  void OnStreamWritable(uint32_t id) override;
+  void OnStreamDelivered(uint32_t) override {}
+  void OnStreamClosed(uint32_t id) override;
+  void OnListRequest() override {}
+  void OnListReply(const std::vector<ListEntry>& entries, bool more) override;
+  void OnGoaway(const GoawayPayload& g) override;
+  void OnSession(const SessionPayload& session) override;
+  void OnResumeOk(const ResumeOkPayload& ok) override;
+
+  // MountHost.
+  /// @return Whether a stream may be opened now: on a ready connection, or queued on the
+  /// detached Mux of a session being resumed, which sends its OPEN when it resumes.
+  bool CanOpen() const override {
+    return !finished_ && (resuming_ || (conn_ != nullptr && ready_));
+  }
+  Status OpenStream(Access access, uvglue::LocalPipe* in, uvglue::LocalPipe* out) override;
+  /// @brief Ends the command with @p status: closes the streams, the mount, the connection,
+  /// the timers and the signals. The first call wins.
+  void Finish(const Status& status) override;
+
+ private:
+  // The commands (commands.cc).
+  void StartCommand();
+  void StartSingle();
+  void PrintListing();
+  void StartMount();
+
+  // The connection and the session (client.cc).
+  BridgeStream* Find(uint32_t id);
+  void OnSignal();
+  void NewMux();
+  void Dial();
+  void OnReconnectTimer();
+  uvglue::ConnectionOptions ConnOptions() const;
+  void SendResume();
+  void StartResuming(const Status& why);
+  void ScheduleReconnect(const Status& why);
+  void LostForGood(const std::string& why);
+  void StartFreshSession(const std::string& why);
+  void DropConnection(const Status& why);
+  void NotifyOpenable() {
+    if (mount_ != nullptr) mount_->OnOpenableChanged();
+  }
+
+  uvglue::Loop& loop_;
+  BridgeOptions options_;
+  std::shared_ptr<const TlsContext> tls_;
+  /// The session's multiplexer. It outlives connections (streams resume across them) and is
+  /// replaced only by Dial(), from the loop: a session given up on may still be inside its
+  /// own Feed() (the GOAWAY that refused the resume), so it must not be freed there.
+  std::unique_ptr<Mux> mux_;
+  uvglue::Connection* conn_ = nullptr;  ///< The connection carrying mux_, if any.
+  /// True only inside DropConnection(): Connection::Close() reports OnConnectionClosed()
+  /// synchronously, before it returns, and a connection the client has already let go of is
+  /// no loss to act on. (A dial that fails inside Connection::Connect() also reports
+  /// synchronously, before conn_ is set, and that report must be acted on: so a null conn_
+  /// cannot stand in for this flag.)
+  bool dropping_ = false;
+  bool ready_ = false;  ///< The session's first connection got SETTINGS.
+
+  // Resumption.
+  bool has_session_ = false;  ///< The gateway named a session and we hold its resume key.
+  bool resuming_ = false;     ///< Between a loss and RESUME_OK: mux_ is detached.
+  uint8_t session_id_[kSessionIdSize] = {};
+  std::string resume_key_;
+  uint64_t resume_deadline_ms_ = 0;  ///< The session's lifetime at the gateway.
+  ReconnectPolicy reconnect_;
+  uvglue::Timer reconnect_timer_;
+
+  bool finished_ = false;
+  Status result_;
+  std::optional<uvglue::Signal> sigint_;
+  std::optional<uvglue::Signal> sigterm_;
+  std::unordered_map<uint32_t, std::unique_ptr<BridgeStream>> streams_;
+  std::vector<uint32_t> paused_;  ///< Streams waiting for OnConnectionWritable().
+  std::vector<ListEntry> listing_;
+  std::unique_ptr<Mount> mount_;  ///< Set once the mount starts; lives as long as the client.
+};
+
+}  // namespace pipegate::bridge
