@@ -73,20 +73,16 @@ class Client final : public uvglue::ConnectionHandler,
   // ConnectionHandler.
   void OnConnectionWritable() override;
   void OnConnectionClosed(const Status& why) override;
-  void OnConnectionFreed() override {}
 
   // MuxCallbacks.
   void OnMuxReady() override;
-  void OnOpenRequest(uint32_t, const OpenPayload&) override {}
   void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) override;
   void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override;
   void OnStreamFin(uint32_t id) override;
   void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override;
   void OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) override;
   void OnStreamWritable(uint32_t id) override;
-  void OnStreamDelivered(uint32_t) override {}
   void OnStreamClosed(uint32_t id) override;
-  void OnListRequest() override {}
   void OnListReply(const std::vector<ListEntry>& entries, bool more) override;
   void OnGoaway(const GoawayPayload& g) override;
   void OnSession(const SessionPayload& session) override;

@@ -66,8 +66,6 @@ class Mount final : public uvglue::LocalPipeEvents {
 
   // LocalPipeEvents, for the waiting pipe.
   void OnLocalReadable() override;
-  void OnLocalWritten(size_t) override {}
-  void OnLocalWriteError(const Status&) override {}
 
  private:
   AdoptRule Rule() const;

@@ -20,7 +20,9 @@ void Loop::Free::operator()(uv_loop_s* loop) const noexcept { delete loop; }
 Loop::Loop() : loop_(new uv_loop_t{}) { PG_CHECK(uv_loop_init(loop_.get()) == 0); }
 
 Loop::~Loop() {
-  if (!closed_) Close();
+  if (!closed_ && !close_failed_) Close();
+  // Handles still open point into the loop: leak it rather than free memory they use.
+  if (!closed_) (void)loop_.release();
 }
 
 void Loop::Run() { uv_run(loop_.get(), UV_RUN_DEFAULT); }
@@ -34,6 +36,7 @@ bool Loop::Close() {
   }
   if (uv_loop_close(loop_.get()) != 0) {
     uv_print_all_handles(loop_.get(), stderr);
+    close_failed_ = true;
     return false;
   }
   closed_ = true;

@@ -22,7 +22,8 @@ namespace pipegate::uvglue {
 class Loop {
  public:
   Loop();
-  /// Closes the loop if Close() was not called: see there.
+  /// Closes the loop if Close() was not called (see there). A loop that could not be closed
+  /// is not freed: its open handles still point into it.
   ~Loop();
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
@@ -43,6 +44,7 @@ class Loop {
   };
   std::unique_ptr<uv_loop_s, Free> loop_;
   bool closed_ = false;
+  bool close_failed_ = false;  ///< Close() reported open handles (once is enough).
 };
 
 /// @brief Owns a heap-allocated libuv handle whose memory is freed in its close callback, so

@@ -30,10 +30,11 @@ class LocalPipeEvents {
   virtual ~LocalPipeEvents() = default;
   /// @brief The fd may have bytes to Read() (or EOF).
   virtual void OnLocalReadable() = 0;
-  /// @brief @p n queued bytes reached the fd.
-  virtual void OnLocalWritten(size_t n) = 0;
+  /// @brief @p n queued bytes reached the fd. (A pipe that is only read from, or only
+  /// watched, need not override this or the next two.)
+  virtual void OnLocalWritten(size_t n) { (void)n; }
   /// @brief Writing failed (EPIPE: the reader went away) or the write side hung up.
-  virtual void OnLocalWriteError(const Status& status) = 0;
+  virtual void OnLocalWriteError(const Status& status) { (void)status; }
   /// @brief FinishWriting() completed: every byte is written and the write side is ended.
   virtual void OnLocalWriteDone() {}
 };
