@@ -153,14 +153,13 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
     ::close(path_fd);
     return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
   }
-  sockaddr_un sun{};
-  sun.sun_family = AF_UNIX;
-  if (via.size() >= sizeof sun.sun_path) {
+  Result<sockaddr_un> address = UnixAddress(via);
+  if (!address) {
     ::close(fd);
     ::close(path_fd);
     return Status(Code::kIo, fmt::format("socket path too long: {}", e.path));
   }
-  std::memcpy(sun.sun_path, via.c_str(), via.size() + 1);
+  sockaddr_un sun = *address;
   int connected = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
   int connect_errno = errno;
   ::close(path_fd);

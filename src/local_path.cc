@@ -27,8 +27,6 @@ std::string Mode(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
 
 }  // namespace
 
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
 std::string UserLabel(uid_t uid) {
   passwd pw{};
   passwd* found = nullptr;
@@ -155,13 +153,20 @@ Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule&
   return PreparedFifo{LocalPath(path, pinned, false), -1};
 }
 
-Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog) {
+Result<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
   if (path.size() >= sizeof sun.sun_path) {
     return Status(Code::kUsage, fmt::format("socket path too long: {}", path));
   }
   std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  return sun;
+}
+
+Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog) {
+  Result<sockaddr_un> address = UnixAddress(path);
+  if (!address) return std::move(address).error();
+  sockaddr_un sun = *address;
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (Status ok = CheckAdoptable(path, st, /*want_fifo=*/false, rule); !ok.ok()) return ok;

@@ -1,5 +1,7 @@
 #include "pipegate/status.h"
 
+#include <system_error>
+
 namespace pipegate {
 
 int ExitCodeFor(Code code) noexcept {
@@ -62,5 +64,7 @@ const char* CodeName(Code code) noexcept {
   }
   return "unknown";
 }
+
+std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 }  // namespace pipegate

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <cstdint>
 #include <string>
@@ -13,8 +14,10 @@
 
 namespace pipegate {
 
-/// @brief The text of an errno value (strerror), for messages.
-std::string ErrnoText(int err);
+/// @brief The address of the Unix socket at @p path, for bind() or connect().
+/// @return The address, or kUsage ("socket path too long: PATH") if @p path does not fit in
+/// sun_path with its terminating NUL.
+Result<sockaddr_un> UnixAddress(const std::string& path);
 
 /// @brief A user id as messages show it: "uid 65534 (nobody)", or "uid 4242" without a name.
 std::string UserLabel(uid_t uid);

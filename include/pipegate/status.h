@@ -9,19 +9,19 @@ namespace pipegate {
 /// @brief What went wrong, in the vocabulary of SPEC §7. Each code maps to one exit status.
 enum class Code {
   kOk = 0,
-  kUsage,          ///< Bad usage or configuration (exit 1).
-  kConnect,        ///< Could not connect (exit 2).
-  kTls,            ///< TLS failed: certificate, CA, name mismatch (exit 2).
-  kAccessDenied,   ///< The export does not admit this identity (exit 3).
-  kNotFound,       ///< No such pipe (exit 4).
-  kBusy,           ///< Every instance is taken (exit 5).
-  kNoReader,       ///< A write export has no local reader (exit 5).
-  kBrokenPipe,     ///< The far reader went away (exit 6).
-  kStreamLost,     ///< The connection was lost and the stream could not be resumed (exit 6).
-  kProtocol,       ///< The peer broke the wire protocol (exit 6 on a stream, closes it).
-  kIo,             ///< A local I/O error (exit 6 on a stream).
-  kLimit,          ///< A resource limit refused the request (exit 5).
-  kInternal,       ///< A bug or an impossible state (exit 6).
+  kUsage,         ///< Bad usage or configuration (exit 1).
+  kConnect,       ///< Could not connect (exit 2).
+  kTls,           ///< TLS failed: certificate, CA, name mismatch (exit 2).
+  kAccessDenied,  ///< The export does not admit this identity (exit 3).
+  kNotFound,      ///< No such pipe (exit 4).
+  kBusy,          ///< Every instance is taken (exit 5).
+  kNoReader,      ///< A write export has no local reader (exit 5).
+  kBrokenPipe,    ///< The far reader went away (exit 6).
+  kStreamLost,    ///< The connection was lost and the stream could not be resumed (exit 6).
+  kProtocol,      ///< The peer broke the wire protocol (exit 6 on a stream, closes it).
+  kIo,            ///< A local I/O error (exit 6 on a stream).
+  kLimit,         ///< A resource limit refused the request (exit 5).
+  kInternal,      ///< A bug or an impossible state (exit 6).
 };
 
 /// @brief The process exit status that SPEC §7 assigns to @p code.
@@ -55,8 +55,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}            // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}     // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   /// @return True when a value is held.
   bool has_value() const noexcept { return v_.index() == 0; }
@@ -78,5 +78,8 @@ class [[nodiscard]] Result {
  private:
   std::variant<T, Status> v_;
 };
+
+/// @brief The text of an errno value (what strerror says), for messages. Thread-safe.
+std::string ErrnoText(int err);
 
 }  // namespace pipegate

@@ -4,7 +4,6 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include <uv.h>
@@ -111,8 +110,7 @@ Result<std::unique_ptr<Listener>> Listener::Open(Loop& loop, int listening_fd,
   box->on_connection = std::move(on_connection);
   std::unique_ptr<Listener> listener(new Listener(box));  // Closes the handle on failure.
   int fd = ::dup(listening_fd);
-  if (fd < 0)
-    return Status(Code::kIo, std::string("cannot duplicate listener: ") + strerror(errno));
+  if (fd < 0) return Status(Code::kIo, "cannot duplicate listener: " + ErrnoText(errno));
   int rc = uv_tcp_open(&box->u.tcp, fd);
   if (rc != 0) {
     ::close(fd);

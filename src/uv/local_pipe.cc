@@ -253,7 +253,7 @@ void LocalPipe::FlushQueue() {
       if (events_ != nullptr) {
         events_->OnLocalWriteError(r == -EPIPE
                                        ? Status(Code::kBrokenPipe, "the local reader went away")
-                                       : Status(Code::kIo, std::strerror(static_cast<int>(-r))));
+                                       : Status(Code::kIo, ErrnoText(static_cast<int>(-r))));
       }
       return;
     }

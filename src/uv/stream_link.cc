@@ -1,9 +1,8 @@
 #include "uv/stream_link.h"
 
-#include <cerrno>
-#include <cstring>
-
 #include <fmt/format.h>
+
+#include <cerrno>
 
 #include "pipegate/log.h"
 
@@ -87,7 +86,7 @@ void StreamLink::OnLocalReadable() {
       local_eof_ = true;
       mux.CommitData(id, 0, true);  // EOF travels.
     } else {
-      std::string why = std::strerror(static_cast<int>(-r));
+      std::string why = ErrnoText(static_cast<int>(-r));
       PG_LOG(kWarn, "stream {}: local read of {} bytes failed: {}", id, room, why);
       local_error_ = Status(Code::kIo, fmt::format("reading failed: {}", why));
       mux.ResetSending(id, ErrorCode::kIo, fmt::format("reading '{}' failed: {}", name_, why));
@@ -110,7 +109,7 @@ void StreamLink::OnData(const uint8_t* p, size_t n) {
   ssize_t r = out_->Write(p, n);
   if (r < 0) {
     OnLocalWriteError(r == -EPIPE ? Status(Code::kBrokenPipe, "the local reader went away")
-                                  : Status(Code::kIo, std::strerror(static_cast<int>(-r))));
+                                  : Status(Code::kIo, ErrnoText(static_cast<int>(-r))));
     return;
   }
   if (r > 0) mux->Consumed(id_, static_cast<size_t>(r));
