@@ -88,7 +88,7 @@ void Client::FlushSoon() {
   if (conn_ != nullptr) conn_->Flush();
 }
 
-Status Client::OpenStream(Access access, LocalPipe* in, LocalPipe* out) {
+Status Client::OpenStream(Access access, uvglue::StreamPipes pipes) {
   OpenPayload open;
   open.access = static_cast<uint8_t>(access);
   open.flags = options_.lines ? kOpenFlagLines : 0;
@@ -97,9 +97,7 @@ Status Client::OpenStream(Access access, LocalPipe* in, LocalPipe* out) {
   Result<uint32_t> id = mux_->Open(open);
   if (!id) return id.error();
   auto stream = std::make_unique<BridgeStream>(this, *id, options_.address.name);
-  stream->Attach(in, out);
-  if (in != nullptr) in->set_events(stream.get());
-  if (out != nullptr) out->set_events(stream.get());
+  stream->Attach(std::move(pipes));
   streams_[*id] = std::move(stream);
   if (conn_ != nullptr) conn_->Flush();
   return Status::Ok();

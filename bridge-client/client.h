@@ -94,7 +94,7 @@ class Client final : public uvglue::ConnectionHandler,
   bool CanOpen() const override {
     return !finished_ && (resuming_ || (conn_ != nullptr && ready_));
   }
-  Status OpenStream(Access access, uvglue::LocalPipe* in, uvglue::LocalPipe* out) override;
+  Status OpenStream(Access access, uvglue::StreamPipes pipes) override;
   /// @brief Ends the command with @p status: closes the streams, the mount, the connection,
   /// the timers and the signals. The first call wins.
   void Finish(const Status& status) override;

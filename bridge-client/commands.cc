@@ -26,24 +26,19 @@ void Client::StartCommand() {
 }
 
 void Client::StartSingle() {
-  LocalPipe* in = nullptr;
-  LocalPipe* out = nullptr;
+  uvglue::StreamPipes pipes;
   Access access = Access::kRead;
   Command cmd = options_.command;
   if (cmd == Command::kWrite || cmd == Command::kConnect) {
-    in = *LocalPipe::Open(loop_.native(), STDIN_FILENO, LocalPipe::kRead, false, nullptr);
+    pipes.in = *LocalPipe::Open(loop_.native(), STDIN_FILENO, LocalPipe::kRead, false, nullptr);
   }
   if (cmd == Command::kCat || cmd == Command::kConnect) {
-    out = *LocalPipe::Open(loop_.native(), STDOUT_FILENO, LocalPipe::kWrite, false, nullptr);
+    pipes.out = *LocalPipe::Open(loop_.native(), STDOUT_FILENO, LocalPipe::kWrite, false, nullptr);
   }
   if (cmd == Command::kWrite) access = Access::kWrite;
   if (cmd == Command::kConnect) access = Access::kDuplex;
-  Status st = OpenStream(access, in, out);
-  if (!st.ok()) {
-    if (in != nullptr) in->Close();
-    if (out != nullptr) out->Close();
-    Finish(st);
-  }
+  Status st = OpenStream(access, std::move(pipes));
+  if (!st.ok()) Finish(st);
 }
 
 void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {

@@ -12,6 +12,7 @@
 namespace pipegate::bridge {
 
 using uvglue::LocalPipe;
+using uvglue::LocalPipePtr;
 
 namespace {
 
@@ -70,10 +71,7 @@ void Mount::OnLocalReadable() { Apply(MountEvent::kReadable); }
 void Mount::Stop() {
   if (stopped_) return;
   stopped_ = true;
-  if (wait_pipe_ != nullptr) {
-    wait_pipe_->Close();
-    wait_pipe_ = nullptr;
-  }
+  wait_pipe_.reset();  // Closes it.
   local_.RemoveIfOurs();
   poll_timer_.Close();
 }
@@ -137,36 +135,27 @@ void Mount::ProbeReader() {
     return;
   }
   state_ = MountState::kStreaming;
-  LocalPipe* pipe = *LocalPipe::Open(loop_.native(), *fd, LocalPipe::kWrite, true, nullptr);
+  LocalPipePtr pipe = *LocalPipe::Open(loop_.native(), *fd, LocalPipe::kWrite, true, nullptr);
   pipe->WatchHangup(true);
-  Status st = host_->OpenStream(Access::kRead, nullptr, pipe);
-  if (!st.ok()) {
-    pipe->Close();
-    host_->Finish(st);
-  }
+  Status st = host_->OpenStream(Access::kRead, {nullptr, std::move(pipe)});
+  if (!st.ok()) host_->Finish(st);
 }
 
 void Mount::OpenWriterStream() {
-  LocalPipe* pipe = std::exchange(wait_pipe_, nullptr);
+  LocalPipePtr pipe = std::move(wait_pipe_);
   pipe->WantRead(false);
-  Status st = host_->OpenStream(Access::kWrite, pipe, nullptr);
-  if (!st.ok()) {
-    pipe->Close();
-    host_->Finish(st);
-  }
+  Status st = host_->OpenStream(Access::kWrite, {std::move(pipe), nullptr});
+  if (!st.ok()) host_->Finish(st);
 }
 
 void Mount::AcceptConnections() {
   for (int i = 0; i < kAcceptBatch && !stopped_; ++i) {
     int fd = ::accept4(wait_pipe_->fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
-    LocalPipe* pipe =
+    LocalPipePtr pipe =
         *LocalPipe::Open(loop_.native(), fd, LocalPipe::kRead | LocalPipe::kWrite, true, nullptr);
-    Status st = host_->OpenStream(Access::kDuplex, pipe, pipe);
-    if (!st.ok()) {
-      pipe->Close();
-      PG_LOG(kWarn, "{}: {}", options_.address.ToString(), st.message());
-    }
+    Status st = host_->OpenStream(Access::kDuplex, uvglue::StreamPipes::Duplex(std::move(pipe)));
+    if (!st.ok()) PG_LOG(kWarn, "{}: {}", options_.address.ToString(), st.message());
   }
 }
 

@@ -11,6 +11,7 @@
 #include "mount_state.h"
 #include "uv/handles.h"
 #include "uv/local_pipe.h"
+#include "uv/stream_link.h"
 
 namespace pipegate::bridge {
 
@@ -24,10 +25,9 @@ class MountHost {
   /// @return Whether a stream may be opened now (the session is usable, or is being resumed
   /// and queues the open).
   virtual bool CanOpen() const = 0;
-  /// @brief Opens a stream of @p access between the local pipes @p in and @p out (either may
-  /// be null, or both the same pipe).
-  /// @return OK: the stream owns the pipes. An error: they stay the caller's.
-  virtual Status OpenStream(Access access, uvglue::LocalPipe* in, uvglue::LocalPipe* out) = 0;
+  /// @brief Opens a stream of @p access on the local @p pipes, which it takes in any case
+  /// (on an error they are closed).
+  virtual Status OpenStream(Access access, uvglue::StreamPipes pipes) = 0;
   /// @brief Ends the bridge with @p status (the first call wins).
   virtual void Finish(const Status& status) = 0;
 };
@@ -85,8 +85,8 @@ class Mount final : public uvglue::LocalPipeEvents {
   bool stopped_ = false;
   /// The mounted path, made (or adopted) by Prepare*Path; every later open goes through it.
   LocalPath local_;
-  uvglue::LocalPipe* wait_pipe_ = nullptr;  ///< FIFO read end or listening socket, while waiting.
-  uvglue::Timer poll_timer_;                ///< Looks for a FIFO reader (kFifoToReader only).
+  uvglue::LocalPipePtr wait_pipe_;  ///< FIFO read end or listening socket, while waiting.
+  uvglue::Timer poll_timer_;        ///< Looks for a FIFO reader (kFifoToReader only).
   uint64_t stream_ended_ms_ = 0;
 };
 

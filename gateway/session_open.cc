@@ -15,6 +15,7 @@
 namespace pipegate::gateway {
 
 using uvglue::LocalPipe;
+using uvglue::LocalPipePtr;
 
 void Session::OnOpenRequest(uint32_t id, const OpenPayload& request) {
   std::shared_ptr<const Snapshot> snap = worker_->gateway()->snapshot();
@@ -148,22 +149,29 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
   // attached, the local pipe.
   auto stream = std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
                                                std::move(charge));
-  Result<LocalPipe*> pipe = LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
-  if (!pipe) {
+  Result<LocalPipePtr> opened =
+      LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
+  if (!opened) {
     stream.reset();
-    AuditOpen(id, open, Verdict::kUnavailable, pipe.error().message());
-    return Refuse(id, ErrorCode::kInternal, pipe.error().message());
+    AuditOpen(id, open, Verdict::kUnavailable, opened.error().message());
+    return Refuse(id, ErrorCode::kInternal, opened.error().message());
   }
-  stream->Attach((dirs & LocalPipe::kRead) != 0 ? *pipe : nullptr,
-                 (dirs & LocalPipe::kWrite) != 0 ? *pipe : nullptr);
+  LocalPipe* pipe = opened->get();  // Owned by the stream from here on.
+  if (dirs == (LocalPipe::kRead | LocalPipe::kWrite)) {
+    stream->Attach(uvglue::StreamPipes::Duplex(std::move(*opened)));
+  } else if (dirs == LocalPipe::kRead) {
+    stream->Attach({std::move(*opened), nullptr});
+  } else {
+    stream->Attach({nullptr, std::move(*opened)});
+  }
   ExportStream* s = stream.get();
   streams_[id] = std::move(stream);
   counters().streams_opened++;
   AuditOpen(id, open, Verdict::kGranted, "");
   if (e.kind == ExportKind::kFifo && e.access == Access::kWrite) {
-    (*pipe)->set_record_mode((open.flags & kOpenFlagLines) != 0 ? uvglue::RecordMode::kLines
-                                                                : uvglue::RecordMode::kBlocks);
-    (*pipe)->WatchHangup(true);  // A reader that leaves while we are idle is a broken pipe.
+    pipe->set_record_mode((open.flags & kOpenFlagLines) != 0 ? uvglue::RecordMode::kLines
+                                                             : uvglue::RecordMode::kBlocks);
+    pipe->WatchHangup(true);  // A reader that leaves while we are idle is a broken pipe.
   }
   uint8_t granted = static_cast<uint8_t>(e.kind == ExportKind::kFifo ? e.access : Access::kDuplex);
   mux_->Accept(id, OpenOkPayload{static_cast<uint8_t>(e.kind), granted});

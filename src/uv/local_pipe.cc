@@ -12,9 +12,9 @@
 
 namespace pipegate::uvglue {
 
-Result<LocalPipe*> LocalPipe::Open(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
-                                   LocalPipeEvents* events) {
-  return new LocalPipe(loop, fd, directions, owns_fd, events);
+Result<LocalPipe::Ptr> LocalPipe::Open(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
+                                       LocalPipeEvents* events) {
+  return Ptr(new LocalPipe(loop, fd, directions, owns_fd, events));
 }
 
 LocalPipe::LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include <uv.h>
 
@@ -42,7 +43,9 @@ class LocalPipeEvents {
 /// @brief One local file descriptor (FIFO end, Unix socket, stdin/stdout, or a regular file)
 /// driven by a uv_poll_t, with a bounded write queue that respects record boundaries.
 ///
-/// Ownership: created with new; after Close() it owns itself and is deleted in its close
+/// Ownership: Open() returns it in a LocalPipe::Ptr, a unique_ptr whose deleter is Close():
+/// libuv frees handles only after their close callbacks, so releasing the Ptr closes the pipe
+/// at once (no event is called afterwards) and the pipe deletes itself in its last close
 /// callback (the only delete). It owns the fd when told so. Thread: its loop's thread.
 /// Sync/async: Write() writes what it can at once and returns that count; the rest completes
 /// later with OnLocalWritten().
@@ -50,10 +53,17 @@ class LocalPipe {
  public:
   enum Direction : unsigned { kRead = 1, kWrite = 2 };
 
+  /// @brief The deleter of Ptr: Close(), which frees the pipe after its close callbacks.
+  struct Closer {
+    void operator()(LocalPipe* pipe) const noexcept { pipe->Close(); }
+  };
+  /// @brief The owner of a LocalPipe.
+  using Ptr = std::unique_ptr<LocalPipe, Closer>;
+
   /// @brief Wraps @p fd (made non-blocking). Regular files and other unpollable fds work too:
   /// they are read on an idle handle and written synchronously.
-  static Result<LocalPipe*> Open(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
-                                 LocalPipeEvents* events);
+  static Result<Ptr> Open(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
+                          LocalPipeEvents* events);
 
   LocalPipe(const LocalPipe&) = delete;
   LocalPipe& operator=(const LocalPipe&) = delete;
@@ -76,7 +86,8 @@ class LocalPipe {
   /// @brief Watches for the reader of a write-only FIFO going away (POLLERR) while idle.
   void WatchHangup(bool on);
 
-  /// @brief Stops everything and frees the pipe soon. Events are never called again.
+  /// @brief Stops everything and frees the pipe soon. Events are never called again. Called
+  /// by Ptr's deleter; idempotent.
   void Close();
 
   /// @brief Sends future events to @p events (hand-over from a waiting owner to a stream).
@@ -134,5 +145,7 @@ class LocalPipe {
   uint64_t written_ = 0;  ///< Stream offset of the next byte to write (for block alignment).
   Buffer queue_;
 };
+
+using LocalPipePtr = LocalPipe::Ptr;
 
 }  // namespace pipegate::uvglue

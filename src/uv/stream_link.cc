@@ -8,24 +8,31 @@
 
 namespace pipegate::uvglue {
 
-StreamLink::~StreamLink() {
-  if (in_ != nullptr) in_->Close();
-  if (out_ != nullptr && out_ != in_) out_->Close();
-}
+StreamLink::~StreamLink() = default;  // The Ptrs close the pipes.
 
-void StreamLink::Attach(LocalPipe* in, LocalPipe* out) {
-  in_ = in;
-  out_ = out;
+void StreamLink::Attach(StreamPipes pipes) {
+  in_pipe_ = std::move(pipes.in);
+  out_pipe_ = std::move(pipes.out);
+  in_ = in_pipe_.get();
+  out_ = pipes.duplex ? in_ : out_pipe_.get();
+  if (in_ != nullptr) in_->set_events(this);
+  if (out_ != nullptr) out_->set_events(this);
 }
 
 void StreamLink::DropInput() {
-  if (in_ != nullptr && in_ != out_) in_->Close();
-  if (in_ != nullptr) in_->WantRead(false);
+  if (in_ == nullptr) return;
+  in_->WantRead(false);
+  if (in_ == out_) {
+    out_pipe_ = std::move(in_pipe_);  // The duplex pipe is still written to.
+  } else {
+    in_pipe_.reset();  // Closes it.
+  }
   in_ = nullptr;
 }
 
 void StreamLink::DropOutput() {
-  if (out_ != nullptr && out_ != in_) out_->Close();
+  if (out_ == nullptr) return;
+  if (out_ != in_) out_pipe_.reset();  // Closes it; a duplex pipe stays with the input.
   out_ = nullptr;
 }
 

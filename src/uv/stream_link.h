@@ -2,8 +2,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "pipegate/status.h"
+
 #include "uv/connection.h"
 #include "uv/local_pipe.h"
 
@@ -26,12 +28,23 @@ class StreamLinkOwner {
   virtual void PauseForBackpressure(StreamLink* link) = 0;
 };
 
+/// @brief The local end(s) of one stream: the pipe read from and the pipe written to, either
+/// of which may be null, or one pipe used both ways (a Unix socket).
+struct StreamPipes {
+  LocalPipePtr in;
+  LocalPipePtr out;
+  bool duplex = false;  ///< `in` is also written to; `out` is null.
+
+  static StreamPipes Duplex(LocalPipePtr pipe) { return {std::move(pipe), nullptr, true}; }
+};
+
 /// @brief Moves bytes between one mux stream and its local pipes: local reads go straight into
 /// DATA frames (BeginData/Read/CommitData, no copy), stream data goes into the local write queue
 /// and is acknowledged (Consumed) only once it reached the fd. Shared by the gateway's export
 /// streams and the bridge's streams.
 ///
-/// Ownership: owned by its owner's stream table; closes its LocalPipes when destroyed.
+/// Ownership: owned by its owner's stream table; owns its LocalPipes (StreamPipes), which
+/// close when it is destroyed or drops them.
 /// Thread: the loop thread. Re-entrancy: every method may end in mux calls that close the
 /// stream; the owner deletes the link from OnStreamClosed, never from inside a link method.
 class StreamLink : public LocalPipeEvents {
@@ -42,9 +55,8 @@ class StreamLink : public LocalPipeEvents {
   StreamLink(const StreamLink&) = delete;
   StreamLink& operator=(const StreamLink&) = delete;
 
-  /// @brief Sets the pipe read from (may be null) and the pipe written to (may be null, or
-  /// the same pipe). The link takes ownership of both.
-  void Attach(LocalPipe* in, LocalPipe* out);
+  /// @brief Takes the stream's local pipes and sends their events to this link.
+  void Attach(StreamPipes pipes);
   /// @brief Stops using the input pipe (closing it unless it is also the output).
   void DropInput();
   /// @brief Stops using the output pipe (closing it unless it is also the input).
@@ -81,8 +93,10 @@ class StreamLink : public LocalPipeEvents {
   StreamLinkOwner* owner_;
   uint32_t id_;
   std::string name_;
-  LocalPipe* in_ = nullptr;
-  LocalPipe* out_ = nullptr;
+  LocalPipePtr in_pipe_;      ///< Owns the input pipe, or the duplex pipe while it is read.
+  LocalPipePtr out_pipe_;     ///< Owns the output pipe unless in_pipe_ does (duplex).
+  LocalPipe* in_ = nullptr;   ///< The pipe read from, if any (owned above).
+  LocalPipe* out_ = nullptr;  ///< The pipe written to, if any (owned above).
   bool reading_ = false;
   bool local_eof_ = false;
   bool local_write_done_ = false;
