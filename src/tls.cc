@@ -217,7 +217,7 @@ Status LoadCrls(X509_STORE* store, const std::string& path) {
   for (;;) {
     X509_CRL* raw = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr);
     if (raw == nullptr) break;
-    std::unique_ptr<X509_CRL, ossl::Deleter<&X509_CRL_free>> crl(raw);
+    ossl::X509CrlPtr crl(raw);
     ++loaded;
     bool signed_by_ca = false;
     for (int i = 0; i < sk_X509_OBJECT_num(objects) && !signed_by_ca; ++i) {
@@ -274,8 +274,8 @@ std::string SpkiSha256(X509* cert) {
 Result<std::shared_ptr<const TlsContext>> TlsContext::NewServer(const TlsServerOptions& o) {
   Result<ossl::SslCtxPtr> ctx = NewBaseContext(true, o.cert, o.key, o.client_ca);
   if (!ctx) return ctx.error();
-  STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(o.client_ca.c_str());
-  if (names != nullptr) SSL_CTX_set_client_CA_list(ctx->get(), names);  // Takes ownership.
+  ossl::X509NameStackPtr names(SSL_load_client_CA_file(o.client_ca.c_str()));
+  if (names) SSL_CTX_set_client_CA_list(ctx->get(), names.release());  // Takes ownership.
   ERR_clear_error();
   SSL_CTX_set_alpn_select_cb(ctx->get(), &OnAlpnSelect, nullptr);
   if (o.allow_tls12) {
@@ -288,7 +288,7 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::NewServer(const TlsServerO
     // CRL_CHECK_ALL: intermediate CAs are trusted as configured in client_ca).
     X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx->get()), X509_V_FLAG_CRL_CHECK);
   }
-  auto* context = new TlsContext(ctx->release(), true);
+  auto* context = new TlsContext(CtxPtr(ctx->release()), true);
   context->counters_ = o.counters;
   return std::shared_ptr<const TlsContext>(context);
 }
@@ -303,7 +303,7 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::NewClient(const TlsClientO
   if (!o.pins.empty()) {
     SSL_CTX_set_verify(ctx->get(), SSL_VERIFY_PEER, &TlsSession::OnVerify);
   }
-  auto* context = new TlsContext(ctx->release(), false);
+  auto* context = new TlsContext(CtxPtr(ctx->release()), false);
   context->server_name_ = o.server_name;
   context->pins_ = o.pins;
   return std::shared_ptr<const TlsContext>(context);
@@ -321,21 +321,22 @@ Status TlsContext::VerifyPeerAgain(const PeerIdentity& peer) const {
     }
     certs.push_back(std::move(cert));
   }
-  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  // The stack only lists the certificates; they belong to `certs`, which outlives it.
+  ossl::X509BorrowedStackPtr untrusted(sk_X509_new_null());
   PG_CHECK(untrusted != nullptr);
-  for (size_t i = 1; i < certs.size(); ++i) sk_X509_push(untrusted, certs[i].get());
-  X509_STORE_CTX* store_ctx = X509_STORE_CTX_new();
+  for (size_t i = 1; i < certs.size(); ++i) sk_X509_push(untrusted.get(), certs[i].get());
+  ossl::X509StoreCtxPtr store_ctx(X509_STORE_CTX_new());
   PG_CHECK(store_ctx != nullptr);
   long result = X509_V_ERR_UNSPECIFIED;
-  if (X509_STORE_CTX_init(store_ctx, SSL_CTX_get_cert_store(ctx_), certs[0].get(), untrusted) ==
-      1) {
+  if (X509_STORE_CTX_init(store_ctx.get(), SSL_CTX_get_cert_store(ctx_.get()), certs[0].get(),
+                          untrusted.get()) == 1) {
     // The same checks as the handshake: purpose sslclient, the context's flags (CRL).
-    X509_STORE_CTX_set_default(store_ctx, "ssl_client");
-    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(store_ctx), SSL_CTX_get0_param(ctx_));
-    result = X509_verify_cert(store_ctx) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(store_ctx);
+    X509_STORE_CTX_set_default(store_ctx.get(), "ssl_client");
+    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(store_ctx.get()),
+                           SSL_CTX_get0_param(ctx_.get()));
+    result = X509_verify_cert(store_ctx.get()) == 1 ? X509_V_OK
+                                                    : X509_STORE_CTX_get_error(store_ctx.get());
   }
-  X509_STORE_CTX_free(store_ctx);
-  sk_X509_free(untrusted);  // The certificates belong to `certs`.
   ERR_clear_error();
   if (result == X509_V_OK) return Status::Ok();
   return Status(Code::kTls, DescribeVerifyError(result, true, ""));
@@ -430,7 +431,11 @@ Result<std::string> SpkiPinOfCertificateFile(const std::string& path) {
   return FormatSpkiPin(SpkiSha256(cert.get()));
 }
 
-TlsContext::~TlsContext() { ossl::SslCtxPtr owned(ctx_); }
+TlsContext::~TlsContext() = default;
+
+void TlsContext::FreeCtx::operator()(SSL_CTX* ctx) const noexcept {
+  ossl::SslCtxPtr::deleter_type()(ctx);
+}
 
 PeerIdentity IdentityFromCertificate(X509* cert) {
   PeerIdentity id;
@@ -497,36 +502,36 @@ const BIO_METHOD* SinkMethod() {
 TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, const std::string& peer_host)
     : context_(std::move(context)),
       peer_host_(context_->server_name().empty() ? peer_host : context_->server_name()) {
-  ossl::SslPtr ssl(SSL_new(context_->native()));
-  PG_CHECK(ssl != nullptr);
-  SSL_set_app_data(ssl.get(), this);  // For OnVerify.
+  ssl_.reset(SSL_new(context_->native()));
+  PG_CHECK(ssl_ != nullptr);
+  SSL_set_app_data(ssl_.get(), this);  // For OnVerify.
   ossl::BioPtr in(BIO_new(BIO_s_mem()));
   ossl::BioPtr out(BIO_new(SinkMethod()));
   PG_CHECK(in && out);                   // OOM is fatal.
   BIO_set_mem_eof_return(in.get(), -1);  // Empty input means "want more", not EOF.
   BIO_set_data(out.get(), &ciphertext_out_);
-  rbio_ = in.get();  // An observer; ssl owns both BIOs after the next line.
-  SSL_set_bio(ssl.get(), in.release(), out.release());
+  rbio_ = in.get();  // An observer; ssl_ owns both BIOs after the next line.
+  SSL_set_bio(ssl_.get(), in.release(), out.release());
   if (context_->is_server()) {
-    SSL_set_accept_state(ssl.get());
+    SSL_set_accept_state(ssl_.get());
   } else {
-    SSL_set_connect_state(ssl.get());
+    SSL_set_connect_state(ssl_.get());
     // The gateway's certificate must name the host we dialled (RFC 6125): a DNS name through
     // SSL_set1_host, an IP literal through the verify parameters. SNI only for names.
-    ASN1_OCTET_STRING* ip = a2i_IPADDRESS(peer_host_.c_str());
-    if (ip != nullptr) {
-      ASN1_OCTET_STRING_free(ip);
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), peer_host_.c_str());
+    const bool is_ip = ossl::Asn1OctetStringPtr(a2i_IPADDRESS(peer_host_.c_str())) != nullptr;
+    if (is_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), peer_host_.c_str());
     } else {
-      SSL_set1_host(ssl.get(), peer_host_.c_str());
-      SSL_set_tlsext_host_name(ssl.get(), peer_host_.c_str());
+      SSL_set1_host(ssl_.get(), peer_host_.c_str());
+      SSL_set_tlsext_host_name(ssl_.get(), peer_host_.c_str());
     }
   }
   ERR_clear_error();
-  ssl_ = ssl.release();
 }
 
-TlsSession::~TlsSession() { ossl::SslPtr owned(ssl_); }
+TlsSession::~TlsSession() = default;
+
+void TlsSession::FreeSsl::operator()(SSL* ssl) const noexcept { ossl::SslPtr::deleter_type()(ssl); }
 
 int TlsSession::OnVerify(int preverify_ok, X509_STORE_CTX* store) noexcept {
   // Pinning comes on top of the CA check: only a chain that verified is compared, and only its
@@ -545,7 +550,7 @@ int TlsSession::OnVerify(int preverify_ok, X509_STORE_CTX* store) noexcept {
 }
 
 std::string TlsSession::DescribeOwnCertificateProblem() const {
-  X509* own = SSL_get_certificate(ssl_);  // Not a new reference.
+  X509* own = SSL_get_certificate(ssl_.get());  // Not a new reference.
   if (own == nullptr) return {};
   if (X509_cmp_current_time(X509_get0_notBefore(own)) > 0) {
     return fmt::format("it is not yet valid (valid from {})", FormatTime(X509_get0_notBefore(own)));
@@ -592,7 +597,8 @@ void TlsSession::CountRefusal(long verify, const std::string& reason) const {
   if (reason.find("did not return a certificate") != std::string::npos ||
       reason.find("certificate required") != std::string::npos) {
     k->no_certificate++;
-  } else if (SSL_in_before(ssl_) != 0 || reason.find("wrong version number") != std::string::npos ||
+  } else if (SSL_in_before(ssl_.get()) != 0 ||
+             reason.find("wrong version number") != std::string::npos ||
              reason.find("http request") != std::string::npos ||
              reason.find("packet length too long") != std::string::npos ||
              reason.find("unknown protocol") != std::string::npos) {
@@ -612,7 +618,7 @@ void TlsSession::FeedCiphertext(const uint8_t* data, size_t len) {
 Status TlsSession::Fail(int ssl_error) {
   state_ = State::kFailed;
   bool server = context_->is_server();
-  long verify = SSL_get_verify_result(ssl_);
+  long verify = SSL_get_verify_result(ssl_.get());
   std::string reason = PopErrorQueue();
   if (server) CountRefusal(verify, reason);
   if (verify == X509_V_ERR_APPLICATION_VERIFICATION && !pin_mismatch_.empty()) {
@@ -641,26 +647,26 @@ Status TlsSession::Advance(Buffer& plaintext) {
   if (state_ == State::kFailed || state_ == State::kClosed) return Status::Ok();
   if (state_ == State::kHandshaking) {
     ERR_clear_error();
-    int rc = SSL_do_handshake(ssl_);
+    int rc = SSL_do_handshake(ssl_.get());
     if (rc != 1) {
-      int err = SSL_get_error(ssl_, rc);
+      int err = SSL_get_error(ssl_.get(), rc);
       if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Status::Ok();
       return Fail(err);
     }
     const unsigned char* alpn = nullptr;
     unsigned int alpn_len = 0;
-    SSL_get0_alpn_selected(ssl_, &alpn, &alpn_len);
+    SSL_get0_alpn_selected(ssl_.get(), &alpn, &alpn_len);
     if (alpn_len != 10 || std::memcmp(alpn, kAlpn, 10) != 0) {
       state_ = State::kFailed;
       return Status(Code::kTls, "TLS failed: the peer did not negotiate pipegate/1 (ALPN)");
     }
-    ossl::X509Ptr cert(SSL_get1_peer_certificate(ssl_));
+    ossl::X509Ptr cert(SSL_get1_peer_certificate(ssl_.get()));
     peer_ = IdentityFromCertificate(cert.get());
     if (context_->is_server() && cert) {
       // Kept so that a reload can verify this client again (TlsContext::VerifyPeerAgain). On
       // a server, SSL_get_peer_cert_chain() leaves out the leaf.
       peer_.chain_der.push_back(CertificateDer(cert.get()));
-      STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl_);
+      STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl_.get());
       for (int i = 0; chain != nullptr && i < sk_X509_num(chain); ++i) {
         peer_.chain_der.push_back(CertificateDer(sk_X509_value(chain, i)));
       }
@@ -672,12 +678,12 @@ Status TlsSession::Advance(Buffer& plaintext) {
     ERR_clear_error();
     constexpr size_t kChunk = 16384;
     uint8_t* p = plaintext.Prepare(kChunk);
-    int rc = SSL_read(ssl_, p, static_cast<int>(kChunk));
+    int rc = SSL_read(ssl_.get(), p, static_cast<int>(kChunk));
     if (rc > 0) {
       plaintext.Commit(static_cast<size_t>(rc));
       continue;
     }
-    int err = SSL_get_error(ssl_, rc);
+    int err = SSL_get_error(ssl_.get(), rc);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Status::Ok();
     if (err == SSL_ERROR_ZERO_RETURN) {
       peer_closed_ = true;
@@ -693,8 +699,8 @@ Status TlsSession::WritePlaintext(const uint8_t* data, size_t len) {
     ERR_clear_error();
     // A memory BIO never blocks, so SSL_write takes everything (in ≤ 16 KiB records).
     int chunk = static_cast<int>(std::min<size_t>(len, 1u << 30));
-    int rc = SSL_write(ssl_, data, chunk);
-    if (rc <= 0) return Fail(SSL_get_error(ssl_, rc));
+    int rc = SSL_write(ssl_.get(), data, chunk);
+    if (rc <= 0) return Fail(SSL_get_error(ssl_.get(), rc));
     data += rc;
     len -= static_cast<size_t>(rc);
   }
@@ -704,7 +710,7 @@ Status TlsSession::WritePlaintext(const uint8_t* data, size_t len) {
 void TlsSession::Shutdown() {
   if (state_ != State::kEstablished) return;
   ERR_clear_error();
-  SSL_shutdown(ssl_);
+  SSL_shutdown(ssl_.get());
   ERR_clear_error();
   state_ = State::kClosed;
 }
@@ -727,7 +733,7 @@ bool TlsSession::ExportKeyingMaterial(const char* label, const uint8_t* context,
                                       uint8_t* out, size_t out_len) const {
   if (state_ != State::kEstablished && state_ != State::kClosed) return false;
   ERR_clear_error();
-  int rc = SSL_export_keying_material(ssl_, out, out_len, label, std::strlen(label), context,
+  int rc = SSL_export_keying_material(ssl_.get(), out, out_len, label, std::strlen(label), context,
                                       context_len, 1);
   ERR_clear_error();
   return rc == 1;

@@ -96,7 +96,7 @@ class TlsContext {
   /// @return True for a gateway context.
   bool is_server() const noexcept { return server_; }
   /// @return The OpenSSL context (owned by this object).
-  SSL_CTX* native() const noexcept { return ctx_; }
+  SSL_CTX* native() const noexcept { return ctx_.get(); }
   /// @return The `--servername` override (client), or "".
   const std::string& server_name() const noexcept { return server_name_; }
   /// @return The accepted SPKI digests (client), empty when not pinning.
@@ -112,8 +112,14 @@ class TlsContext {
   Status VerifyPeerAgain(const PeerIdentity& peer) const;
 
  private:
-  TlsContext(SSL_CTX* ctx, bool server) : ctx_(ctx), server_(server) {}
-  SSL_CTX* ctx_;
+  // Frees the SSL_CTX (defined in tls.cc, so this header needs no OpenSSL header).
+  struct FreeCtx {
+    void operator()(SSL_CTX* ctx) const noexcept;
+  };
+  using CtxPtr = std::unique_ptr<SSL_CTX, FreeCtx>;
+
+  TlsContext(CtxPtr ctx, bool server) : ctx_(std::move(ctx)), server_(server) {}
+  CtxPtr ctx_;
   bool server_;
   std::string server_name_;
   std::vector<std::string> pins_;
@@ -177,10 +183,16 @@ class TlsSession {
   static int OnVerify(int preverify_ok, X509_STORE_CTX* store) noexcept;
   friend class TlsContext;
 
+  // Frees the SSL and, with it, both of its BIOs (defined in tls.cc).
+  struct FreeSsl {
+    void operator()(SSL* ssl) const noexcept;
+  };
+
   std::shared_ptr<const TlsContext> context_;
-  SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;    // Observer; ssl_ owns it.
   Buffer ciphertext_out_;  // Records the sink BIO wrote, waiting for DrainCiphertext().
+  // Declared after ciphertext_out_, so it is freed first: its sink BIO points at that buffer.
+  std::unique_ptr<SSL, FreeSsl> ssl_;
+  BIO* rbio_ = nullptr;  // Observer; ssl_ owns it.
   std::string peer_host_;
   State state_ = State::kHandshaking;
   bool peer_closed_ = false;

@@ -80,8 +80,11 @@ class LocalPipe {
   /// @return Bytes queued and not yet written.
   size_t queued() const noexcept { return queue_.size(); }
   void set_record_mode(RecordMode mode) noexcept { record_mode_ = mode; }
-  /// @brief After the queue drains, ends the write side: shutdown(SHUT_WR) on a socket, or
-  /// closes the fd of a write-only FIFO. Pending partial lines are flushed first.
+  /// @brief After the queue drains, ends the write side: later Write() calls fail with
+  /// -EPIPE, and OnLocalWriteDone() follows (from inside this call if nothing is queued).
+  /// Pending partial lines and blocks are flushed first. On a socket this is
+  /// shutdown(SHUT_WR), so the peer reads EOF. Any other fd (a FIFO) stays open: its reader
+  /// sees EOF only once Close() has freed the pipe and, with it, the fd it owns.
   void FinishWriting();
   /// @brief Watches for the reader of a write-only FIFO going away (POLLERR) while idle.
   void WatchHangup(bool on);

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include <openssl/evp.h>
+#include "ossl/ossl_ptr.h"
 
 namespace pipegate::testing {
 
@@ -25,10 +25,7 @@ class Sha256 {
   uint64_t size() const { return size_; }
 
  private:
-  struct CtxDeleter {
-    void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx_;
+  ossl::EvpMdCtxPtr ctx_;
   uint64_t size_ = 0;
 };
 
@@ -50,10 +47,7 @@ class RandomStream {
   std::string Next(size_t size);
 
  private:
-  struct CipherDeleter {
-    void operator()(EVP_CIPHER_CTX* ctx) const noexcept { EVP_CIPHER_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_CIPHER_CTX, CipherDeleter> ctx_;
+  ossl::EvpCipherCtxPtr ctx_;
 };
 
 /// @brief Writes `size` bytes of RandomStream(seed) to `path`.

@@ -1,0 +1,611 @@
+// Loop tests of uvglue::StreamLink (src/uv/stream_link.cc) end to end: a client and a server
+// Connection over loopback TCP on one uv loop, each side linking the stream to local pipes
+// (socketpairs or FIFOs) as the bridge and the gateway do. The test drives the far ends of those
+// pipes and checks every byte, EOF, back-pressure and a broken pipe. Every test ends with every
+// handle closed and uv_loop_close() == 0; every wait is bounded by a timer.
+
+#include "uv/stream_link.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <uv.h>
+
+#include "pipegate/config.h"
+#include "pipegate/mux.h"
+#include "pipegate/tls.h"
+
+#include "support/data.h"
+#include "support/files.h"
+#include "support/pki.h"
+#include "support/process.h"
+#include "support/timing.h"
+
+namespace pipegate::uvglue {
+namespace {
+
+using ::pipegate::testing::Duration;
+using ::pipegate::testing::PkiPath;
+using ::pipegate::testing::Scaled;
+
+ConnectionOptions QuietOptions(bool is_client) {
+  ConnectionOptions options;
+  options.mux.is_client = is_client;
+  options.keepalive_interval_ms = 60000;
+  options.keepalive_timeout_ms = 120000;
+  return options;
+}
+
+// What a link had done when its stream closed (the link itself is deleted then).
+struct LinkResult {
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  bool local_eof = false;
+  bool local_write_done = false;
+  Status local_error;
+};
+
+// The handler of one side of the connection, linking each stream to local pipes as the gateway
+// (Session) and the bridge (Client) do. Owned by the fixture; outlives its Connection.
+class Side final : public ConnectionHandler, public StreamLinkOwner {
+ public:
+  // Server: gives a new stream's link its input and output pipes (either may be null).
+  using AttachFn = std::function<std::pair<LocalPipe*, LocalPipe*>(StreamLink*)>;
+
+  explicit Side(const MuxOptions& options) : mux(options, this) {}
+
+  // Client: opens a stream linked to @p in and @p out (made with this side's link as events
+  // by @p attach).
+  uint32_t Open(const std::string& name, Access access, const AttachFn& attach) {
+    OpenPayload open;
+    open.access = static_cast<uint8_t>(access);
+    open.name = name;
+    Result<uint32_t> id = mux.Open(open);
+    EXPECT_TRUE(id) << id.error().message();
+    if (!id) return 0;
+    auto link = std::make_unique<StreamLink>(this, *id, name);
+    auto [in, out] = attach(link.get());
+    link->Attach(in, out);
+    links[*id] = std::move(link);
+    FlushSoon();
+    return *id;
+  }
+
+  StreamLink* Find(uint32_t id) {
+    auto it = links.find(id);
+    return it == links.end() ? nullptr : it->second.get();
+  }
+
+  // StreamLinkOwner.
+  Mux* stream_mux() override { return &mux; }
+  void FlushSoon() override {
+    if (conn != nullptr) conn->Flush();
+  }
+  bool Backlogged() override { return conn == nullptr || conn->backlogged(); }
+  void PauseForBackpressure(StreamLink* link) override {
+    paused.push_back(link->id());
+    if (conn != nullptr) conn->WantWritable();
+  }
+
+  // MuxCallbacks.
+  void OnMuxReady() override { ready = true; }
+  void OnOpenRequest(uint32_t id, const OpenPayload& open) override {
+    if (!on_open) {
+      ADD_FAILURE() << "unexpected OPEN of '" << open.name << "'";
+      mux.Reject(id, ErrorCode::kNotFound, "no such export");
+      FlushSoon();
+      return;
+    }
+    auto link = std::make_unique<StreamLink>(this, id, open.name);
+    auto [in, out] = on_open(link.get());
+    link->Attach(in, out);
+    StreamLink* l = link.get();
+    links[id] = std::move(link);
+    mux.Accept(id, OpenOkPayload{1, open.access});
+    l->StartReading();
+    FlushSoon();
+  }
+  void OnOpenAccepted(uint32_t id, const OpenOkPayload& /*ok*/) override {
+    if (StreamLink* l = Find(id)) l->StartReading();
+  }
+  void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override {
+    if (StreamLink* l = Find(id)) l->OnData(data, len);
+  }
+  void OnStreamFin(uint32_t id) override {
+    ++fins;
+    if (StreamLink* l = Find(id)) l->OnFin();
+  }
+  void OnStreamReset(uint32_t /*id*/, ErrorCode error, std::string_view /*reason*/) override {
+    ++resets;
+    reset_error = error;
+  }
+  void OnStreamStopped(uint32_t id, ErrorCode error, std::string_view /*reason*/) override {
+    ++stops;
+    stop_error = error;
+    if (StreamLink* l = Find(id)) l->StopLocalReading();
+  }
+  void OnStreamWritable(uint32_t id) override {
+    if (StreamLink* l = Find(id)) l->Resume();
+  }
+  void OnStreamClosed(uint32_t id) override {
+    ++streams_closed;
+    std::erase(paused, id);
+    auto node = links.extract(id);
+    if (node.empty()) return;
+    const StreamLink& l = *node.mapped();
+    results[id] = LinkResult{l.bytes_sent(), l.bytes_received(), l.local_eof(),
+                             l.local_write_done(), l.local_error()};
+  }  // Deletes the link, which closes its pipes.
+
+  // ConnectionHandler.
+  void OnConnectionWritable() override {
+    std::vector<uint32_t> ids;
+    ids.swap(paused);
+    for (uint32_t id : ids) {
+      if (StreamLink* l = Find(id)) l->Resume();
+    }
+  }
+  void OnConnectionClosed(const Status& why) override {
+    closed = true;
+    close_why = why;
+    paused.clear();
+    links.clear();
+  }
+  void OnConnectionFreed() override {
+    freed = true;
+    conn = nullptr;
+  }
+
+  Mux mux;
+  Connection* conn = nullptr;
+  AttachFn on_open;  // Server: the pipes of each stream the peer opens.
+  std::map<uint32_t, std::unique_ptr<StreamLink>> links;
+  std::map<uint32_t, LinkResult> results;
+  std::vector<uint32_t> paused;
+  bool ready = false;
+  int fins = 0;
+  int resets = 0;
+  ErrorCode reset_error = ErrorCode::kNoError;
+  int stops = 0;
+  ErrorCode stop_error = ErrorCode::kNoError;
+  int streams_closed = 0;
+  bool closed = false;
+  Status close_why;
+  bool freed = false;
+};
+
+// The test's end of a local pipe, driven by a LocalPipe of its own: sends a payload and then
+// ends its write side, and reads everything to EOF. Owned by the test; Close() frees the pipe.
+class Endpoint final : public LocalPipeEvents {
+ public:
+  Endpoint(uv_loop_t* loop, int fd, unsigned directions) {
+    Result<LocalPipe*> opened = LocalPipe::Open(loop, fd, directions, true, this);
+    EXPECT_TRUE(opened);
+    if (opened) pipe_ = *opened;
+  }
+  ~Endpoint() override { Close(); }
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  // Writes @p payload, then ends the write side: shutdown() on a socket; on a FIFO, whose
+  // reader sees EOF only once the fd is closed, @p close_when_done closes the endpoint.
+  void Send(const std::string& payload, bool close_when_done) {
+    close_when_done_ = close_when_done;
+    ssize_t r = pipe_->Write(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+    ASSERT_GE(r, 0) << std::strerror(static_cast<int>(-r));
+    written += static_cast<uint64_t>(r);
+    pipe_->FinishWriting();
+  }
+  void StartReading() { pipe_->WantRead(true); }
+  void Close() {
+    if (pipe_ != nullptr) pipe_->Close();
+    pipe_ = nullptr;
+  }
+  LocalPipe* pipe() const { return pipe_; }
+
+  void OnLocalReadable() override {
+    uint8_t buf[65536];
+    for (;;) {
+      ssize_t n = pipe_->Read(buf, sizeof buf);
+      if (n > 0) {
+        got.append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
+        continue;
+      }
+      if (n == 0) {
+        eof = true;
+        pipe_->WantRead(false);
+      } else if (n != -EAGAIN) {
+        ADD_FAILURE() << "read: " << std::strerror(static_cast<int>(-n));
+        pipe_->WantRead(false);
+      }
+      return;
+    }
+  }
+  void OnLocalWritten(size_t n) override { written += n; }
+  void OnLocalWriteError(const Status& status) override { write_error = status; }
+  void OnLocalWriteDone() override {
+    write_done = true;
+    if (close_when_done_) Close();
+  }
+
+  std::string got;
+  bool eof = false;
+  uint64_t written = 0;
+  bool write_done = false;
+  Status write_error;
+
+ private:
+  LocalPipe* pipe_ = nullptr;
+  bool close_when_done_ = false;
+};
+
+// A FIFO's two ends, opened non-blocking (the read end first, so the write end finds a reader).
+struct Fifo {
+  int read_fd = -1;
+  int write_fd = -1;
+};
+
+class StreamLinkLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::pipegate::testing::IgnoreSigpipe();
+    ASSERT_TRUE(::pipegate::testing::EnsureTestPki());
+    ASSERT_EQ(0, uv_loop_init(&loop_));
+    loop_open_ = true;
+    uv_timer_init(&loop_, &deadline_);
+    uv_prepare_init(&loop_, &prepare_);
+    uv_tcp_init(&loop_, &listener_);
+    deadline_.data = prepare_.data = listener_.data = this;
+
+    TlsServerOptions server;
+    server.cert = PkiPath("gateway.crt");
+    server.key = PkiPath("gateway.key");
+    server.client_ca = PkiPath("ca.crt");
+    auto server_tls = TlsContext::NewServer(server);
+    ASSERT_TRUE(server_tls) << server_tls.error().message();
+    server_tls_ = *server_tls;
+    TlsClientOptions client;
+    client.cert = PkiPath("alice.crt");
+    client.key = PkiPath("alice.key");
+    client.ca = PkiPath("ca.crt");
+    auto client_tls = TlsContext::NewClient(client);
+    ASSERT_TRUE(client_tls) << client_tls.error().message();
+    client_tls_ = *client_tls;
+  }
+
+  void TearDown() override {
+    if (!loop_open_) return;
+    for (Side* side : {client_.get(), server_.get()}) {
+      if (side != nullptr && side->conn != nullptr) {
+        side->conn->Abort(Status(Code::kStreamLost, "test over"));
+      }
+    }
+    endpoints_.clear();  // Closes their pipes.
+    for (int fd : raw_fds_) ::close(fd);
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+    // The deadline does not keep the loop alive: the run ends when the last other handle has
+    // closed, or at the deadline if one never does.
+    uv_timer_start(&deadline_, &StreamLinkLoopTest::OnDeadline,
+                   static_cast<uint64_t>(Scaled(Duration(5000)).count()), 0);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&deadline_));
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (uv_loop_alive(&loop_) != 0) {
+      ADD_FAILURE() << "handles still open after the test:";
+      uv_print_all_handles(&loop_, stderr);
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), nullptr);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    for (Side* side : {client_.get(), server_.get()}) {
+      if (side != nullptr) {
+        EXPECT_TRUE(side->conn == nullptr) << "a connection was never freed";
+        EXPECT_TRUE(side->links.empty()) << "a link outlived its connection";
+      }
+    }
+    EXPECT_EQ(0, uv_loop_close(&loop_));
+  }
+
+  // Listens on 127.0.0.1:0, dials with a client Connection, and runs until both muxes are
+  // ready.
+  void ConnectPair(const MuxOptions& server_mux) {
+    ConnectionOptions server_options = QuietOptions(/*is_client=*/false);
+    server_options.mux = server_mux;
+    server_options.mux.is_client = false;
+    server_options_ = server_options;
+    server_ = std::make_unique<Side>(server_options.mux);
+    sockaddr_in addr{};
+    ASSERT_EQ(0, uv_ip4_addr("127.0.0.1", 0, &addr));
+    ASSERT_EQ(0, uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0));
+    ASSERT_EQ(0, uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 8,
+                           &StreamLinkLoopTest::OnConnection));
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    ASSERT_EQ(0, uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len));
+    const uint16_t port = ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
+
+    const ConnectionOptions client_options = QuietOptions(/*is_client=*/true);
+    client_ = std::make_unique<Side>(client_options.mux);
+    client_->conn = Connection::Connect(&loop_, "127.0.0.1", port, client_tls_, client_options,
+                                        client_.get(), &client_->mux);
+    ASSERT_TRUE(RunUntil([&] { return client_->ready && server_->ready; }, Duration(3000)))
+        << "client closed: " << client_->close_why.message()
+        << "; server closed: " << server_->close_why.message();
+  }
+
+  // Runs the loop until @p done() holds (checked before every poll) or @p timeout passes.
+  bool RunUntil(const std::function<bool()>& done, Duration timeout) {
+    until_ = &done;
+    uv_timer_start(&deadline_, &StreamLinkLoopTest::OnDeadline,
+                   static_cast<uint64_t>(Scaled(timeout).count()), 0);
+    uv_prepare_start(&prepare_, &StreamLinkLoopTest::OnPrepare);
+    if (!done()) uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_prepare_stop(&prepare_);
+    uv_timer_stop(&deadline_);
+    until_ = nullptr;
+    return done();
+  }
+  void RunFor(Duration period) {
+    RunUntil([] { return false; }, period);
+  }
+
+  // A socketpair: [0] for a link, [1] for the test. Neither is owned by the fixture.
+  void SocketPair(int fds[2]) {
+    ASSERT_EQ(0, ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+  }
+  void MakeFifo(Fifo* fifo) {
+    const std::string path = dir_.Unique("fifo");
+    ASSERT_TRUE(::pipegate::testing::MakeFifo(path));
+    fifo->read_fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    ASSERT_GE(fifo->read_fd, 0) << std::strerror(errno);
+    fifo->write_fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    ASSERT_GE(fifo->write_fd, 0) << std::strerror(errno);
+  }
+  // A LocalPipe for a link (the link is its events, as the gateway and the bridge do it).
+  LocalPipe* LinkPipe(int fd, unsigned directions, StreamLink* link) {
+    Result<LocalPipe*> opened = LocalPipe::Open(&loop_, fd, directions, true, link);
+    EXPECT_TRUE(opened);
+    return opened ? *opened : nullptr;
+  }
+  Endpoint* AddEndpoint(int fd, unsigned directions) {
+    endpoints_.push_back(std::make_unique<Endpoint>(&loop_, fd, directions));
+    return endpoints_.back().get();
+  }
+
+  static void OnPrepare(uv_prepare_t* handle) noexcept {
+    auto* self = static_cast<StreamLinkLoopTest*>(handle->data);
+    if (self->until_ != nullptr && (*self->until_)()) uv_stop(handle->loop);
+  }
+  static void OnDeadline(uv_timer_t* handle) noexcept { uv_stop(handle->loop); }
+  static void OnConnection(uv_stream_t* server, int status) noexcept {
+    auto* self = static_cast<StreamLinkLoopTest*>(server->data);
+    if (status != 0 || self->server_ == nullptr || self->server_->conn != nullptr) {
+      ADD_FAILURE() << "unexpected connection (status " << status << ")";
+      return;
+    }
+    Result<Connection*> conn =
+        Connection::Accept(&self->loop_, server, self->server_tls_, self->server_options_,
+                           self->server_.get(), &self->server_->mux);
+    if (!conn) {
+      ADD_FAILURE() << "accept: " << conn.error().message();
+      return;
+    }
+    self->server_->conn = *conn;
+  }
+
+  uv_loop_t loop_{};
+  bool loop_open_ = false;
+  uv_timer_t deadline_{};
+  uv_prepare_t prepare_{};
+  uv_tcp_t listener_{};
+  const std::function<bool()>* until_ = nullptr;
+  std::shared_ptr<const TlsContext> server_tls_;
+  std::shared_ptr<const TlsContext> client_tls_;
+  ConnectionOptions server_options_;
+  ::pipegate::testing::TempDir dir_;
+  std::unique_ptr<Side> server_;
+  std::unique_ptr<Side> client_;
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;  // Cleared in TearDown, on the open loop.
+  std::vector<int> raw_fds_;                          // Closed in TearDown.
+};
+
+std::string Payload(size_t size, uint64_t seed) {
+  return ::pipegate::testing::RandomStream(seed).Next(size);
+}
+
+// A duplex stream between two Unix sockets: several stream windows of bytes each way, EOF
+// (shutdown) each way, then both sides close the stream and free its link.
+TEST_F(StreamLinkLoopTest, DuplexBytesAndEofCrossBetweenSocketsBothWays) {
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
+  int client_fds[2];
+  int server_fds[2];
+  ASSERT_NO_FATAL_FAILURE(SocketPair(client_fds));
+  ASSERT_NO_FATAL_FAILURE(SocketPair(server_fds));
+  Endpoint* client_end = AddEndpoint(client_fds[1], LocalPipe::kRead | LocalPipe::kWrite);
+  Endpoint* server_end = AddEndpoint(server_fds[1], LocalPipe::kRead | LocalPipe::kWrite);
+  server_->on_open = [&](StreamLink* link) {
+    LocalPipe* p = LinkPipe(server_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link);
+    return std::pair{p, p};
+  };
+  const uint32_t id = client_->Open("duplex", Access::kDuplex, [&](StreamLink* link) {
+    LocalPipe* p = LinkPipe(client_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link);
+    return std::pair{p, p};
+  });
+  ASSERT_NE(0u, id);
+
+  const std::string up = Payload(3 << 20, 11);    // Client to server.
+  const std::string down = Payload(2 << 20, 12);  // Server to client.
+  client_end->StartReading();
+  server_end->StartReading();
+  ASSERT_NO_FATAL_FAILURE(client_end->Send(up, /*close_when_done=*/false));
+  ASSERT_NO_FATAL_FAILURE(server_end->Send(down, /*close_when_done=*/false));
+
+  ASSERT_TRUE(RunUntil([&] { return client_end->eof && server_end->eof; }, Duration(10000)))
+      << "server end got " << server_end->got.size() << " of " << up.size() << " bytes (eof "
+      << server_end->eof << "), client end got " << client_end->got.size() << " of " << down.size()
+      << " (eof " << client_end->eof << ")";
+  EXPECT_TRUE(server_end->got == up) << "the bytes to the server arrived altered";
+  EXPECT_TRUE(client_end->got == down) << "the bytes to the client arrived altered";
+  ASSERT_TRUE(RunUntil([&] { return client_->streams_closed == 1 && server_->streams_closed == 1; },
+                       Duration(3000)));
+  EXPECT_TRUE(client_->links.empty());
+  EXPECT_TRUE(server_->links.empty());
+  const LinkResult& c = client_->results[id];
+  const LinkResult& s = server_->results[id];
+  EXPECT_EQ(up.size(), c.bytes_sent);
+  EXPECT_EQ(down.size(), c.bytes_received);
+  EXPECT_EQ(down.size(), s.bytes_sent);
+  EXPECT_EQ(up.size(), s.bytes_received);
+  EXPECT_TRUE(c.local_eof && s.local_eof);
+  EXPECT_TRUE(c.local_write_done && s.local_write_done);
+  EXPECT_TRUE(c.local_error.ok()) << c.local_error.message();
+  EXPECT_TRUE(s.local_error.ok()) << s.local_error.message();
+  EXPECT_EQ(0, client_->resets + server_->resets + client_->stops + server_->stops);
+  EXPECT_EQ(1, client_->fins);
+  EXPECT_EQ(1, server_->fins);
+  EXPECT_EQ(up.size(), client_end->written);
+  EXPECT_EQ(down.size(), server_end->written);
+}
+
+// FIFO to FIFO, one way: the client reads a FIFO the test writes and closes; the server writes
+// a FIFO the test reads. The writer's EOF reaches the far reader: the server ends its FIFO's
+// write side once every byte is in it, and its reader sees EOF once the link has let go of it.
+TEST_F(StreamLinkLoopTest, FifoToFifoCarriesEveryByteAndTheWritersEof) {
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
+  Fifo a;
+  Fifo b;
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
+  Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
+  Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
+  server_->on_open = [&](StreamLink* link) {
+    return std::pair<LocalPipe*, LocalPipe*>{nullptr,
+                                             LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
+  };
+  const uint32_t id = client_->Open("fifo", Access::kWrite, [&](StreamLink* link) {
+    return std::pair<LocalPipe*, LocalPipe*>{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
+  });
+  ASSERT_NE(0u, id);
+
+  const std::string sent = Payload(5 << 20, 21);
+  reader->StartReading();
+  ASSERT_NO_FATAL_FAILURE(writer->Send(sent, /*close_when_done=*/true));
+  ASSERT_TRUE(RunUntil([&] { return reader->eof; }, Duration(10000)))
+      << "read " << reader->got.size() << " of " << sent.size() << " bytes, no EOF";
+  EXPECT_TRUE(reader->got == sent) << "the bytes arrived altered";
+  EXPECT_TRUE(writer->write_done);
+  ASSERT_TRUE(RunUntil([&] { return client_->streams_closed == 1 && server_->streams_closed == 1; },
+                       Duration(3000)));
+  EXPECT_EQ(sent.size(), client_->results[id].bytes_sent);
+  EXPECT_TRUE(client_->results[id].local_eof);
+  EXPECT_EQ(sent.size(), server_->results[id].bytes_received);
+  EXPECT_TRUE(server_->results[id].local_write_done);
+  EXPECT_TRUE(server_->results[id].local_eof) << "the server link had no input: FIN at once";
+}
+
+// A local reader that does not read holds the remote sender to about one stream window: the
+// server link acknowledges only bytes that reached its FIFO. Once the reader reads, every byte
+// arrives.
+TEST_F(StreamLinkLoopTest, ASlowLocalReaderHoldsTheSenderToOneWindow) {
+  constexpr uint32_t kWindow = 256 * 1024;
+  MuxOptions server_mux;
+  server_mux.stream_window = kWindow;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(server_mux));
+  Fifo a;
+  Fifo b;
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
+  const int pipe_capacity = fcntl(b.write_fd, F_GETPIPE_SZ);
+  ASSERT_GT(pipe_capacity, 0);
+  Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
+  Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
+  LocalPipe* server_out = nullptr;
+  server_->on_open = [&](StreamLink* link) {
+    server_out = LinkPipe(b.write_fd, LocalPipe::kWrite, link);
+    return std::pair<LocalPipe*, LocalPipe*>{nullptr, server_out};
+  };
+  const uint32_t id = client_->Open("slow", Access::kWrite, [&](StreamLink* link) {
+    return std::pair<LocalPipe*, LocalPipe*>{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
+  });
+  ASSERT_NE(0u, id);
+
+  const std::string sent = Payload(4 << 20, 31);
+  ASSERT_NO_FATAL_FAILURE(writer->Send(sent, /*close_when_done=*/true));
+  auto client_sent = [&] {
+    StreamLink* l = client_->Find(id);
+    return l != nullptr ? l->bytes_sent() : client_->results[id].bytes_sent;
+  };
+  ASSERT_TRUE(
+      RunUntil([&] { return server_out != nullptr && server_out->queued() > 0; }, Duration(3000)))
+      << "the server's FIFO never filled up";
+  RunFor(Duration(300));  // Whatever credit was in flight is spent.
+  const uint64_t held = client_sent();
+  EXPECT_LE(held, uint64_t{kWindow} + static_cast<uint64_t>(pipe_capacity))
+      << "the sender went past one window and what the FIFO holds";
+  EXPECT_LE(server_out->queued(), size_t{kWindow});
+  RunFor(Duration(200));
+  EXPECT_EQ(held, client_sent()) << "the sender kept going while nobody read";
+
+  reader->StartReading();
+  ASSERT_TRUE(RunUntil([&] { return reader->eof; }, Duration(10000)))
+      << "read " << reader->got.size() << " of " << sent.size() << " bytes, no EOF";
+  EXPECT_TRUE(reader->got == sent) << "the bytes arrived altered";
+  ASSERT_TRUE(RunUntil([&] { return client_->streams_closed == 1 && server_->streams_closed == 1; },
+                       Duration(3000)));
+  EXPECT_EQ(sent.size(), client_->results[id].bytes_sent);
+}
+
+// The server's local reader goes away mid-stream: its link turns EPIPE into STOP (broken pipe),
+// the client's link stops reading its FIFO, and both sides close the stream.
+TEST_F(StreamLinkLoopTest, ABrokenLocalPipeStopsTheRemoteSender) {
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
+  Fifo a;
+  Fifo b;
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
+  Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
+  Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
+  server_->on_open = [&](StreamLink* link) {
+    return std::pair<LocalPipe*, LocalPipe*>{nullptr,
+                                             LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
+  };
+  const uint32_t id = client_->Open("broken", Access::kWrite, [&](StreamLink* link) {
+    return std::pair<LocalPipe*, LocalPipe*>{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
+  });
+  ASSERT_NE(0u, id);
+
+  const std::string sent = Payload(8 << 20, 41);
+  reader->StartReading();
+  ASSERT_NO_FATAL_FAILURE(writer->Send(sent, /*close_when_done=*/true));
+  ASSERT_TRUE(RunUntil([&] { return reader->got.size() >= 256 * 1024; }, Duration(5000)));
+  reader->Close();  // The FIFO has no reader any more.
+
+  ASSERT_TRUE(RunUntil([&] { return client_->streams_closed == 1 && server_->streams_closed == 1; },
+                       Duration(5000)))
+      << "client stops " << client_->stops << ", server closed " << server_->streams_closed;
+  EXPECT_EQ(1, client_->stops);
+  EXPECT_EQ(ErrorCode::kBrokenPipe, client_->stop_error);
+  EXPECT_EQ(Code::kBrokenPipe, server_->results[id].local_error.code())
+      << server_->results[id].local_error.message();
+  EXPECT_LT(client_->results[id].bytes_sent, sent.size());
+  EXPECT_FALSE(client_->results[id].local_eof);
+  EXPECT_EQ(0, sent.compare(0, reader->got.size(), reader->got));
+  // The connection survives a stream's broken pipe.
+  EXPECT_FALSE(client_->closed);
+  EXPECT_FALSE(server_->closed);
+}
+
+}  // namespace
+}  // namespace pipegate::uvglue
