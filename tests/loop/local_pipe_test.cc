@@ -120,8 +120,7 @@ class LocalPipeLoopTest : public ::testing::Test {
   void SetUp() override { ::pipegate::testing::IgnoreSigpipe(); }
 
   void TearDown() override {
-    if (pipe_ != nullptr) pipe_->Close();
-    pipe_ = nullptr;
+    pipe_.reset();  // Closes it.
     if (reader_ != nullptr) reader_->Close();
     for (int fd : raw_fds_) ::close(fd);
     // Close callbacks run on the loop. The deadline does not keep the loop alive: the run ends
@@ -152,9 +151,9 @@ class LocalPipeLoopTest : public ::testing::Test {
 
   // Wraps @p fd in the LocalPipe under test (which owns the fd).
   void OpenPipe(int fd, unsigned directions) {
-    Result<LocalPipe*> opened = LocalPipe::Open(loop_.native(), fd, directions, true, &events_);
+    Result<LocalPipePtr> opened = LocalPipe::Open(loop_.native(), fd, directions, true, &events_);
     ASSERT_TRUE(opened) << opened.error().message();
-    pipe_ = *opened;
+    pipe_ = std::move(*opened);
   }
 
   // Runs the loop until @p done() holds or @p timeout passes. @return done().
@@ -173,7 +172,7 @@ class LocalPipeLoopTest : public ::testing::Test {
   Loop loop_;
   ::pipegate::testing::TempDir dir_;
   Recorder events_;
-  LocalPipe* pipe_ = nullptr;  // Null once the test closed it.
+  LocalPipePtr pipe_;  // Null once the test closed it.
   std::unique_ptr<FdReader> reader_;
   std::vector<int> raw_fds_;  // Closed in TearDown.
 };
@@ -375,8 +374,7 @@ TEST_F(LocalPipeLoopTest, FinishWritingOnAFifoReportsDoneAndEofWaitsForClose) {
   RunFor(Duration(50));
   EXPECT_FALSE(reader_->eof) << "FinishWriting() closed the FIFO's fd";
 
-  pipe_->Close();  // Frees the pipe, which closes the fd it owns.
-  pipe_ = nullptr;
+  pipe_.reset();  // Closes the pipe, which frees itself and the fd it owns.
   ASSERT_TRUE(RunUntil([&] { return reader_->eof; }, Duration(3000)));
   EXPECT_EQ(1, events_.done);
   EXPECT_EQ(0, events_.errors);
@@ -397,7 +395,7 @@ TEST_F(LocalPipeLoopTest, CloseWithBytesQueuedFreesThePipeAndItsFd) {
   pipe_->FinishWriting();  // Pending: the queue is not empty.
   pipe_->Close();
   pipe_->Close();  // Idempotent until the close callbacks ran.
-  pipe_ = nullptr;
+  pipe_.reset();   // Its deleter closes once more.
 
   reader_->Start();
   ASSERT_TRUE(RunUntil([&] { return reader_->eof; }, Duration(3000)))
@@ -419,10 +417,7 @@ TEST_F(LocalPipeLoopTest, MayBeClosedFromInsideOnLocalWritten) {
   const std::string sent = Payload(1 << 20, 7);
   ASSERT_GT(pipe_->Write(reinterpret_cast<const uint8_t*>(sent.data()), sent.size()), 0);
   pipe_->FinishWriting();
-  events_.on_written = [&](size_t /*n*/) {
-    pipe_->Close();
-    pipe_ = nullptr;
-  };
+  events_.on_written = [&](size_t /*n*/) { pipe_.reset(); };
   reader_->Start();
   ASSERT_TRUE(RunUntil([&] { return reader_->eof; }, Duration(3000)));
   EXPECT_EQ(1, events_.written_calls);

@@ -63,7 +63,7 @@ struct LinkResult {
 class Side final : public ConnectionHandler, public StreamLinkOwner {
  public:
   // Server: gives a new stream's link its input and output pipes (either may be null).
-  using AttachFn = std::function<std::pair<LocalPipe*, LocalPipe*>(StreamLink*)>;
+  using AttachFn = std::function<StreamPipes(StreamLink*)>;
 
   explicit Side(const MuxOptions& options) : mux(options, this) {}
 
@@ -77,8 +77,7 @@ class Side final : public ConnectionHandler, public StreamLinkOwner {
     EXPECT_TRUE(id) << id.error().message();
     if (!id) return 0;
     auto link = std::make_unique<StreamLink>(this, *id, name);
-    auto [in, out] = attach(link.get());
-    link->Attach(in, out);
+    link->Attach(attach(link.get()));
     links[*id] = std::move(link);
     FlushSoon();
     return *id;
@@ -110,8 +109,7 @@ class Side final : public ConnectionHandler, public StreamLinkOwner {
       return;
     }
     auto link = std::make_unique<StreamLink>(this, id, open.name);
-    auto [in, out] = on_open(link.get());
-    link->Attach(in, out);
+    link->Attach(on_open(link.get()));
     StreamLink* l = link.get();
     links[id] = std::move(link);
     mux.Accept(id, OpenOkPayload{1, open.access});
@@ -192,9 +190,9 @@ class Side final : public ConnectionHandler, public StreamLinkOwner {
 class Endpoint final : public LocalPipeEvents {
  public:
   Endpoint(uv_loop_t* loop, int fd, unsigned directions) {
-    Result<LocalPipe*> opened = LocalPipe::Open(loop, fd, directions, true, this);
+    Result<LocalPipePtr> opened = LocalPipe::Open(loop, fd, directions, true, this);
     EXPECT_TRUE(opened);
-    if (opened) pipe_ = *opened;
+    if (opened) pipe_ = std::move(*opened);
   }
   ~Endpoint() override { Close(); }
   Endpoint(const Endpoint&) = delete;
@@ -210,11 +208,8 @@ class Endpoint final : public LocalPipeEvents {
     pipe_->FinishWriting();
   }
   void StartReading() { pipe_->WantRead(true); }
-  void Close() {
-    if (pipe_ != nullptr) pipe_->Close();
-    pipe_ = nullptr;
-  }
-  LocalPipe* pipe() const { return pipe_; }
+  void Close() { pipe_.reset(); }  // Closes the pipe; it frees itself.
+  LocalPipe* pipe() const { return pipe_.get(); }
 
   void OnLocalReadable() override {
     uint8_t buf[65536];
@@ -248,7 +243,7 @@ class Endpoint final : public LocalPipeEvents {
   Status write_error;
 
  private:
-  LocalPipe* pipe_ = nullptr;
+  LocalPipePtr pipe_;
   bool close_when_done_ = false;
 };
 
@@ -374,10 +369,10 @@ class StreamLinkLoopTest : public ::testing::Test {
     ASSERT_GE(fifo->write_fd, 0) << std::strerror(errno);
   }
   // A LocalPipe for a link (the link is its events, as the gateway and the bridge do it).
-  LocalPipe* LinkPipe(int fd, unsigned directions, StreamLink* link) {
-    Result<LocalPipe*> opened = LocalPipe::Open(&loop_, fd, directions, true, link);
+  LocalPipePtr LinkPipe(int fd, unsigned directions, StreamLink* link) {
+    Result<LocalPipePtr> opened = LocalPipe::Open(&loop_, fd, directions, true, link);
     EXPECT_TRUE(opened);
-    return opened ? *opened : nullptr;
+    return opened ? std::move(*opened) : nullptr;
   }
   Endpoint* AddEndpoint(int fd, unsigned directions) {
     endpoints_.push_back(std::make_unique<Endpoint>(&loop_, fd, directions));
@@ -436,12 +431,10 @@ TEST_F(StreamLinkLoopTest, DuplexBytesAndEofCrossBetweenSocketsBothWays) {
   Endpoint* client_end = AddEndpoint(client_fds[1], LocalPipe::kRead | LocalPipe::kWrite);
   Endpoint* server_end = AddEndpoint(server_fds[1], LocalPipe::kRead | LocalPipe::kWrite);
   server_->on_open = [&](StreamLink* link) {
-    LocalPipe* p = LinkPipe(server_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link);
-    return std::pair{p, p};
+    return StreamPipes::Duplex(LinkPipe(server_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link));
   };
   const uint32_t id = client_->Open("duplex", Access::kDuplex, [&](StreamLink* link) {
-    LocalPipe* p = LinkPipe(client_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link);
-    return std::pair{p, p};
+    return StreamPipes::Duplex(LinkPipe(client_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link));
   });
   ASSERT_NE(0u, id);
 
@@ -491,11 +484,10 @@ TEST_F(StreamLinkLoopTest, FifoToFifoCarriesEveryByteAndTheWritersEof) {
   Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
   Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
   server_->on_open = [&](StreamLink* link) {
-    return std::pair<LocalPipe*, LocalPipe*>{nullptr,
-                                             LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
+    return StreamPipes{nullptr, LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
   };
   const uint32_t id = client_->Open("fifo", Access::kWrite, [&](StreamLink* link) {
-    return std::pair<LocalPipe*, LocalPipe*>{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
+    return StreamPipes{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
   });
   ASSERT_NE(0u, id);
 
@@ -533,11 +525,12 @@ TEST_F(StreamLinkLoopTest, ASlowLocalReaderHoldsTheSenderToOneWindow) {
   Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
   LocalPipe* server_out = nullptr;
   server_->on_open = [&](StreamLink* link) {
-    server_out = LinkPipe(b.write_fd, LocalPipe::kWrite, link);
-    return std::pair<LocalPipe*, LocalPipe*>{nullptr, server_out};
+    LocalPipePtr out = LinkPipe(b.write_fd, LocalPipe::kWrite, link);
+    server_out = out.get();  // Owned by the link from here on.
+    return StreamPipes{nullptr, std::move(out)};
   };
   const uint32_t id = client_->Open("slow", Access::kWrite, [&](StreamLink* link) {
-    return std::pair<LocalPipe*, LocalPipe*>{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
+    return StreamPipes{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
   });
   ASSERT_NE(0u, id);
 
@@ -578,11 +571,10 @@ TEST_F(StreamLinkLoopTest, ABrokenLocalPipeStopsTheRemoteSender) {
   Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
   Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
   server_->on_open = [&](StreamLink* link) {
-    return std::pair<LocalPipe*, LocalPipe*>{nullptr,
-                                             LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
+    return StreamPipes{nullptr, LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
   };
   const uint32_t id = client_->Open("broken", Access::kWrite, [&](StreamLink* link) {
-    return std::pair<LocalPipe*, LocalPipe*>{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
+    return StreamPipes{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
   });
   ASSERT_NE(0u, id);
 
