@@ -111,7 +111,10 @@ class MuxCallbacks {
 /// table, per-stream and per-connection credit (absolute offsets), and the open/FIN/RESET/STOP
 /// state machine. No I/O, no clock, no allocation per frame.
 ///
-/// Ownership: owned by its connection; callbacks must outlive it. Thread: one thread.
+/// Ownership: owned by its connection handler (a gateway Session, the bridge Client), for the
+/// life of the session: it outlives each connection, which only borrows it (Detach and
+/// ResumeWith carry the streams across a reconnect). The callbacks must outlive it. Thread:
+/// one thread. Re-entrancy: its callbacks may call back into it (see MuxCallbacks).
 class Mux {
  public:
   Mux(const MuxOptions& options, MuxCallbacks* callbacks);

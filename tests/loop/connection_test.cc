@@ -27,6 +27,7 @@
 #include "pipegate/mux.h"
 #include "pipegate/tls.h"
 
+#include "support/connection_pair.h"
 #include "support/pki.h"
 #include "support/timing.h"
 
@@ -34,16 +35,10 @@ namespace pipegate::uvglue {
 namespace {
 
 using ::pipegate::testing::Duration;
-using ::pipegate::testing::PkiPath;
 using ::pipegate::testing::Scaled;
 
-// Timers and limits that stay out of the way of a test lasting a few seconds.
 ConnectionOptions QuietOptions(bool is_client) {
-  ConnectionOptions options;
-  options.mux.is_client = is_client;
-  options.keepalive_interval_ms = 60000;
-  options.keepalive_timeout_ms = 120000;
-  return options;
+  return ::pipegate::testing::QuietConnectionOptions(is_client);
 }
 
 // One end of a connection: its Mux and what its handler has heard. Owned by the fixture and
@@ -123,151 +118,7 @@ class Side final : public ConnectionHandler {
   std::function<void()> on_writable;
 };
 
-class ConnectionLoopTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_TRUE(::pipegate::testing::EnsureTestPki());
-    ASSERT_EQ(0, uv_loop_init(&loop_));
-    loop_open_ = true;
-    uv_timer_init(&loop_, &deadline_);
-    uv_prepare_init(&loop_, &prepare_);
-    uv_tcp_init(&loop_, &listener_);
-    uv_async_init(&loop_, &wake_, [](uv_async_t* /*handle*/) {});  // OnPrepare looks next.
-    deadline_.data = prepare_.data = listener_.data = wake_.data = this;
-
-    TlsServerOptions server;
-    server.cert = PkiPath("gateway.crt");
-    server.key = PkiPath("gateway.key");
-    server.client_ca = PkiPath("ca.crt");
-    auto server_tls = TlsContext::NewServer(server);
-    ASSERT_TRUE(server_tls) << server_tls.error().message();
-    server_tls_ = *server_tls;
-    TlsClientOptions client;
-    client.cert = PkiPath("alice.crt");
-    client.key = PkiPath("alice.key");
-    client.ca = PkiPath("ca.crt");
-    auto client_tls = TlsContext::NewClient(client);
-    ASSERT_TRUE(client_tls) << client_tls.error().message();
-    client_tls_ = *client_tls;
-  }
-
-  void TearDown() override {
-    if (!loop_open_) return;
-    for (Side* side : {client_.get(), server_.get()}) {
-      if (side != nullptr && side->conn != nullptr) {
-        side->conn->Abort(Status(Code::kStreamLost, "test over"));
-      }
-    }
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), nullptr);
-    // The deadline does not keep the loop alive: the run ends when the last other handle has
-    // closed, or at the deadline if one never does.
-    uv_timer_start(&deadline_, &ConnectionLoopTest::OnDeadline,
-                   static_cast<uint64_t>(Scaled(Duration(5000)).count()), 0);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&deadline_));
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (uv_loop_alive(&loop_) != 0) {
-      ADD_FAILURE() << "handles still open after the test:";
-      uv_print_all_handles(&loop_, stderr);
-    }
-    uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    for (Side* side : {client_.get(), server_.get()}) {
-      if (side != nullptr) {
-        EXPECT_TRUE(side->conn == nullptr) << "a connection was never freed";
-      }
-    }
-    EXPECT_EQ(0, uv_loop_close(&loop_));
-  }
-
-  // Listens on 127.0.0.1:0. A @p socket_buffer other than 0 sets SO_SNDBUF and SO_RCVBUF of
-  // the listener, which accepted sockets inherit: the kernel then buffers little, so a peer
-  // that stops reading shows at once.
-  void Listen(const ConnectionOptions& options, int socket_buffer = 0) {
-    server_options_ = options;
-    sockaddr_in addr{};
-    ASSERT_EQ(0, uv_ip4_addr("127.0.0.1", 0, &addr));
-    ASSERT_EQ(0, uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0));
-    if (socket_buffer != 0) {
-      int size = socket_buffer;
-      ASSERT_EQ(0, uv_send_buffer_size(reinterpret_cast<uv_handle_t*>(&listener_), &size));
-      size = socket_buffer;
-      ASSERT_EQ(0, uv_recv_buffer_size(reinterpret_cast<uv_handle_t*>(&listener_), &size));
-    }
-    ASSERT_EQ(0, uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 8,
-                           &ConnectionLoopTest::OnConnection));
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    ASSERT_EQ(0, uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len));
-    port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
-  }
-
-  // Listens, dials with a client Connection, and runs until both muxes are ready.
-  void ConnectPair(const ConnectionOptions& server_options, int socket_buffer = 0) {
-    server_ = std::make_unique<Side>(server_options.mux);
-    ASSERT_NO_FATAL_FAILURE(Listen(server_options, socket_buffer));
-    const ConnectionOptions client_options = QuietOptions(/*is_client=*/true);
-    client_ = std::make_unique<Side>(client_options.mux);
-    client_->conn = Connection::Connect(&loop_, "127.0.0.1", port_, client_tls_, client_options,
-                                        client_.get(), &client_->mux);
-    ASSERT_TRUE(RunUntil([&] { return client_->ready && server_->ready; }, Duration(3000)))
-        << "client closed: " << client_->close_why.message()
-        << "; server closed: " << server_->close_why.message();
-  }
-
-  // Runs the loop until @p done() holds (checked before every poll) or @p timeout passes.
-  bool RunUntil(const std::function<bool()>& done, Duration timeout) {
-    until_ = &done;
-    uv_timer_start(&deadline_, &ConnectionLoopTest::OnDeadline,
-                   static_cast<uint64_t>(Scaled(timeout).count()), 0);
-    uv_prepare_start(&prepare_, &ConnectionLoopTest::OnPrepare);
-    if (!done()) uv_run(&loop_, UV_RUN_DEFAULT);
-    uv_prepare_stop(&prepare_);
-    uv_timer_stop(&deadline_);
-    until_ = nullptr;
-    return done();
-  }
-  // Runs the loop for @p period (what it is meant to show must not happen meanwhile).
-  void RunFor(Duration period) {
-    RunUntil([] { return false; }, period);
-  }
-
-  static void OnPrepare(uv_prepare_t* handle) noexcept {
-    auto* self = static_cast<ConnectionLoopTest*>(handle->data);
-    if (self->until_ != nullptr && (*self->until_)()) uv_stop(handle->loop);
-  }
-  static void OnDeadline(uv_timer_t* handle) noexcept { uv_stop(handle->loop); }
-  static void OnConnection(uv_stream_t* server, int status) noexcept {
-    auto* self = static_cast<ConnectionLoopTest*>(server->data);
-    if (status != 0 || self->server_ == nullptr || self->server_->conn != nullptr) {
-      ADD_FAILURE() << "unexpected connection (status " << status << ")";
-      return;
-    }
-    Result<Connection*> conn =
-        Connection::Accept(&self->loop_, server, self->server_tls_, self->server_options_,
-                           self->server_.get(), &self->server_->mux);
-    if (!conn) {
-      ADD_FAILURE() << "accept: " << conn.error().message();
-      return;
-    }
-    self->server_->conn = *conn;
-  }
-
-  uv_loop_t loop_{};
-  bool loop_open_ = false;
-  uv_timer_t deadline_{};
-  uv_prepare_t prepare_{};
-  uv_async_t wake_{};  // For conditions another thread changes.
-  uv_tcp_t listener_{};
-  uint16_t port_ = 0;
-  const std::function<bool()>* until_ = nullptr;
-  std::shared_ptr<const TlsContext> server_tls_;
-  std::shared_ptr<const TlsContext> client_tls_;
-  ConnectionOptions server_options_;
-  std::unique_ptr<Side> server_;
-  std::unique_ptr<Side> client_;
-};
+using ConnectionLoopTest = ::pipegate::testing::ConnectionPairTest<Side>;
 
 // The lost wake-up: WantWritable() on a connection whose backlog is already below kLowMark sees
 // no write completion to wait for, and must still answer with one OnConnectionWritable(), from
@@ -466,7 +317,7 @@ TEST_F(ConnectionLoopTest, StopsReadingPastMaxWriteBacklogAndResumesWhenThePeerR
 
   FloodState state;
   state.wake = &wake_;
-  std::thread flooder(Flood, port_, client_tls_, &state);
+  std::thread flooder(Flood, port_, tls_.client, &state);
   bool released = false;
   auto release = [&] {
     if (!released) state.read.set_value();

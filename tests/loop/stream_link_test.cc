@@ -28,6 +28,7 @@
 #include "pipegate/mux.h"
 #include "pipegate/tls.h"
 
+#include "support/connection_pair.h"
 #include "support/data.h"
 #include "support/files.h"
 #include "support/pki.h"
@@ -38,15 +39,10 @@ namespace pipegate::uvglue {
 namespace {
 
 using ::pipegate::testing::Duration;
-using ::pipegate::testing::PkiPath;
 using ::pipegate::testing::Scaled;
 
 ConnectionOptions QuietOptions(bool is_client) {
-  ConnectionOptions options;
-  options.mux.is_client = is_client;
-  options.keepalive_interval_ms = 60000;
-  options.keepalive_timeout_ms = 120000;
-  return options;
+  return ::pipegate::testing::QuietConnectionOptions(is_client);
 }
 
 // What a link had done when its stream closed (the link itself is deleted then).
@@ -253,107 +249,23 @@ struct Fifo {
   int write_fd = -1;
 };
 
-class StreamLinkLoopTest : public ::testing::Test {
+class StreamLinkLoopTest : public ::pipegate::testing::ConnectionPairTest<Side> {
  protected:
   void SetUp() override {
     ::pipegate::testing::IgnoreSigpipe();
-    ASSERT_TRUE(::pipegate::testing::EnsureTestPki());
-    ASSERT_EQ(0, uv_loop_init(&loop_));
-    loop_open_ = true;
-    uv_timer_init(&loop_, &deadline_);
-    uv_prepare_init(&loop_, &prepare_);
-    uv_tcp_init(&loop_, &listener_);
-    deadline_.data = prepare_.data = listener_.data = this;
-
-    TlsServerOptions server;
-    server.cert = PkiPath("gateway.crt");
-    server.key = PkiPath("gateway.key");
-    server.client_ca = PkiPath("ca.crt");
-    auto server_tls = TlsContext::NewServer(server);
-    ASSERT_TRUE(server_tls) << server_tls.error().message();
-    server_tls_ = *server_tls;
-    TlsClientOptions client;
-    client.cert = PkiPath("alice.crt");
-    client.key = PkiPath("alice.key");
-    client.ca = PkiPath("ca.crt");
-    auto client_tls = TlsContext::NewClient(client);
-    ASSERT_TRUE(client_tls) << client_tls.error().message();
-    client_tls_ = *client_tls;
+    ConnectionPairTest::SetUp();
+  }
+  void ReleaseLocalEnds() override { endpoints_.clear(); }  // Closes their pipes.
+  void CheckSideAfterTest(Side& side) override {
+    EXPECT_TRUE(side.links.empty()) << "a link outlived its connection";
   }
 
-  void TearDown() override {
-    if (!loop_open_) return;
-    for (Side* side : {client_.get(), server_.get()}) {
-      if (side != nullptr && side->conn != nullptr) {
-        side->conn->Abort(Status(Code::kStreamLost, "test over"));
-      }
-    }
-    endpoints_.clear();  // Closes their pipes.
-    for (int fd : raw_fds_) ::close(fd);
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
-    // The deadline does not keep the loop alive: the run ends when the last other handle has
-    // closed, or at the deadline if one never does.
-    uv_timer_start(&deadline_, &StreamLinkLoopTest::OnDeadline,
-                   static_cast<uint64_t>(Scaled(Duration(5000)).count()), 0);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&deadline_));
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (uv_loop_alive(&loop_) != 0) {
-      ADD_FAILURE() << "handles still open after the test:";
-      uv_print_all_handles(&loop_, stderr);
-    }
-    uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    for (Side* side : {client_.get(), server_.get()}) {
-      if (side != nullptr) {
-        EXPECT_TRUE(side->conn == nullptr) << "a connection was never freed";
-        EXPECT_TRUE(side->links.empty()) << "a link outlived its connection";
-      }
-    }
-    EXPECT_EQ(0, uv_loop_close(&loop_));
-  }
-
-  // Listens on 127.0.0.1:0, dials with a client Connection, and runs until both muxes are
-  // ready.
+  // Connects a client and a server whose Mux has @p server_mux.
   void ConnectPair(const MuxOptions& server_mux) {
     ConnectionOptions server_options = QuietOptions(/*is_client=*/false);
     server_options.mux = server_mux;
     server_options.mux.is_client = false;
-    server_options_ = server_options;
-    server_ = std::make_unique<Side>(server_options.mux);
-    sockaddr_in addr{};
-    ASSERT_EQ(0, uv_ip4_addr("127.0.0.1", 0, &addr));
-    ASSERT_EQ(0, uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0));
-    ASSERT_EQ(0, uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 8,
-                           &StreamLinkLoopTest::OnConnection));
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    ASSERT_EQ(0, uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len));
-    const uint16_t port = ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
-
-    const ConnectionOptions client_options = QuietOptions(/*is_client=*/true);
-    client_ = std::make_unique<Side>(client_options.mux);
-    client_->conn = Connection::Connect(&loop_, "127.0.0.1", port, client_tls_, client_options,
-                                        client_.get(), &client_->mux);
-    ASSERT_TRUE(RunUntil([&] { return client_->ready && server_->ready; }, Duration(3000)))
-        << "client closed: " << client_->close_why.message()
-        << "; server closed: " << server_->close_why.message();
-  }
-
-  // Runs the loop until @p done() holds (checked before every poll) or @p timeout passes.
-  bool RunUntil(const std::function<bool()>& done, Duration timeout) {
-    until_ = &done;
-    uv_timer_start(&deadline_, &StreamLinkLoopTest::OnDeadline,
-                   static_cast<uint64_t>(Scaled(timeout).count()), 0);
-    uv_prepare_start(&prepare_, &StreamLinkLoopTest::OnPrepare);
-    if (!done()) uv_run(&loop_, UV_RUN_DEFAULT);
-    uv_prepare_stop(&prepare_);
-    uv_timer_stop(&deadline_);
-    until_ = nullptr;
-    return done();
-  }
-  void RunFor(Duration period) {
-    RunUntil([] { return false; }, period);
+    ConnectionPairTest::ConnectPair(server_options);
   }
 
   // A socketpair: [0] for a link, [1] for the test. Neither is owned by the fixture.
@@ -379,41 +291,8 @@ class StreamLinkLoopTest : public ::testing::Test {
     return endpoints_.back().get();
   }
 
-  static void OnPrepare(uv_prepare_t* handle) noexcept {
-    auto* self = static_cast<StreamLinkLoopTest*>(handle->data);
-    if (self->until_ != nullptr && (*self->until_)()) uv_stop(handle->loop);
-  }
-  static void OnDeadline(uv_timer_t* handle) noexcept { uv_stop(handle->loop); }
-  static void OnConnection(uv_stream_t* server, int status) noexcept {
-    auto* self = static_cast<StreamLinkLoopTest*>(server->data);
-    if (status != 0 || self->server_ == nullptr || self->server_->conn != nullptr) {
-      ADD_FAILURE() << "unexpected connection (status " << status << ")";
-      return;
-    }
-    Result<Connection*> conn =
-        Connection::Accept(&self->loop_, server, self->server_tls_, self->server_options_,
-                           self->server_.get(), &self->server_->mux);
-    if (!conn) {
-      ADD_FAILURE() << "accept: " << conn.error().message();
-      return;
-    }
-    self->server_->conn = *conn;
-  }
-
-  uv_loop_t loop_{};
-  bool loop_open_ = false;
-  uv_timer_t deadline_{};
-  uv_prepare_t prepare_{};
-  uv_tcp_t listener_{};
-  const std::function<bool()>* until_ = nullptr;
-  std::shared_ptr<const TlsContext> server_tls_;
-  std::shared_ptr<const TlsContext> client_tls_;
-  ConnectionOptions server_options_;
   ::pipegate::testing::TempDir dir_;
-  std::unique_ptr<Side> server_;
-  std::unique_ptr<Side> client_;
   std::vector<std::unique_ptr<Endpoint>> endpoints_;  // Cleared in TearDown, on the open loop.
-  std::vector<int> raw_fds_;                          // Closed in TearDown.
 };
 
 std::string Payload(size_t size, uint64_t seed) {
