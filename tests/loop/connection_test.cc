@@ -35,11 +35,8 @@ namespace pipegate::uvglue {
 namespace {
 
 using ::pipegate::testing::Duration;
+using ::pipegate::testing::QuietConnectionOptions;
 using ::pipegate::testing::Scaled;
-
-ConnectionOptions QuietOptions(bool is_client) {
-  return ::pipegate::testing::QuietConnectionOptions(is_client);
-}
 
 // One end of a connection: its Mux and what its handler has heard. Owned by the fixture and
 // outlives its Connection (conn is null once OnConnectionFreed() came).
@@ -124,7 +121,7 @@ using ConnectionLoopTest = ::pipegate::testing::ConnectionPairTest<Side>;
 // no write completion to wait for, and must still answer with one OnConnectionWritable(), from
 // the loop rather than from inside the call (the caller is pausing a stream right then).
 TEST_F(ConnectionLoopTest, WantWritableWhenAlreadyLowNotifiesOnceFromTheLoop) {
-  ASSERT_NO_FATAL_FAILURE(ConnectPair(QuietOptions(/*is_client=*/false)));
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(QuietConnectionOptions(/*is_client=*/false)));
   ASSERT_FALSE(client_->conn->backlogged());
   RunFor(Duration(50));  // Whatever the handshake queued has gone out.
 
@@ -150,7 +147,7 @@ TEST_F(ConnectionLoopTest, WantWritableWhenAlreadyLowNotifiesOnceFromTheLoop) {
 // for the socket, and OnConnectionWritable() comes once the peer has read enough of it.
 TEST_F(ConnectionLoopTest, WritableFollowsBacklogOnceThePeerReads) {
   constexpr size_t kBurst = 8u << 20;
-  ConnectionOptions server_options = QuietOptions(/*is_client=*/false);
+  ConnectionOptions server_options = QuietConnectionOptions(/*is_client=*/false);
   server_options.mux.stream_window = kBurst;  // The whole burst fits one window.
   server_options.mux.session_window = 2 * kBurst;
   ASSERT_NO_FATAL_FAILURE(ConnectPair(server_options, /*socket_buffer=*/64 * 1024));
@@ -310,7 +307,7 @@ void Flood(uint16_t port, std::shared_ptr<const TlsContext> context, FloodState*
 }
 
 TEST_F(ConnectionLoopTest, StopsReadingPastMaxWriteBacklogAndResumesWhenThePeerReads) {
-  ConnectionOptions options = QuietOptions(/*is_client=*/false);
+  ConnectionOptions options = QuietConnectionOptions(/*is_client=*/false);
   options.max_write_backlog = 64 * 1024;
   server_ = std::make_unique<Side>(options.mux);
   ASSERT_NO_FATAL_FAILURE(Listen(options, /*socket_buffer=*/32 * 1024));
@@ -354,7 +351,7 @@ TEST_F(ConnectionLoopTest, StopsReadingPastMaxWriteBacklogAndResumesWhenThePeerR
 // sides see the stream closed, a graceful close reaches the peer as an orderly end, and both
 // connections free every handle.
 TEST_F(ConnectionLoopTest, StreamRoundTripAndCleanClose) {
-  ASSERT_NO_FATAL_FAILURE(ConnectPair(QuietOptions(/*is_client=*/false)));
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(QuietConnectionOptions(/*is_client=*/false)));
   const std::string request = "hello from the client";
   const std::string reply = "hello from the gateway";
   client_->on_open_accepted = [&](uint32_t id) {

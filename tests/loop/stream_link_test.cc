@@ -39,11 +39,8 @@ namespace pipegate::uvglue {
 namespace {
 
 using ::pipegate::testing::Duration;
+using ::pipegate::testing::QuietConnectionOptions;
 using ::pipegate::testing::Scaled;
-
-ConnectionOptions QuietOptions(bool is_client) {
-  return ::pipegate::testing::QuietConnectionOptions(is_client);
-}
 
 // What a link had done when its stream closed (the link itself is deleted then).
 struct LinkResult {
@@ -262,7 +259,7 @@ class StreamLinkLoopTest : public ::pipegate::testing::ConnectionPairTest<Side> 
 
   // Connects a client and a server whose Mux has @p server_mux.
   void ConnectPair(const MuxOptions& server_mux) {
-    ConnectionOptions server_options = QuietOptions(/*is_client=*/false);
+    ConnectionOptions server_options = QuietConnectionOptions(/*is_client=*/false);
     server_options.mux = server_mux;
     server_options.mux.is_client = false;
     ConnectionPairTest::ConnectPair(server_options);
@@ -285,6 +282,31 @@ class StreamLinkLoopTest : public ::pipegate::testing::ConnectionPairTest<Side> 
     Result<LocalPipePtr> opened = LocalPipe::Open(&loop_, fd, directions, true, link);
     EXPECT_TRUE(opened);
     return opened ? std::move(*opened) : nullptr;
+  }
+  // A write stream from one FIFO to another: the test writes FIFO a through `writer`, the
+  // client link reads it; the server link writes FIFO b, which the test reads through `reader`.
+  struct FifoStream {
+    uint32_t id = 0;
+    Endpoint* writer = nullptr;
+    Endpoint* reader = nullptr;
+    LocalPipe* server_out = nullptr;  // The server link's pipe to b, once the OPEN arrived.
+  };
+  void OpenFifoStream(const std::string& name, FifoStream* stream) {
+    Fifo a;
+    Fifo b;
+    ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
+    ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
+    stream->writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
+    stream->reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
+    server_->on_open = [this, stream, fd = b.write_fd](StreamLink* link) {
+      LocalPipePtr out = LinkPipe(fd, LocalPipe::kWrite, link);
+      stream->server_out = out.get();  // Owned by the link from here on.
+      return StreamPipes{nullptr, std::move(out)};
+    };
+    stream->id = client_->Open(name, Access::kWrite, [this, fd = a.read_fd](StreamLink* link) {
+      return StreamPipes{LinkPipe(fd, LocalPipe::kRead, link), nullptr};
+    });
+    ASSERT_NE(0u, stream->id);
   }
   Endpoint* AddEndpoint(int fd, unsigned directions) {
     endpoints_.push_back(std::make_unique<Endpoint>(&loop_, fd, directions));
@@ -356,19 +378,11 @@ TEST_F(StreamLinkLoopTest, DuplexBytesAndEofCrossBetweenSocketsBothWays) {
 // write side once every byte is in it, and its reader sees EOF once the link has let go of it.
 TEST_F(StreamLinkLoopTest, FifoToFifoCarriesEveryByteAndTheWritersEof) {
   ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
-  Fifo a;
-  Fifo b;
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
-  Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
-  Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
-  server_->on_open = [&](StreamLink* link) {
-    return StreamPipes{nullptr, LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
-  };
-  const uint32_t id = client_->Open("fifo", Access::kWrite, [&](StreamLink* link) {
-    return StreamPipes{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
-  });
-  ASSERT_NE(0u, id);
+  FifoStream stream;
+  ASSERT_NO_FATAL_FAILURE(OpenFifoStream("fifo", &stream));
+  const uint32_t id = stream.id;
+  Endpoint* writer = stream.writer;
+  Endpoint* reader = stream.reader;
 
   const std::string sent = Payload(5 << 20, 21);
   reader->StartReading();
@@ -394,24 +408,14 @@ TEST_F(StreamLinkLoopTest, ASlowLocalReaderHoldsTheSenderToOneWindow) {
   MuxOptions server_mux;
   server_mux.stream_window = kWindow;
   ASSERT_NO_FATAL_FAILURE(ConnectPair(server_mux));
-  Fifo a;
-  Fifo b;
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
-  const int pipe_capacity = fcntl(b.write_fd, F_GETPIPE_SZ);
+  FifoStream stream;
+  ASSERT_NO_FATAL_FAILURE(OpenFifoStream("slow", &stream));
+  const uint32_t id = stream.id;
+  Endpoint* writer = stream.writer;
+  Endpoint* reader = stream.reader;
+  const int pipe_capacity = fcntl(reader->pipe()->fd(), F_GETPIPE_SZ);
   ASSERT_GT(pipe_capacity, 0);
-  Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
-  Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
-  LocalPipe* server_out = nullptr;
-  server_->on_open = [&](StreamLink* link) {
-    LocalPipePtr out = LinkPipe(b.write_fd, LocalPipe::kWrite, link);
-    server_out = out.get();  // Owned by the link from here on.
-    return StreamPipes{nullptr, std::move(out)};
-  };
-  const uint32_t id = client_->Open("slow", Access::kWrite, [&](StreamLink* link) {
-    return StreamPipes{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
-  });
-  ASSERT_NE(0u, id);
+  LocalPipe* const& server_out = stream.server_out;  // Set when the OPEN reaches the server.
 
   const std::string sent = Payload(4 << 20, 31);
   ASSERT_NO_FATAL_FAILURE(writer->Send(sent, /*close_when_done=*/true));
@@ -443,19 +447,11 @@ TEST_F(StreamLinkLoopTest, ASlowLocalReaderHoldsTheSenderToOneWindow) {
 // the client's link stops reading its FIFO, and both sides close the stream.
 TEST_F(StreamLinkLoopTest, ABrokenLocalPipeStopsTheRemoteSender) {
   ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
-  Fifo a;
-  Fifo b;
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&a));
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&b));
-  Endpoint* writer = AddEndpoint(a.write_fd, LocalPipe::kWrite);
-  Endpoint* reader = AddEndpoint(b.read_fd, LocalPipe::kRead);
-  server_->on_open = [&](StreamLink* link) {
-    return StreamPipes{nullptr, LinkPipe(b.write_fd, LocalPipe::kWrite, link)};
-  };
-  const uint32_t id = client_->Open("broken", Access::kWrite, [&](StreamLink* link) {
-    return StreamPipes{LinkPipe(a.read_fd, LocalPipe::kRead, link), nullptr};
-  });
-  ASSERT_NE(0u, id);
+  FifoStream stream;
+  ASSERT_NO_FATAL_FAILURE(OpenFifoStream("broken", &stream));
+  const uint32_t id = stream.id;
+  Endpoint* writer = stream.writer;
+  Endpoint* reader = stream.reader;
 
   const std::string sent = Payload(8 << 20, 41);
   reader->StartReading();
