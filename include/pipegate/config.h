@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,6 +101,9 @@ struct GatewayConfig {
   std::string group;            ///< Drop to this group; "" = the user's primary group.
   Limits limits;
   std::vector<ExportConfig> exports;
+  /// Line of each [gateway] key present in the file ("cert" -> 5), for the messages of the
+  /// checks made after parsing (certificates, accounts); a key not in the file is absent.
+  std::map<std::string, int> gateway_key_lines;
 
   /// @return The export named @p name, or nullptr.
   const ExportConfig* Find(std::string_view name) const;

@@ -138,7 +138,7 @@ TEST(ParseGatewayConfig, AcceptsNoExports) {
 
 TEST(ParseGatewayConfig, ReadsExplicitValues) {
   GatewayConfig config = MustParse(R"([gateway]
-listen = ["127.0.0.1:0", "[::1]:9000", "localhost"]
+listen = ["127.0.0.1:0", "[::1]:9000", "10.0.0.1"]
 cert = "a.crt"
 key = "a.key"
 client_ca = "ca.crt"
@@ -154,7 +154,7 @@ max_clients = 3
 allow = ["alice", "spiffe://example.org/ci/*"]
 )");
   EXPECT_EQ(config.listen,
-            (std::vector<std::string>{"127.0.0.1:0", "[::1]:9000", "localhost:7445"}));
+            (std::vector<std::string>{"127.0.0.1:0", "[::1]:9000", "10.0.0.1:7445"}));
   EXPECT_EQ(config.workers, 4u);
   ASSERT_EQ(config.exports.size(), 1u);
   EXPECT_EQ(config.exports[0].mode, 0600u);
@@ -383,6 +383,29 @@ TEST(ParseGatewayConfig, ValidatesMaxClientsAndWorkers) {
   ExpectOneError(bad_workers, LineOf(bad_workers, "workers"),
                  "gateway: workers must be from 0 to 256, not 257");
   EXPECT_EQ(MustParse(std::string(kGatewayHeader) + "workers = 256\n").workers, 256u);
+}
+
+// The gateway binds listen addresses without resolving names (gateway/listeners.cc), so a
+// name must fail the check, not the startup that --check-config vouched for.
+TEST(ParseGatewayConfig, RefusesHostNamesInListen) {
+  const std::string text = std::string(kGatewayHeader) +
+                           "listen = [\"localhost:7445\", \"127.0.0.1:1\", \"gw.example.net\"]\n";
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 2u) << Dump(errors);
+  for (const ConfigError& e : errors) {
+    EXPECT_EQ(e.line, LineOf(text, "listen"));
+    EXPECT_NE(e.message.find("must be an IP address"), std::string::npos) << e.message;
+  }
+  EXPECT_NE(errors[0].message.find("\"localhost:7445\""), std::string::npos);
+  EXPECT_NE(errors[1].message.find("\"gw.example.net\""), std::string::npos);
+}
+
+TEST(ParseGatewayConfig, RecordsTheLineOfEachGatewayKey) {
+  const std::string text = std::string(kGatewayHeader) + "crl = \"x.crl\"\n";
+  GatewayConfig config = MustParse(text);
+  EXPECT_EQ(config.gateway_key_lines.at("cert"), LineOf(text, "cert"));
+  EXPECT_EQ(config.gateway_key_lines.at("crl"), LineOf(text, "crl"));
+  EXPECT_EQ(config.gateway_key_lines.count("user"), 0u);
 }
 
 TEST(ParseGatewayConfig, ValidatesListenEntries) {
