@@ -1031,6 +1031,14 @@ ConfigParseResult LoadGatewayConfig(const std::string& path) {
   return ParseGatewayConfig(text, absolute.lexically_normal().parent_path().string());
 }
 
+std::vector<std::string> GatewayConfigKeys() {
+  std::vector<std::string> keys;
+  for (std::string_view k : kGatewayKeys) keys.push_back("gateway." + std::string(k));
+  for (std::string_view k : kLimitKeys) keys.push_back("limits." + std::string(k));
+  for (std::string_view k : kExportKeys) keys.push_back("export." + std::string(k));
+  return keys;
+}
+
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors) {
   std::string out;
   for (const ConfigError& error : errors) {

@@ -134,8 +134,13 @@ struct ClientDefaults {
   std::string ca;
 };
 
-/// @brief Reads client defaults; errors are kUsage with FILE:LINE.
+/// @brief Reads client defaults; a relative path resolves against the file's directory.
+/// Errors are kUsage with FILE:LINE.
 Result<ClientDefaults> LoadClientDefaults(const std::string& path);
+
+/// @brief Every key the gateway's file accepts, as TABLE.KEY: "gateway.listen",
+/// "limits.max_streams", "export.name" (so that tests can hold the documentation to them).
+std::vector<std::string> GatewayConfigKeys();
 
 /// @brief Formats errors as `FILE:LINE: message` lines.
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors);

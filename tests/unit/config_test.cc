@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -664,6 +666,64 @@ TEST(ParseGatewayConfig, NonAsciiInStringsAndCommentsIsFine) {
                               "path = \"/run/\xc3\xa9\xcb\x9a.fifo\"\nallow = [\"*\"]\n");
   ASSERT_EQ(c.exports.size(), 1u);
   EXPECT_EQ(c.exports[0].path, "/run/\xc3\xa9\xcb\x9a.fifo");
+}
+
+}  // namespace
+}  // namespace pipegate
+
+namespace pipegate {
+namespace {
+
+std::string ReadExample() {
+  std::ifstream in(std::string(PIPEGATE_SOURCE_DIR) + "/deploy/pipegated.toml.example");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The example config is what README.md points operators to, and says it explains every key.
+TEST(ExampleConfig, ParsesAsItStands) {
+  const std::string text = ReadExample();
+  ASSERT_FALSE(text.empty());
+  ConfigParseResult parsed = ParseGatewayConfig(text, "/etc/pipegate");
+  std::string errors;
+  for (const ConfigError& e : parsed.errors)
+    errors += std::to_string(e.line) + ": " + e.message + "\n";
+  EXPECT_TRUE(parsed.config.has_value()) << errors;
+}
+
+TEST(ExampleConfig, ExplainsEveryKey) {
+  const std::string text = ReadExample();
+  ASSERT_FALSE(text.empty());
+  for (const std::string& qualified : GatewayConfigKeys()) {
+    const std::string key = qualified.substr(qualified.find('.') + 1);
+    // Set or shown commented out (`# key = ...`), or described in a key list (`#   key   ...`).
+    const std::regex mentioned("(^|\\n)(# ?)?" + key + " *=|(^|\\n)#   " + key + "  ");
+    EXPECT_TRUE(std::regex_search(text, mentioned))
+        << qualified << " is not explained in deploy/pipegated.toml.example";
+  }
+}
+
+}  // namespace
+}  // namespace pipegate
+
+namespace pipegate {
+namespace {
+
+TEST(ClientDefaults, RelativePathsResolveAgainstTheFilesDirectory) {
+  char dir_template[] = "/tmp/pipegate-client-config-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string path = dir + "/config.toml";
+  {
+    std::ofstream out(path);
+    out << "cert = \"alice.crt\"\nkey = \"keys/alice.key\"\nca = \"/etc/ca.crt\"\n";
+  }
+  Result<ClientDefaults> d = LoadClientDefaults(path);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(d->cert, dir + "/alice.crt");
+  EXPECT_EQ(d->key, dir + "/keys/alice.key");
+  EXPECT_EQ(d->ca, "/etc/ca.crt");
 }
 
 }  // namespace
