@@ -22,11 +22,13 @@ namespace pipegate::uvglue {
 namespace {
 
 // Stops a test's loop after @p ms if the condition under test never came: the test then
-// fails on its expectations instead of hanging.
+// fails on its expectations instead of hanging. The timer repeats: uv_run(UV_RUN_ONCE) runs due
+// timers before it polls, so a one-shot deadline that fires there would leave the poll with no
+// timer at all, blocked for good.
 class Deadline {
  public:
   Deadline(Loop& loop, uint64_t ms) : timer_(loop, [this] { expired_ = true; }) {
-    timer_.Start(ms);
+    timer_.Start(ms, ms);
   }
   void Cancel() { timer_.Close(); }
   bool expired() const { return expired_; }

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -160,7 +161,10 @@ class LocalPipeLoopTest : public ::testing::Test {
   bool RunUntil(const std::function<bool()>& done, Duration timeout) {
     bool expired = false;
     Timer deadline(loop_, [&] { expired = true; });
-    deadline.Start(static_cast<uint64_t>(Scaled(timeout).count()));
+    // Repeating: uv_run(UV_RUN_ONCE) runs due timers before it polls, and a one-shot deadline
+    // that fired there would leave that poll with no timer, blocked for good.
+    const auto ms = static_cast<uint64_t>(Scaled(timeout).count());
+    deadline.Start(ms, std::max<uint64_t>(ms, 1));
     while (!done() && !expired) uv_run(loop_.native(), UV_RUN_ONCE);
     return done();
   }
