@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -88,11 +89,11 @@ void Client::FlushSoon() {
   if (conn_ != nullptr) conn_->Flush();
 }
 
-Status Client::OpenStream(Access access, uvglue::StreamPipes pipes) {
+Result<uint32_t> Client::OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms) {
   OpenPayload open;
   open.access = static_cast<uint8_t>(access);
   open.flags = options_.lines ? kOpenFlagLines : 0;
-  open.wait_ms = options_.wait_ms;
+  open.wait_ms = wait_ms;
   open.name = options_.address.name;
   Result<uint32_t> id = mux_->Open(open);
   if (!id) return id.error();
@@ -100,7 +101,23 @@ Status Client::OpenStream(Access access, uvglue::StreamPipes pipes) {
   stream->Attach(std::move(pipes));
   streams_[*id] = std::move(stream);
   if (conn_ != nullptr) conn_->Flush();
-  return Status::Ok();
+  return *id;
+}
+
+void Client::AttachPipes(uint32_t id, uvglue::StreamPipes pipes) {
+  if (BridgeStream* s = Find(id)) s->Attach(std::move(pipes));
+}
+
+void Client::AbortStream(uint32_t id) {
+  if (Find(id) == nullptr) return;
+  mux_->Abort(id, ErrorCode::kCancel, "the local reader went away before the stream opened");
+  FlushSoon();
+}
+
+uint64_t BridgeStream::UnreadInput() const {
+  int n = 0;
+  if (in_ == nullptr || ::ioctl(in_->fd(), FIONREAD, &n) != 0 || n < 0) return 0;
+  return static_cast<uint64_t>(n);
 }
 
 void Client::OnConnectionWritable() {
@@ -115,6 +132,11 @@ void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
   BridgeStream* s = Find(id);
   if (s == nullptr) return;
   s->accepted = true;
+  if (mount_ != nullptr) {
+    mount_->OnStreamAccepted(id);  // A FIFO's local end is attached now.
+    s = Find(id);
+    if (s == nullptr) return;
+  }
   // A fifo export serves one direction; a duplex request gets that one.
   if (ok.access == static_cast<uint8_t>(Access::kRead)) s->DropInput();
   if (ok.access == static_cast<uint8_t>(Access::kWrite)) s->DropOutput();
@@ -132,12 +154,14 @@ void Client::OnStreamFin(uint32_t id) {
 void Client::OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) {
   BridgeStream* s = Find(id);
   if (s == nullptr || error == ErrorCode::kNoError) return;
+  s->confirmed = std::max(s->confirmed, mux_->Progress(id).first);
   if (s->result.ok()) s->result = Message(CodeForError(error), error, reason);
 }
 
 void Client::OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) {
   BridgeStream* s = Find(id);
   if (s == nullptr) return;
+  s->confirmed = std::max(s->confirmed, mux_->Progress(id).first);
   s->StopLocalReading();
   if (s->result.ok() && error != ErrorCode::kNoError) {
     s->result = Message(CodeForError(error), error, reason);
@@ -156,9 +180,13 @@ void Client::OnStreamClosed(uint32_t id) {
   std::erase(paused_, id);
   Status result = s->result;
   if (result.ok() && !s->local_error().ok()) result = s->local_error();
+  MountStreamEnd end{result, 0};
+  if (!result.ok() && s->bytes_sent() > s->confirmed)
+    end.undelivered = s->bytes_sent() - s->confirmed;
+  if (!result.ok()) end.undelivered += s->UnreadInput();
   s.reset();  // Closes the local pipes.
   if (options_.command == Command::kMount) {
-    if (mount_ != nullptr) mount_->OnStreamEnded(result);
+    if (mount_ != nullptr) mount_->OnStreamEnded(id, end);
     return;
   }
   Finish(result);

@@ -37,6 +37,10 @@ class BridgeStream final : public uvglue::StreamLink {
   using StreamLink::StreamLink;
   Status result;  ///< First error seen; OK if the stream ended cleanly.
   bool accepted = false;
+  /// Bytes the gateway confirmed delivered, as last seen while the Mux still had the stream.
+  uint64_t confirmed = 0;
+  /// @return Bytes waiting unread in the input pipe (0 without one, or if it cannot tell).
+  uint64_t UnreadInput() const;
 };
 
 /// @brief One bridge process: the session with the gateway (one Mux, carried by one
@@ -94,7 +98,9 @@ class Client final : public uvglue::ConnectionHandler,
   bool CanOpen() const override {
     return !finished_ && (resuming_ || (conn_ != nullptr && ready_));
   }
-  Status OpenStream(Access access, uvglue::StreamPipes pipes) override;
+  Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms) override;
+  void AttachPipes(uint32_t id, uvglue::StreamPipes pipes) override;
+  void AbortStream(uint32_t id) override;
   /// @brief Ends the command with @p status: closes the streams, the mount, the connection,
   /// the timers and the signals. The first call wins.
   void Finish(const Status& status) override;

@@ -37,8 +37,8 @@ void Client::StartSingle() {
   }
   if (cmd == Command::kWrite) access = Access::kWrite;
   if (cmd == Command::kConnect) access = Access::kDuplex;
-  Status st = OpenStream(access, std::move(pipes));
-  if (!st.ok()) Finish(st);
+  Result<uint32_t> id = OpenStream(access, std::move(pipes), options_.wait_ms);
+  if (!id) Finish(id.error());
 }
 
 void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {

@@ -1,11 +1,13 @@
 #include "mount.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <string>
 #include <utility>
 
 #include "pipegate/log.h"
@@ -19,6 +21,9 @@ namespace {
 
 constexpr uint64_t kMountPollMs = 20;  // How often a FIFO mount looks for a local reader.
 constexpr int kAcceptBatch = 16;       // Connections accepted per readable event.
+// How long the gateway may hold a FIFO mount's OPEN waiting for a reader or a free instance
+// (it cuts this to its max_open_wait).
+constexpr uint32_t kMountWaitMs = 60000;
 
 }  // namespace
 
@@ -26,7 +31,8 @@ Mount::Mount(uvglue::Loop& loop, const BridgeOptions& options, MountHost* host)
     : loop_(loop),
       options_(options),
       host_(host),
-      poll_timer_(loop, [this] { Apply(MountEvent::kTick); }) {}
+      poll_timer_(loop, [this] { Apply(MountEvent::kTick); }),
+      retry_timer_(loop, [this] { Apply(MountEvent::kRetryDue); }) {}
 
 Mount::~Mount() { Stop(); }
 
@@ -44,37 +50,62 @@ void Mount::Start(const ListEntry& entry) {
     return;
   }
   state_ = InitialMountState(mode_);
-  if (mode_ == MountMode::kFifoToReader) {
-    poll_timer_.Start(0, kMountPollMs);
-  } else if (mode_ == MountMode::kFifoFromWriter) {
-    ArmWriter();
-  }
   PG_LOG(kInfo, "mounted {} at {}", options_.address.ToString(), options_.local_path);
+  if (mode_ == MountMode::kFifoToReader) poll_timer_.Start(0, kMountPollMs);
+  Apply(MountEvent::kStart);
 }
 
-void Mount::OnStreamEnded(const Status& result) {
+void Mount::OnStreamAccepted(uint32_t id) {
+  if (stopped_ || mode_ == MountMode::kSocket || id != stream_id_) return;
+  Apply(MountEvent::kAccepted);
+}
+
+void Mount::OnStreamEnded(uint32_t id, const MountStreamEnd& end) {
   if (stopped_) return;
-  if (!result.ok()) {
-    fprintf(stderr, "pipegate: %s: %s\n", options_.address.ToString().c_str(),
-            result.message().c_str());
+  if (mode_ == MountMode::kSocket) {
+    if (!end.result.ok()) Say(end.result.message());
+    return;
   }
-  Apply(MountEvent::kStreamEnded);
+  if (id != stream_id_) return;  // An OPEN given up when its reader left.
+  stream_id_ = 0;
+  last_end_ = end.result;
+  if (state_ == MountState::kStreaming) {
+    if (!end.result.ok()) {
+      std::string what = end.result.message();
+      if (mode_ == MountMode::kFifoFromWriter && end.undelivered > 0) {
+        what += fmt::format("; {} byte(s) written into {} were not delivered", end.undelivered,
+                            options_.local_path);
+      }
+      Say(what);
+    }
+  } else if (!end.result.ok() && RetryableRefusal(end.result.code())) {
+    NoteRefusal(end.result);
+  }
+  Apply(MountEvent::kStreamEnded, end.result.code());
 }
 
-void Mount::OnSessionReplaced() { Apply(MountEvent::kSessionReplaced); }
+void Mount::OnSessionReplaced() {
+  stream_id_ = 0;
+  Apply(MountEvent::kSessionReplaced);
+}
 
 void Mount::OnOpenableChanged() {
-  if (wait_pipe_ != nullptr) wait_pipe_->WantRead(host_->CanOpen());
+  if (listener_ != nullptr) listener_->WantRead(host_->CanOpen());
 }
 
 void Mount::OnLocalReadable() { Apply(MountEvent::kReadable); }
 
+void Mount::OnLocalWriteError(const Status&) { Apply(MountEvent::kReaderLeft); }
+
 void Mount::Stop() {
   if (stopped_) return;
   stopped_ = true;
-  wait_pipe_.reset();  // Closes it.
+  EndRefusals();
+  listener_.reset();  // Closes it.
+  held_.reset();
   local_.RemoveIfOurs();
   poll_timer_.Close();
+  retry_timer_.Close();
 }
 
 AdoptRule Mount::Rule() const {
@@ -116,15 +147,18 @@ Status Mount::PrepareSocketPath() {
   Result<ListeningSocket> sock = ListenUnixAt(options_.local_path, Rule(), 128, options_.owner);
   if (!sock) return sock.error();
   local_ = sock->path;
-  wait_pipe_ = *LocalPipe::Open(loop_.native(), sock->fd, LocalPipe::kRead, true, this);
-  wait_pipe_->WantRead(true);
+  listener_ = *LocalPipe::Open(loop_.native(), sock->fd, LocalPipe::kRead, true, this);
+  listener_->WantRead(true);
   return Status::Ok();
 }
 
-void Mount::Apply(MountEvent event) {
+void Mount::Apply(MountEvent event, Code end) {
   if (stopped_) return;
-  const MountStep step =
-      NextMountStep(mode_, state_, event, host_->CanOpen(), loop_.Now() - stream_ended_ms_);
+  MountFacts facts;
+  facts.can_open = host_->CanOpen();
+  facts.since_end_ms = loop_.Now() - stream_ended_ms_;
+  facts.end = end;
+  const MountStep step = NextMountStep(mode_, state_, event, facts);
   state_ = step.state;
   switch (step.action) {
     case MountAction::kNone:
@@ -132,20 +166,31 @@ void Mount::Apply(MountEvent event) {
     case MountAction::kPauseWaiter:
       OnOpenableChanged();
       return;
+    case MountAction::kAccept:
+      AcceptConnections();
+      return;
     case MountAction::kProbeReader:
       ProbeReader();
       return;
-    case MountAction::kOpenWriterStream:
-      OpenWriterStream();
+    case MountAction::kOpenStream:
+      OpenFifoStream();
       return;
-    case MountAction::kAccept:
-      AcceptConnections();
+    case MountAction::kAttachLocal:
+      AttachLocal();
+      return;
+    case MountAction::kScheduleRetry:
+      retry_timer_.Start(RetryDelayMs(attempts_++));
       return;
     case MountAction::kNoteEnd:
       stream_ended_ms_ = loop_.Now();
       return;
-    case MountAction::kArmWriter:
-      ArmWriter();
+    case MountAction::kDropReader:
+      held_.reset();
+      retry_timer_.Stop();
+      if (stream_id_ != 0) host_->AbortStream(std::exchange(stream_id_, 0));
+      return;
+    case MountAction::kFinish:
+      host_->Finish(last_end_);
       return;
   }
 }
@@ -157,42 +202,84 @@ void Mount::ProbeReader() {
     host_->Finish(fd.error());  // Replaced or gone: remote data must not go anywhere else.
     return;
   }
-  state_ = MountState::kStreaming;
-  LocalPipePtr pipe = *LocalPipe::Open(loop_.native(), *fd, LocalPipe::kWrite, true, nullptr);
-  pipe->WatchHangup(true);
-  Status st = host_->OpenStream(Access::kRead, {nullptr, std::move(pipe)});
-  if (!st.ok()) host_->Finish(st);
+  // Held (and watched: a reader who leaves before a stream takes it is let go) until the
+  // gateway accepts a stream for it.
+  held_ = *LocalPipe::Open(loop_.native(), *fd, LocalPipe::kWrite, true, this);
+  held_->WatchHangup(true);
+  Apply(MountEvent::kReaderFound);
 }
 
-void Mount::OpenWriterStream() {
-  LocalPipePtr pipe = std::move(wait_pipe_);
-  pipe->WantRead(false);
-  Status st = host_->OpenStream(Access::kWrite, {std::move(pipe), nullptr});
-  if (!st.ok()) host_->Finish(st);
-}
-
-void Mount::AcceptConnections() {
-  for (int i = 0; i < kAcceptBatch && !stopped_; ++i) {
-    int fd = ::accept4(wait_pipe_->fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;
-    LocalPipePtr pipe =
-        *LocalPipe::Open(loop_.native(), fd, LocalPipe::kRead | LocalPipe::kWrite, true, nullptr);
-    Status st = host_->OpenStream(Access::kDuplex, uvglue::StreamPipes::Duplex(std::move(pipe)));
-    if (!st.ok()) PG_LOG(kWarn, "{}: {}", options_.address.ToString(), st.message());
+void Mount::OpenFifoStream() {
+  const Access access = mode_ == MountMode::kFifoToReader ? Access::kRead : Access::kWrite;
+  // The gateway waits for a reader (or a free instance) as long as it allows, the flag's time
+  // if given; a refusal after that is retried here with backoff.
+  const uint32_t wait_ms = options_.wait_ms > 0 ? options_.wait_ms : kMountWaitMs;
+  Result<uint32_t> id = host_->OpenStream(access, {}, wait_ms);
+  if (!id) {  // Refused before it was sent (a limit, a departing gateway): as if by the gateway.
+    last_end_ = id.error();
+    if (RetryableRefusal(id.error().code())) NoteRefusal(id.error());
+    Apply(MountEvent::kStreamEnded, id.error().code());
+    return;
   }
+  stream_id_ = *id;
 }
 
-void Mount::ArmWriter() {
-  // Hold the read end open so local writers never block in open(); the first byte a writer
-  // puts in opens the remote stream.
+void Mount::AttachLocal() {
+  EndRefusals();
+  attempts_ = 0;
+  if (mode_ == MountMode::kFifoToReader) {
+    host_->AttachPipes(stream_id_, {nullptr, std::move(held_)});
+    return;
+  }
+  // Only now may local writers open the FIFO: the gateway holds a reader's FIFO for them.
   Result<int> fd = local_.Reopen(O_RDONLY | O_NONBLOCK);
   if (!fd) {
     host_->Finish(fd.error());  // Replaced or gone: stop rather than serve another file.
     return;
   }
-  state_ = MountState::kWaitWriter;
-  wait_pipe_ = *LocalPipe::Open(loop_.native(), *fd, LocalPipe::kRead, true, this);
-  wait_pipe_->WantRead(true);
+  LocalPipePtr pipe = *LocalPipe::Open(loop_.native(), *fd, LocalPipe::kRead, true, nullptr);
+  host_->AttachPipes(stream_id_, {std::move(pipe), nullptr});
+}
+
+void Mount::AcceptConnections() {
+  for (int i = 0; i < kAcceptBatch && !stopped_; ++i) {
+    int fd = ::accept4(listener_->fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    LocalPipePtr pipe =
+        *LocalPipe::Open(loop_.native(), fd, LocalPipe::kRead | LocalPipe::kWrite, true, nullptr);
+    Result<uint32_t> id = host_->OpenStream(
+        Access::kDuplex, uvglue::StreamPipes::Duplex(std::move(pipe)), options_.wait_ms);
+    if (!id) PG_LOG(kWarn, "{}: {}", options_.address.ToString(), id.error().message());
+  }
+}
+
+void Mount::NoteRefusal(const Status& why) {
+  if (why.message() == refusal_) {
+    ++repeats_;
+    uint64_t milestone = 10;
+    while (milestone < repeats_) milestone *= 10;
+    if (milestone == repeats_) {
+      Say(fmt::format("{} ({} more times; still retrying)", refusal_, repeats_));
+    }
+    return;
+  }
+  EndRefusals();
+  refusal_ = why.message();
+  Say(fmt::format("{} (retrying with backoff)", refusal_));
+}
+
+void Mount::EndRefusals() {
+  uint64_t milestone = 10;
+  while (milestone < repeats_) milestone *= 10;
+  if (repeats_ > 0 && milestone != repeats_) {
+    Say(fmt::format("{} ({} more times in all)", refusal_, repeats_));
+  }
+  refusal_.clear();
+  repeats_ = 0;
+}
+
+void Mount::Say(const std::string& message) const {
+  fprintf(stderr, "pipegate: %s: %s\n", options_.address.ToString().c_str(), message.c_str());
 }
 
 }  // namespace pipegate::bridge

@@ -1,43 +1,128 @@
 #include "mount_state.h"
 
+#include <algorithm>
+
 namespace pipegate::bridge {
 
 namespace {
 
-MountStep OnTick(MountState state, bool can_open, uint64_t since_end_ms) {
-  if (!can_open) return {state, MountAction::kNone};
-  if (state == MountState::kWaitGone && since_end_ms < kReaderGoneGraceMs) {
-    return {state, MountAction::kNone};
-  }
-  if (state == MountState::kWaitGone || state == MountState::kWaitReader) {
-    return {MountState::kWaitReader, MountAction::kProbeReader};
+constexpr uint64_t kFirstRetryMs = 100;
+constexpr uint64_t kMaxRetryMs = 10000;
+
+MountStep Socket(MountState state, MountEvent event, const MountFacts& facts) {
+  if (event != MountEvent::kReadable) return {state, MountAction::kNone};
+  // The listening socket is level-triggered: left watched while nothing can be opened, it
+  // would spin the loop.
+  return {state, facts.can_open ? MountAction::kAccept : MountAction::kPauseWaiter};
+}
+
+// An OPEN is due (first try, a retry, or the next stream): sent now if the session can take it,
+// else retried later.
+MountStep OpenOrWait(const MountFacts& facts) {
+  if (facts.can_open) return {MountState::kOpening, MountAction::kOpenStream};
+  return {MountState::kBackoff, MountAction::kScheduleRetry};
+}
+
+// The stream of kOpening ended before it was accepted.
+MountStep Refused(const MountFacts& facts) {
+  if (RetryableRefusal(facts.end)) return {MountState::kBackoff, MountAction::kScheduleRetry};
+  return {MountState::kOpening, MountAction::kFinish};
+}
+
+MountStep ToReader(MountState state, MountEvent event, const MountFacts& facts) {
+  switch (event) {
+    case MountEvent::kStart:
+      return {MountState::kWaitReader, MountAction::kNone};
+    case MountEvent::kTick:
+      if (!facts.can_open) return {state, MountAction::kNone};
+      if (state == MountState::kWaitGone && facts.since_end_ms < kReaderGoneGraceMs) {
+        return {state, MountAction::kNone};
+      }
+      if (state == MountState::kWaitGone || state == MountState::kWaitReader) {
+        return {MountState::kWaitReader, MountAction::kProbeReader};
+      }
+      return {state, MountAction::kNone};
+    case MountEvent::kReaderFound:
+      if (state != MountState::kWaitReader) return {state, MountAction::kNone};
+      return OpenOrWait(facts);
+    case MountEvent::kReaderLeft:
+      if (state != MountState::kOpening && state != MountState::kBackoff) {
+        return {state, MountAction::kNone};
+      }
+      return {MountState::kWaitReader, MountAction::kDropReader};
+    case MountEvent::kRetryDue:
+      if (state != MountState::kBackoff) return {state, MountAction::kNone};
+      return OpenOrWait(facts);
+    case MountEvent::kAccepted:
+      if (state != MountState::kOpening) return {state, MountAction::kNone};
+      return {MountState::kStreaming, MountAction::kAttachLocal};
+    case MountEvent::kStreamEnded:
+      if (state == MountState::kOpening) return Refused(facts);
+      if (state == MountState::kStreaming) return {MountState::kWaitGone, MountAction::kNoteEnd};
+      return {state, MountAction::kNone};
+    case MountEvent::kSessionReplaced:
+      // The streams are gone without kStreamEnded. A reader still waiting keeps waiting; one
+      // whose stream was cut has had its EOF, and the next gets the grace period.
+      if (state == MountState::kOpening) return {MountState::kBackoff, MountAction::kScheduleRetry};
+      if (state == MountState::kStreaming || state == MountState::kWaitGone) {
+        return {MountState::kWaitGone, MountAction::kNoteEnd};
+      }
+      return {state, MountAction::kNone};
+    case MountEvent::kReadable:
+      return {state, MountAction::kNone};
   }
   return {state, MountAction::kNone};
 }
 
-MountStep OnReadable(MountState state, bool can_open) {
-  // The waiting pipe is level-triggered: left watched while nothing can be opened, it would
-  // spin the loop.
-  if (!can_open) return {state, MountAction::kPauseWaiter};
-  if (state == MountState::kWaitWriter)
-    return {MountState::kStreaming, MountAction::kOpenWriterStream};
-  if (state == MountState::kListening) return {state, MountAction::kAccept};
-  return {state, MountAction::kNone};
-}
-
-MountStep OnStreamEnded(MountMode mode, MountState state) {
-  switch (mode) {
-    case MountMode::kSocket:
-      return {state, MountAction::kNone};  // Each connection was its own stream.
-    case MountMode::kFifoToReader:
-      return {MountState::kWaitGone, MountAction::kNoteEnd};
-    case MountMode::kFifoFromWriter:
-      return {MountState::kWaitWriter, MountAction::kArmWriter};
+MountStep FromWriter(MountState state, MountEvent event, const MountFacts& facts) {
+  switch (event) {
+    case MountEvent::kStart:
+      return OpenOrWait(facts);
+    case MountEvent::kRetryDue:
+      if (state != MountState::kBackoff) return {state, MountAction::kNone};
+      return OpenOrWait(facts);
+    case MountEvent::kAccepted:
+      if (state != MountState::kOpening) return {state, MountAction::kNone};
+      return {MountState::kStreaming, MountAction::kAttachLocal};
+    case MountEvent::kStreamEnded:
+      if (state == MountState::kOpening) return Refused(facts);
+      if (state != MountState::kStreaming) return {state, MountAction::kNone};
+      // A writer's EOF went through: the next writer gets the next stream at once. Anything
+      // else (the remote reader went away) waits a little, so a fault cannot spin.
+      if (facts.end == Code::kOk) return OpenOrWait(facts);
+      return {MountState::kBackoff, MountAction::kScheduleRetry};
+    case MountEvent::kSessionReplaced:
+      if (state == MountState::kOpening || state == MountState::kStreaming) {
+        return {MountState::kBackoff, MountAction::kScheduleRetry};
+      }
+      return {state, MountAction::kNone};
+    case MountEvent::kTick:
+    case MountEvent::kReaderFound:
+    case MountEvent::kReaderLeft:
+    case MountEvent::kReadable:
+      return {state, MountAction::kNone};
   }
   return {state, MountAction::kNone};
 }
 
 }  // namespace
+
+bool RetryableRefusal(Code code) {
+  switch (code) {
+    case Code::kNoReader:
+    case Code::kBusy:
+    case Code::kLimit:
+    case Code::kStreamLost:
+    case Code::kConnect:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint64_t RetryDelayMs(uint32_t attempt) {
+  return std::min(kMaxRetryMs, kFirstRetryMs << std::min<uint32_t>(attempt, 16));
+}
 
 Result<MountMode> ChooseMountMode(ExportKind kind, Access access, std::string_view present_as) {
   if (present_as == "fifo" && kind == ExportKind::kUnix) {
@@ -54,26 +139,20 @@ MountState InitialMountState(MountMode mode) {
     case MountMode::kFifoToReader:
       return MountState::kWaitReader;
     case MountMode::kFifoFromWriter:
-      return MountState::kWaitWriter;
+      return MountState::kBackoff;
   }
-  return MountState::kWaitWriter;
+  return MountState::kBackoff;
 }
 
-MountStep NextMountStep(MountMode mode, MountState state, MountEvent event, bool can_open,
-                        uint64_t since_end_ms) {
-  switch (event) {
-    case MountEvent::kTick:
-      return OnTick(state, can_open, since_end_ms);
-    case MountEvent::kReadable:
-      return OnReadable(state, can_open);
-    case MountEvent::kStreamEnded:
-      return OnStreamEnded(mode, state);
-    case MountEvent::kSessionReplaced:
-      // Only a FIFO's stream (or its grace period) is cut short; a listener keeps listening.
-      if (state != MountState::kStreaming && state != MountState::kWaitGone) {
-        return {state, MountAction::kNone};
-      }
-      return OnStreamEnded(mode, state);
+MountStep NextMountStep(MountMode mode, MountState state, MountEvent event,
+                        const MountFacts& facts) {
+  switch (mode) {
+    case MountMode::kSocket:
+      return Socket(state, event, facts);
+    case MountMode::kFifoToReader:
+      return ToReader(state, event, facts);
+    case MountMode::kFifoFromWriter:
+      return FromWriter(state, event, facts);
   }
   return {state, MountAction::kNone};
 }

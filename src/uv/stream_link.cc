@@ -91,6 +91,9 @@ void StreamLink::OnLocalReadable() {
     in_->WantRead(false);
     if (r == 0) {
       local_eof_ = true;
+      // Nothing more comes this way: a FIFO's read end is let go at once, so that a writer
+      // who opens it next blocks (or gets ENXIO) instead of writing into a pipe nobody reads.
+      DropInput();
       mux.CommitData(id, 0, true);  // EOF travels.
     } else {
       std::string why = ErrnoText(static_cast<int>(-r));
