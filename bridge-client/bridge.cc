@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "pipegate/log.h"
+#include "pipegate/process_limits.h"
 
 #include "client.h"
 #include "uv/handles.h"
@@ -15,6 +16,8 @@ Status RunBridge(const BridgeOptions& options) {
   // terminal, say): restore them on the way out.
   int in_flags = fcntl(STDIN_FILENO, F_GETFL);
   int out_flags = fcntl(STDOUT_FILENO, F_GETFL);
+  // A socket mount holds one descriptor per local connection (and serves thousands).
+  if (options.command == Command::kMount) RaiseOpenFileLimit();
   Status result;
   {
     uvglue::Loop loop;

@@ -17,6 +17,7 @@
 
 #include "pipegate/local_path.h"
 #include "pipegate/log.h"
+#include "pipegate/process_limits.h"
 
 namespace pipegate {
 namespace {
@@ -79,23 +80,17 @@ Status DropPrivileges(const GatewayConfig& config) {
 }
 
 uint64_t RaiseFileLimit(const Limits& limits) {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return UINT64_MAX;
-  if (limit.rlim_cur < limit.rlim_max) {
-    rlimit raised = limit;
-    raised.rlim_cur = limit.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
-  }
-  if (limit.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+  const uint64_t limit = RaiseOpenFileLimit();
+  if (limit == UINT64_MAX) return limit;
   // One descriptor per connection plus at least one per stream; 64 for the rest.
   const uint64_t want = uint64_t{limits.max_connections} * 2 + 64;
-  if (limit.rlim_cur < want) {
+  if (limit < want) {
     PG_LOG(kWarn,
            "the open-file limit ({}) is low for max_connections = {}: raise it (LimitNOFILE= in "
            "the systemd unit) or lower max_connections",
-           static_cast<uint64_t>(limit.rlim_cur), limits.max_connections);
+           limit, limits.max_connections);
   }
-  return static_cast<uint64_t>(limit.rlim_cur);
+  return limit;
 }
 
 uint32_t StreamsTheFileLimitAllows(const Limits& limits, uint64_t file_limit) {

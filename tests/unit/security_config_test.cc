@@ -69,7 +69,7 @@ TEST(SecurityConfig, DefaultsAreStrict) {
   EXPECT_EQ(l.idle_timeout_ms, 0u);
   EXPECT_EQ(l.max_connections, 1024u);
   EXPECT_EQ(l.max_connections_per_source, 128u);
-  EXPECT_EQ(l.max_streams_per_connection, 256u);
+  EXPECT_EQ(l.max_streams_per_connection, 16384u);
   EXPECT_EQ(l.max_bytes_in_flight_per_connection, 4u << 20);
   EXPECT_EQ(l.max_bytes_in_flight, uint64_t{4} << 30);
   EXPECT_EQ(l.max_frame_size, 65536u);
