@@ -49,8 +49,8 @@ Status Client::Run() {
     Finish(tls.error());
   } else {
     tls_ = *tls;
-    sigint_.emplace(loop_, SIGINT, [this] { OnSignal(); });
-    sigterm_.emplace(loop_, SIGTERM, [this] { OnSignal(); });
+    sigint_.emplace(loop_, SIGINT, [this] { OnSignal(SIGINT); });
+    sigterm_.emplace(loop_, SIGTERM, [this] { OnSignal(SIGTERM); });
     Dial();
   }
   loop_.Run();
@@ -69,12 +69,29 @@ void Client::Finish(const Status& status) {
   sigterm_.reset();
 }
 
-void Client::OnSignal() {
-  if (options_.command == Command::kMount) {
-    Finish(Status::Ok());  // Stopping is how a mount ends.
-  } else {
-    Finish(Status(Code::kStreamLost, "interrupted"));
+void Client::OnSignal(int signum) {
+  // Every command, a mount included, stops in order (streams closed, the connection closed
+  // with close_notify, the mount's path removed) and exits 128+N, as a shell reports a process
+  // that signal N ended. Bytes the gateway already wrote into the local pipe stay delivered;
+  // anything still on the way is dropped (docs/decisions.md), so the message says how far the
+  // streams got.
+  std::string what = signum == SIGINT ? "interrupted by SIGINT" : "terminated by SIGTERM";
+  if (options_.command != Command::kMount && !streams_.empty()) {
+    uint64_t confirmed = 0;
+    uint64_t received = 0;
+    for (auto& [id, s] : streams_) {
+      auto [acked, delivered] = mux_->Progress(id);
+      confirmed += acked;
+      received += delivered;
+    }
+    if (options_.command != Command::kCat) {
+      what += fmt::format("; {} byte(s) sent were confirmed delivered", confirmed);
+    }
+    if (options_.command != Command::kWrite) {
+      what += fmt::format("; {} byte(s) received were written out", received);
+    }
   }
+  Finish(Status(signum == SIGINT ? Code::kInterrupted : Code::kTerminated, what));
 }
 
 // ---- streams ----

@@ -108,7 +108,8 @@ class Client final : public uvglue::ConnectionHandler,
 
   // The connection and the session (client.cc).
   BridgeStream* Find(uint32_t id);
-  void OnSignal();
+  /// @brief SIGINT or SIGTERM (@p signum): ends the command with kInterrupted or kTerminated.
+  void OnSignal(int signum);
   void NewMux();
   void Dial();
   void OnReconnectTimer();
