@@ -15,17 +15,15 @@ namespace pipegate::bridge {
 using uvglue::Connection;
 using uvglue::LocalPipe;
 
-namespace {
-
-// How long a lost session is chased when the gateway did not say how long it keeps it.
-constexpr uint64_t kDefaultResumeLimitMs = 300000;
-
-// A RESET or STOP reason comes from the gateway: escaped, as every peer-supplied string that
-// reaches a log line or the terminal.
 Status Message(Code code, ErrorCode error, std::string_view reason) {
   return Status(code, reason.empty() ? std::string(ErrorCodeName(error))
                                      : SanitizeControlBytes(reason, kMaxReasonBytes));
 }
+
+namespace {
+
+// How long a lost session is chased when the gateway did not say how long it keeps it.
+constexpr uint64_t kDefaultResumeLimitMs = 300000;
 
 // The command's status when its connection closed and no resume is attempted.
 Status ClosedStatus(const Status& why, bool ready, bool have_streams) {
@@ -129,6 +127,10 @@ void Client::OnConnectionWritable() {
 }
 
 void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
+  if (id == probe_id_ && probe_id_ != 0) {
+    OnProbeAnswered(id, std::nullopt, "");
+    return;
+  }
   BridgeStream* s = Find(id);
   if (s == nullptr) return;
   s->accepted = true;
@@ -147,6 +149,10 @@ void Client::OnStreamFin(uint32_t id) {
 }
 
 void Client::OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) {
+  if (id == probe_id_ && probe_id_ != 0) {
+    OnProbeAnswered(id, error, reason);
+    return;
+  }
   BridgeStream* s = Find(id);
   if (s == nullptr || error == ErrorCode::kNoError) return;
   if (s->result.ok()) s->result = Message(CodeForError(error), error, reason);
@@ -353,6 +359,7 @@ void Client::StartFreshSession(const std::string& why) {
           options_.address.ToString().c_str(), why.c_str());
   streams_.clear();
   paused_.clear();
+  probe_id_ = 0;
   resuming_ = false;
   has_session_ = false;
   ready_ = false;  // Openers wait for the fresh session's SETTINGS (NotifyOpenable below).
