@@ -4,6 +4,7 @@
 #include <string>
 
 #include "pipegate/address.h"
+#include "pipegate/local_path.h"
 #include "pipegate/status.h"
 #include "pipegate/tls.h"
 
@@ -18,6 +19,7 @@ struct BridgeOptions {
   std::string local_path;          ///< mount: where the pipe appears.
   std::string present_as;          ///< mount: "", "unix" or "fifo".
   uint32_t mode = 0600;            ///< mount --mode: the mounted FIFO's or socket's mode.
+  FileOwner owner;                 ///< mount --owner/--group: who the mounted path is given to.
   uint32_t wait_ms = 0;            ///< --wait, for busy and no reader.
   bool lines = false;              ///< write --lines.
   uint64_t keepalive_ms = 0;       ///< --keepalive: PING interval (dead after 3×); 0 = default.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "pipegate/account.h"
 #include "pipegate/config.h"
 #include "pipegate/log.h"
 
@@ -39,7 +40,8 @@ using pipegate::bridge::Command;
 
 // Every flag's value, as CLI11 fills it in.
 struct Flags {
-  std::string cert, key, ca, address, local, as, servername, mode;
+  std::string cert, key, ca, address, local, as, servername;
+  std::optional<std::string> mode, owner, group;  // mount; unset when not given.
   std::vector<std::string> pins;
   double wait = 0;
   double keepalive = 0;
@@ -96,7 +98,14 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   mount->add_option("--as", f.as, "Present as 'unix' (socket) or 'fifo'")
       ->check(CLI::IsMember({"unix", "fifo"}));
   mount->add_flag("--lines", f.lines, "Records are lines (for a write export)");
-  mount->add_option("--mode", f.mode, "Mode of the mounted FIFO or socket, octal (default 0600)");
+  mount->add_option("--mode", f.mode,
+                    "Mode of the FIFO or socket the mount creates, octal: 660 or 0660 (default "
+                    "0600; the owner keeps read and write; not subject to the umask)");
+  mount->add_option("--owner", f.owner,
+                    "Give the FIFO or socket the mount creates to USER (a name or a uid; another "
+                    "user needs root)");
+  mount->add_option("--group", f.group,
+                    "Give the FIFO or socket the mount creates to GROUP (a name or a gid)");
   for (CLI::App* sub : {ls, cat, write, connect, mount}) {
     AddCommonFlags(sub, f);
   }
@@ -141,6 +150,35 @@ int UsageError(const CLI::App& app, const Subcommands& sub, const CLI::ParseErro
   return 1;
 }
 
+// --mode: 3 or 4 octal digits ("660", "0660"), at most 0777, and the owner keeps read and
+// write (the mount reopens its FIFO for every local opener, which only root may do without).
+std::optional<uint32_t> ParseMode(const std::string& text) {
+  if (text.size() < 3 || text.size() > 4 ||
+      text.find_first_not_of("01234567") != std::string::npos) {
+    return std::nullopt;
+  }
+  const auto value = static_cast<uint32_t>(std::strtoul(text.c_str(), nullptr, 8));
+  if (value > 0777 || (value & 0600) != 0600) return std::nullopt;
+  return value;
+}
+
+// --owner USER or --group GROUP (@p flag): a name or a number the system databases resolve.
+// @return The account, or kUsage naming the flag and the value.
+pipegate::Result<pipegate::Account> ResolveFlag(const char* flag, const std::string& user,
+                                                const std::string& group) {
+  const std::string& value = user.empty() ? group : user;
+  if (value.empty()) {
+    return pipegate::Status(pipegate::Code::kUsage,
+                            std::string(flag) + " needs a name or a number, not ''");
+  }
+  pipegate::Result<pipegate::Account> account = pipegate::ResolveAccount(user, group);
+  if (!account) {
+    return pipegate::Status(pipegate::Code::kUsage,
+                            std::string(flag) + ": " + account.error().message());
+  }
+  return account;
+}
+
 // Everything but TLS, from the flags.
 // @return The exit status if the flags are unusable (the reason is printed), else nullopt.
 std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
@@ -151,18 +189,26 @@ std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
   options.address = *parsed;
   options.local_path = f.local;
   options.present_as = f.as;
-  if (!f.mode.empty()) {
-    // Octal only, at most 0777, and the owner keeps read and write: the mount itself reopens
-    // the FIFO for every local opener.
-    const unsigned long value = std::strtoul(f.mode.c_str(), nullptr, 8);
-    if (f.mode.find_first_not_of("01234567") != std::string::npos || value > 0777 ||
-        (value & 0600) != 0600) {
+  if (f.mode) {
+    std::optional<uint32_t> mode = ParseMode(*f.mode);
+    if (!mode) {
       return Fail("", pipegate::Status(pipegate::Code::kUsage,
-                                       "--mode must be an octal mode (at most 0777) that "
-                                       "gives the owner read and write, like 0660, not '" +
-                                           f.mode + "'"));
+                                       "--mode must be an octal mode of 3 or 4 digits (at "
+                                       "most 0777) that gives the owner read and write, like "
+                                       "0660, not '" +
+                                           *f.mode + "'"));
     }
-    options.mode = static_cast<uint32_t>(value);
+    options.mode = *mode;
+  }
+  if (f.owner) {
+    pipegate::Result<pipegate::Account> user = ResolveFlag("--owner", *f.owner, "");
+    if (!user) return Fail("", user.error());
+    options.owner.uid = user->uid;
+  }
+  if (f.group) {
+    pipegate::Result<pipegate::Account> group = ResolveFlag("--group", "", *f.group);
+    if (!group) return Fail("", group.error());
+    options.owner.gid = group->gid;
   }
   options.lines = f.lines;
   options.wait_ms = static_cast<uint32_t>(std::llround(f.wait * 1000));

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -77,20 +78,42 @@ void Mount::Stop() {
 }
 
 AdoptRule Mount::Rule() const {
-  // Only the invoking user's own file, no more open than the mount would make it.
-  return AdoptRule{{::geteuid()}, static_cast<mode_t>(options_.mode)};
+  // Only the invoking user's own file (or the --owner's, who would own what the mount makes,
+  // e.g. a socket left by a crashed run), no more open than the mount would make it.
+  AdoptRule rule{{::geteuid()}, static_cast<mode_t>(options_.mode)};
+  if (options_.owner.uid && *options_.owner.uid != ::geteuid()) {
+    rule.owners.push_back(*options_.owner.uid);
+  }
+  return rule;
 }
 
 Status Mount::PrepareFifoPath() {
-  Result<PreparedFifo> fifo = CreateOrAdoptFifo(options_.local_path, Rule());
+  Result<PreparedFifo> fifo = CreateOrAdoptFifo(options_.local_path, Rule(), options_.owner);
   if (!fifo) return fifo.error();
-  if (fifo->fd >= 0) ::close(fifo->fd);  // Each opener gets its own open through local_.
+  if (fifo->fd >= 0) {
+    ::close(fifo->fd);  // Each opener gets its own open through local_.
+  } else {
+    WarnIfNotAsAsked();
+  }
   local_ = fifo->path;
   return Status::Ok();
 }
 
+void Mount::WarnIfNotAsAsked() const {
+  struct stat st {};
+  if (::lstat(options_.local_path.c_str(), &st) != 0) return;
+  const bool as_asked = (st.st_mode & 07777) == options_.mode &&
+                        st.st_uid == options_.owner.uid.value_or(st.st_uid) &&
+                        st.st_gid == options_.owner.gid.value_or(st.st_gid);
+  if (as_asked) return;
+  PG_LOG(kWarn,
+         "using the existing FIFO {} as it is (mode {:04o}, {}, gid {}): --mode, --owner and "
+         "--group apply only to a path the mount creates",
+         options_.local_path, st.st_mode & 07777, UserLabel(st.st_uid), st.st_gid);
+}
+
 Status Mount::PrepareSocketPath() {
-  Result<ListeningSocket> sock = ListenUnixAt(options_.local_path, Rule(), 128);
+  Result<ListeningSocket> sock = ListenUnixAt(options_.local_path, Rule(), 128, options_.owner);
   if (!sock) return sock.error();
   local_ = sock->path;
   wait_pipe_ = *LocalPipe::Open(loop_.native(), sock->fd, LocalPipe::kRead, true, this);

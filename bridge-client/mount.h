@@ -70,6 +70,8 @@ class Mount final : public uvglue::LocalPipeEvents {
  private:
   AdoptRule Rule() const;
   Status PrepareFifoPath();
+  /// @brief Says on stderr when an adopted FIFO's mode, owner or group differ from the flags'.
+  void WarnIfNotAsAsked() const;
   Status PrepareSocketPath();
   void Apply(MountEvent event);
   void ProbeReader();

@@ -27,16 +27,39 @@ std::shared_ptr<const Snapshot> Gateway::snapshot() const {
   return snapshot_;
 }
 
-Status Gateway::CheckConfig(const GatewayConfig& config) {
-  if (Status accounts = CheckAccounts(config); !accounts.ok()) return accounts;
-  TlsServerOptions tls_options;
-  tls_options.cert = config.cert;
-  tls_options.key = config.key;
-  tls_options.client_ca = config.client_ca;
-  tls_options.crl = config.crl;
-  tls_options.allow_tls12 = config.tls_min_version == TlsMinVersion::kTls12;
-  Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewServer(tls_options);
-  return tls ? Status::Ok() : tls.error();
+namespace {
+
+TlsServerOptions TlsOptionsOf(const GatewayConfig& config) {
+  TlsServerOptions options;
+  options.cert = config.cert;
+  options.key = config.key;
+  options.client_ca = config.client_ca;
+  options.crl = config.crl;
+  options.allow_tls12 = config.tls_min_version == TlsMinVersion::kTls12;
+  return options;
+}
+
+}  // namespace
+
+std::vector<ConfigError> Gateway::CheckConfig(const GatewayConfig& config) {
+  std::vector<ConfigError> errors;
+  auto line_of = [&config](const std::string& key) {
+    auto it = config.gateway_key_lines.find(key);
+    return it == config.gateway_key_lines.end() ? 0 : it->second;
+  };
+  if (Result<Account> a = ResolveAccount(config.user, config.group); !a) {
+    errors.push_back(
+        {line_of(config.user.empty() ? "group" : "user"), "gateway: " + a.error().message()});
+  }
+  for (const ExportConfig& e : config.exports) {
+    if (Result<Account> a = ResolveAccount(e.owner, e.group); !a) {
+      errors.push_back({0, fmt::format("export '{}': {}", e.name, a.error().message())});
+    }
+  }
+  for (const TlsContext::FileProblem& p : TlsContext::CheckServerFiles(TlsOptionsOf(config))) {
+    errors.push_back({line_of(p.key), "gateway: " + p.key + ": " + p.status.message()});
+  }
+  return errors;
 }
 
 Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
@@ -56,17 +79,15 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
     limits.max_streams = streams;
     limits.max_streams_per_identity = std::min(limits.max_streams_per_identity, streams);
   }
-  TlsServerOptions tls_options;
-  tls_options.cert = snap->config.cert;
-  tls_options.key = snap->config.key;
-  tls_options.client_ca = snap->config.client_ca;
-  // TLS policy (CRL, TLS 1.2 switch) and refusal counters; accounts must exist.
-  tls_options.crl = snap->config.crl;
-  tls_options.allow_tls12 = snap->config.tls_min_version == TlsMinVersion::kTls12;
-  tls_options.counters = &counters_.tls_refused;
-  if (Status accounts = CheckAccounts(snap->config); !accounts.ok()) {
-    return Status(Code::kUsage, config_path_ + ": " + accounts.message());
+  // What --check-config checks beyond parsing (accounts, every TLS file), reported the same
+  // way: every problem, each with its line.
+  if (std::vector<ConfigError> errors = CheckConfig(snap->config); !errors.empty()) {
+    std::string text = FormatConfigErrors(config_path_, errors);
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    return Status(Code::kUsage, text);
   }
+  TlsServerOptions tls_options = TlsOptionsOf(snap->config);
+  tls_options.counters = &counters_.tls_refused;
   Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewServer(tls_options);
   if (!tls) return tls.error();
   snap->tls = *tls;
@@ -166,7 +187,10 @@ int Gateway::Run() {
   snapshot_ = *first;
   // FIFOs first: once "listening on" is logged, local programs may open them.
   PrepareFifos(*snapshot_);
-  if (int status = BindAndDropPrivileges(); status != 0) return status;
+  if (int status = BindAndDropPrivileges(); status != 0) {
+    RemoveCreatedFifos();  // A failed start leaves nothing behind.
+    return status;
+  }
   StartWorkers();
   ServeUntilStopped();
   RemoveCreatedFifos();

@@ -41,9 +41,10 @@ class Gateway {
   /// @return The newest snapshot (thread-safe).
   std::shared_ptr<const Snapshot> snapshot() const;
   Counters& counters() noexcept { return counters_; }
-  /// @brief What `--check-config` adds to parsing: the accounts exist, and the
-  /// certificate, key, CA bundle and CRL load (permissions included).
-  static Status CheckConfig(const GatewayConfig& config);
+  /// @brief What `--check-config` (and every load) adds to parsing: the accounts exist, and
+  /// the certificate, key, CA bundle and CRL load (permissions included).
+  /// @return Every problem, with the line of the [gateway] key it concerns (0 for exports).
+  static std::vector<ConfigError> CheckConfig(const GatewayConfig& config);
   /// @brief Connection admission (max_connections, per source, bytes in flight).
   ConnectionLimiter& limiter() noexcept { return limiter_; }
   /// @brief The sessions clients may resume, shared by the workers.

@@ -49,8 +49,10 @@ int main(int argc, char** argv) {
       std::cerr << pipegate::FormatConfigErrors(check, parsed.errors);
       return 1;
     }
-    if (pipegate::Status st = pipegate::gateway::Gateway::CheckConfig(*parsed.config); !st.ok()) {
-      std::cerr << check << ": " << st.message() << "\n";
+    std::vector<pipegate::ConfigError> errors =
+        pipegate::gateway::Gateway::CheckConfig(*parsed.config);
+    if (!errors.empty()) {
+      std::cerr << pipegate::FormatConfigErrors(check, errors);
       return 1;
     }
     std::cout << check << ": OK (" << parsed.config->exports.size() << " export(s))\n";

@@ -6,23 +6,11 @@
 #include <optional>
 #include <string>
 
+#include "pipegate/account.h"
 #include "pipegate/config.h"
 #include "pipegate/status.h"
 
 namespace pipegate {
-
-/// @brief A resolved user and group (privilege dropping).
-struct Account {
-  std::string user_name;  ///< As resolved; empty when only a group was given.
-  std::string group_name;
-  std::optional<uid_t> uid;
-  std::optional<gid_t> gid;
-};
-
-/// @brief Resolves `user` and `group` names (or numeric ids) through the system databases.
-/// Without a group, a user's primary group is used.
-/// @return The account, or kUsage naming what does not exist.
-Result<Account> ResolveAccount(const std::string& user, const std::string& group);
 
 /// @brief Checks what the config parser cannot: that the gateway's user and group and every
 /// export's FIFO owner and group exist. Used at startup, on reload and by --check-config.

@@ -87,12 +87,12 @@ fuzz_stage() {
     return
   fi
   log "[fuzz] build ($JOBS jobs)"
-  if ! cmake --build "$dir" -j "$JOBS" --target mux_fuzz config_fuzz; then
+  if ! cmake --build "$dir" -j "$JOBS" --target mux_fuzz config_fuzz address_fuzz; then
     failed+=("fuzz: build")
     return
   fi
   local target work
-  for target in mux config; do
+  for target in mux config address; do
     work=$dir/fuzz-work/$target
     rm -rf "$work"
     mkdir -p "$work/corpus" "$work/crashes"

@@ -1,6 +1,8 @@
 // Defaults for the bridge client from ~/.config/pipegate/config.toml.
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "pipegate/config.h"
 
 #include "toml.h"  // toml++, with a fix for Debian's 3.3.0.
@@ -23,7 +25,13 @@ Result<ClientDefaults> LoadClientDefaults(const std::string& path) {
       return Status(Code::kUsage, fmt::format("{}:{}: unknown key '{}' (expected cert, key, ca)",
                                               path, node.source().begin.line, k));
     }
-    *field = *node.value<std::string>();
+    // A relative path is relative to the file, as in the gateway's file, not to wherever
+    // pipegate happens to be started.
+    std::filesystem::path value(*node.value<std::string>());
+    if (!value.empty() && value.is_relative()) {
+      value = std::filesystem::path(path).parent_path() / value;
+    }
+    *field = value.string();
   }
   return d;
 }

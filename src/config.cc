@@ -7,7 +7,9 @@
 
 #include "pipegate/config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,6 +80,14 @@ constexpr int64_t kMaxFrameSize = (int64_t{1} << 20) - 8;
 constexpr int64_t kMinWindow = 64 * 1024;
 constexpr int64_t kMaxWindow = int64_t{1} << 30;
 constexpr int64_t kMaxNameLength = 128;
+
+// True for an IPv4 or IPv6 address literal: what the gateway can bind without resolving.
+bool IsIpLiteral(const std::string& host) {
+  in6_addr v6{};
+  in_addr v4{};
+  return ::inet_pton(AF_INET, host.c_str(), &v4) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+}
 
 int LineOf(const toml::node& node) { return static_cast<int>(node.source().begin.line); }
 
@@ -346,6 +356,8 @@ class ConfigValidator {
   void ParseGateway(const toml::table& table) {
     const std::string subject = "gateway";
     CheckKeys(table, subject, kGatewayKeys);
+    for (auto&& [key, value] : table)
+      config_.gateway_key_lines[std::string(key.str())] = LineOf(key, value);
 
     if (const toml::node* listen = table.get("listen")) {
       ParseListen(*listen);
@@ -644,6 +656,12 @@ class ConfigValidator {
         continue;
       }
       const std::string& host = host_port->first;
+      if (!IsIpLiteral(host)) {
+        AddError(line, "gateway: listen address " + Quoted(text->get()) +
+                           ": the host must be an IP address (such as 0.0.0.0, 127.0.0.1 or "
+                           "[::]), not a name");
+        continue;
+      }
       std::string canonical = host.find(':') != std::string::npos ? "[" + host + "]" : host;
       canonical += ":" + std::to_string(host_port->second);
       auto [it, inserted] = seen.emplace(canonical, line);
@@ -1011,6 +1029,14 @@ ConfigParseResult LoadGatewayConfig(const std::string& path) {
     absolute = std::filesystem::path(path);
   }
   return ParseGatewayConfig(text, absolute.lexically_normal().parent_path().string());
+}
+
+std::vector<std::string> GatewayConfigKeys() {
+  std::vector<std::string> keys;
+  for (std::string_view k : kGatewayKeys) keys.push_back("gateway." + std::string(k));
+  for (std::string_view k : kLimitKeys) keys.push_back("limits." + std::string(k));
+  for (std::string_view k : kExportKeys) keys.push_back("export." + std::string(k));
+  return keys;
 }
 
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors) {

@@ -2,15 +2,18 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 namespace pipegate {
@@ -24,6 +27,111 @@ Status Refuse(const std::string& path, std::string_view what, std::string_view w
 }
 
 std::string Mode(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
+
+std::string GroupLabel(gid_t gid) {
+  group gr{};
+  group* found = nullptr;
+  char buf[1024];
+  if (getgrgid_r(gid, &gr, buf, sizeof buf, &found) == 0 && found != nullptr) {
+    return fmt::format("gid {} ({})", gid, found->gr_name);
+  }
+  return fmt::format("gid {}", gid);
+}
+
+// How many temporary names Staging tries before giving up (each taken one is a leftover).
+constexpr int kStagingAttempts = 8;
+std::atomic<unsigned> staging_counter{0};
+
+// Makes a file appear at its path only once it is finished (owner, group, mode): the file is
+// made at a temporary name in the same directory, finished there, then link()ed to its final
+// name, which never replaces anything. The directory is reached through a descriptor, so that
+// a directory renamed meanwhile cannot redirect any of these steps. The temporary name is
+// removed in any case, but only while it still names the file that was made.
+//
+// Owns the directory descriptor. Not thread-safe; one per file being made.
+class Staging {
+ public:
+  explicit Staging(const std::string& path) {
+    const std::filesystem::path p(path);
+    name_ = p.filename().string();
+    dir_path_ = p.has_parent_path() ? p.parent_path().string() : ".";
+    if (name_.empty()) {
+      error_ = EISDIR;
+      return;
+    }
+    dir_ = ::open(dir_path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir_ < 0) error_ = errno;
+  }
+  ~Staging() {
+    Discard();
+    if (dir_ >= 0) ::close(dir_);
+  }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
+  /// @return 0, or the errno that keeps the directory from being used.
+  int error() const { return error_; }
+  int dir() const { return dir_; }
+  const std::string& temp() const { return temp_; }
+
+  /// @brief Picks the next temporary name, for the caller to make the file under (on EEXIST,
+  /// call again).
+  const std::string& NextTemp() {
+    temp_ = fmt::format(".pipegate-{}-{}", ::getpid(), staging_counter++);
+    made_.reset();
+    return temp_;
+  }
+  /// @return The temporary name as a path for bind(): through /proc/self/fd when there is one,
+  /// so that it is the directory held here and its length does not depend on the directory's.
+  std::string TempPath() const {
+    if (::access("/proc/self/fd", X_OK) == 0)
+      return fmt::format("/proc/self/fd/{}/{}", dir_, temp_);
+    return dir_path_ + "/" + temp_;
+  }
+  /// @brief Records @p st as the file made under the temporary name (lstat), so that only it
+  /// is ever removed.
+  void Made(const struct stat& st) { made_ = FileId::Of(st); }
+  /// @return The file recorded by Made(), if any.
+  std::optional<FileId> made() const { return made_; }
+  /// @brief Links the finished file to its final name and removes the temporary one.
+  /// @return 0, or link()'s errno (EEXIST: something is already at the path).
+  int Publish() {
+    if (::linkat(dir_, temp_.c_str(), dir_, name_.c_str(), 0) != 0) return errno;
+    Discard();
+    return 0;
+  }
+
+ private:
+  void Discard() {
+    if (!made_) return;
+    struct stat st {};
+    if (::fstatat(dir_, temp_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && FileId::Of(st) == *made_) {
+      ::unlinkat(dir_, temp_.c_str(), 0);
+    }
+    made_.reset();
+  }
+
+  int dir_ = -1;
+  int error_ = 0;
+  std::string name_;
+  std::string dir_path_;
+  std::string temp_;
+  std::optional<FileId> made_;
+};
+
+// Gives the file open as @p fd (a FIFO, or an O_PATH descriptor) to @p owner; never through a
+// path, so never through a symlink.
+Status GiveTo(int fd, const std::string& path, const FileOwner& owner) {
+  if (!owner.uid && !owner.gid) return Status::Ok();
+  if (::fchownat(fd, "", owner.uid.value_or(static_cast<uid_t>(-1)),
+                 owner.gid.value_or(static_cast<gid_t>(-1)), AT_EMPTY_PATH) == 0) {
+    return Status::Ok();
+  }
+  const int err = errno;
+  std::string whom = owner.uid ? UserLabel(*owner.uid) : "";
+  if (owner.gid) whom += (whom.empty() ? "" : " and ") + GroupLabel(*owner.gid);
+  return Status(Code::kUsage, fmt::format("cannot give {} to {}: {}", path, whom, ErrnoText(err)));
+}
 
 }  // namespace
 
@@ -105,35 +213,74 @@ void LocalPath::RemoveIfOurs() {
   if (::lstat(path_.c_str(), &st) == 0 && Same(st)) ::unlink(path_.c_str());
 }
 
-Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule& rule) {
+namespace {
+
+// Makes the FIFO for CreateOrAdoptFifo. @return The prepared FIFO, or nullopt when something
+// appeared at @p path meanwhile (for the caller to judge).
+Result<std::optional<PreparedFifo>> CreateFifo(const std::string& path, const AdoptRule& rule,
+                                               const FileOwner& owner) {
+  auto cannot = [&path](int err) {
+    return Status(Code::kUsage, fmt::format("cannot create FIFO {}: {}", path, ErrnoText(err)));
+  };
+  Staging staging(path);
+  if (staging.error() != 0) return cannot(staging.error());
+  // Owner-only at first; the owner and mode are set on the open FIFO below.
+  int made = -1;
+  for (int attempt = 0; attempt < kStagingAttempts && made != 0; ++attempt) {
+    made = ::mkfifoat(staging.dir(), staging.NextTemp().c_str(), 0600);
+    if (made != 0 && errno != EEXIST) break;
+  }
   struct stat st {};
-  // Owner-only at first; the mode is set on the open FIFO below.
-  if (::mkfifo(path.c_str(), 0600) == 0) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | kOpenSafe);
-    if (fd < 0) {
-      return Status(Code::kUsage, fmt::format("cannot open the FIFO just made at {}: {}", path,
-                                              ErrnoText(errno)));
-    }
-    // Whoever can rename in the directory could have swapped the FIFO between mkfifo() and
-    // open(); theirs would not be owned by us.
-    if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_uid != ::geteuid()) {
-      ::close(fd);
-      return Status(
-          Code::kUsage,
-          fmt::format("{} was replaced while it was being created; refusing to use it", path));
-    }
-    if (::fchmod(fd, rule.mode) != 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(path.c_str());
-      return Status(Code::kUsage, fmt::format("cannot chmod {}: {}", path, ErrnoText(err)));
-    }
-    return PreparedFifo{LocalPath(path, st, true), fd};
+  if (made != 0) return cannot(errno);
+  if (::fstatat(staging.dir(), staging.temp().c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    staging.Made(st);
   }
-  if (errno != EEXIST) {
-    return Status(Code::kUsage, fmt::format("cannot create FIFO {}: {}", path, ErrnoText(errno)));
+  const int fd = ::openat(staging.dir(), staging.temp().c_str(), O_RDONLY | O_NONBLOCK | kOpenSafe);
+  if (fd < 0) {
+    return Status(Code::kUsage,
+                  fmt::format("cannot open the FIFO just made for {}: {}", path, ErrnoText(errno)));
   }
-  if (::lstat(path.c_str(), &st) != 0) {
+  // Whoever can rename in the directory could have swapped the FIFO between mkfifo() and
+  // open(); theirs would not be owned by us.
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_uid != ::geteuid() ||
+      staging.made() != FileId::Of(st)) {
+    ::close(fd);
+    return Status(
+        Code::kUsage,
+        fmt::format("{} was replaced while it was being created; refusing to use it", path));
+  }
+  Status finished = GiveTo(fd, path, owner);
+  // After the chown, which may clear set-id bits; not subject to the umask.
+  if (finished.ok() && ::fchmod(fd, rule.mode) != 0) {
+    finished = Status(Code::kUsage, fmt::format("cannot chmod {}: {}", path, ErrnoText(errno)));
+  }
+  if (finished.ok() && ::fstat(fd, &st) != 0) finished = cannot(errno);
+  if (!finished.ok()) {
+    ::close(fd);
+    return finished;
+  }
+  if (const int err = staging.Publish(); err != 0) {
+    ::close(fd);
+    if (err == EEXIST) return std::optional<PreparedFifo>();
+    return cannot(err);
+  }
+  return std::optional<PreparedFifo>(PreparedFifo{LocalPath(path, st, true), fd});
+}
+
+}  // namespace
+
+Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule& rule,
+                                       const FileOwner& owner) {
+  struct stat st {};
+  int found = ::lstat(path.c_str(), &st);
+  if (found != 0 && errno == ENOENT) {
+    Result<std::optional<PreparedFifo>> made = CreateFifo(path, rule, owner);
+    if (!made) return std::move(made).error();
+    if (made->has_value()) return std::move(**made);
+    // Something appeared at the path meanwhile: judged below like anything found there.
+    found = ::lstat(path.c_str(), &st);
+  }
+  if (found != 0) {
     return Status(Code::kUsage, fmt::format("cannot use {}: {}", path, ErrnoText(errno)));
   }
   if (Status ok = CheckAdoptable(path, st, /*want_fifo=*/true, rule); !ok.ok()) return ok;
@@ -163,7 +310,8 @@ Result<sockaddr_un> UnixAddress(const std::string& path) {
   return sun;
 }
 
-Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog) {
+Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog,
+                                     const FileOwner& owner) {
   Result<sockaddr_un> address = UnixAddress(path);
   if (!address) return std::move(address).error();
   sockaddr_un sun = *address;
@@ -180,24 +328,63 @@ Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& r
     }
     ::unlink(path.c_str());
   }
+  Staging staging(path);
+  if (staging.error() != 0) {
+    return Status(Code::kUsage,
+                  fmt::format("cannot listen on {}: {}", path, ErrnoText(staging.error())));
+  }
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
-  // bind() creates the file with 0777 & ~umask; there is no fchmod for it, hence the umask (as
-  // ssh's StreamLocalBindMask). bind() never follows or replaces an existing name.
-  const mode_t old_mask = ::umask(static_cast<mode_t>(~rule.mode & 0777));
-  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
-  const int bind_err = errno;
-  ::umask(old_mask);
+  auto refuse = [fd, &path](std::string message) {
+    ::close(fd);
+    return Status(Code::kUsage, std::move(message));
+  };
+  int bound = -1;
+  int bind_err = 0;
+  for (int attempt = 0; attempt < kStagingAttempts && bound != 0; ++attempt) {
+    staging.NextTemp();
+    Result<sockaddr_un> at = UnixAddress(staging.TempPath());
+    if (!at) return refuse(fmt::format("cannot listen on {}: {}", path, at.error().message()));
+    // bind() creates the file with 0777 & ~umask; there is no fchmod for it, hence the umask
+    // (as ssh's StreamLocalBindMask). bind() never follows or replaces an existing name.
+    const mode_t old_mask = ::umask(static_cast<mode_t>(~rule.mode & 0777));
+    bound = ::bind(fd, reinterpret_cast<sockaddr*>(&*at), sizeof *at);
+    bind_err = errno;
+    ::umask(old_mask);
+    if (bound != 0 && bind_err != EADDRINUSE) break;
+  }
   if (bound != 0 || ::listen(fd, backlog) != 0) {
     const int err = bound != 0 ? bind_err : errno;
-    ::close(fd);
-    return Status(Code::kUsage, fmt::format("cannot listen on {}: {}", path, ErrnoText(err)));
+    return refuse(fmt::format("cannot listen on {}: {}", path, ErrnoText(err)));
   }
-  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
-    ::close(fd);
-    return Status(
-        Code::kUsage,
+  auto replaced = [&] {
+    return refuse(
         fmt::format("{} was replaced while it was being created; refusing to use it", path));
+  };
+  if (::fstatat(staging.dir(), staging.temp().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+      !S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
+    return replaced();
+  }
+  staging.Made(st);
+  if (owner.uid || owner.gid) {
+    // A socket file cannot be opened; an O_PATH descriptor pins it for fchownat().
+    const int pin = ::openat(staging.dir(), staging.temp().c_str(), O_PATH | kOpenSafe);
+    struct stat pinned {};
+    if (pin < 0 || ::fstat(pin, &pinned) != 0 || FileId::Of(pinned) != FileId::Of(st)) {
+      if (pin >= 0) ::close(pin);
+      return replaced();
+    }
+    Status given = GiveTo(pin, path, owner);
+    if (given.ok() && ::fstat(pin, &st) != 0) given = Status(Code::kIo, ErrnoText(errno));
+    ::close(pin);
+    if (!given.ok()) return refuse(given.message());
+  }
+  if (const int err = staging.Publish(); err != 0) {
+    return refuse(err == EEXIST
+                      ? fmt::format("{} appeared while the socket was being made; refusing to "
+                                    "replace it",
+                                    path)
+                      : fmt::format("cannot listen on {}: {}", path, ErrnoText(err)));
   }
   return ListeningSocket{LocalPath(path, st, true), fd};
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <functional>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -307,6 +308,49 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::NewClient(const TlsClientO
   context->server_name_ = o.server_name;
   context->pins_ = o.pins;
   return std::shared_ptr<const TlsContext>(context);
+}
+
+std::vector<TlsContext::FileProblem> TlsContext::CheckServerFiles(const TlsServerOptions& o) {
+  std::vector<FileProblem> problems;
+  ossl::SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+  PG_CHECK(ctx != nullptr);
+  ERR_clear_error();
+  // Each step on its own, so that one bad file does not hide the next one.
+  auto check = [&](const char* key, const std::string& path, const char* what,
+                   const std::function<bool()>& load) {
+    if (Status st = CheckFilePermissions(path, what); !st.ok()) {
+      problems.push_back({key, st});
+      return false;
+    }
+    if (!load()) {
+      problems.push_back({key, LoadError(what, path)});
+      return false;
+    }
+    return true;
+  };
+  const bool cert_ok = check("cert", o.cert, "certificate", [&] {
+    return SSL_CTX_use_certificate_chain_file(ctx.get(), o.cert.c_str()) == 1;
+  });
+  const bool key_ok = check("key", o.key, "private key", [&] {
+    return SSL_CTX_use_PrivateKey_file(ctx.get(), o.key.c_str(), SSL_FILETYPE_PEM) == 1;
+  });
+  if (cert_ok && key_ok && SSL_CTX_check_private_key(ctx.get()) != 1) {
+    PopErrorQueue();
+    problems.push_back(
+        {"key", Status(Code::kUsage, fmt::format("private key '{}' does not match certificate '{}'",
+                                                 o.key, o.cert))});
+  }
+  const bool ca_ok = check("client_ca", o.client_ca, "CA bundle", [&] {
+    return SSL_CTX_load_verify_locations(ctx.get(), o.client_ca.c_str(), nullptr) == 1;
+  });
+  // A CRL is checked against the CA bundle, so only once the bundle loaded.
+  if (!o.crl.empty() && ca_ok) {
+    if (Status st = LoadCrls(SSL_CTX_get_cert_store(ctx.get()), o.crl); !st.ok()) {
+      problems.push_back({"crl", st});
+    }
+  }
+  ERR_clear_error();
+  return problems;
 }
 
 Status TlsContext::VerifyPeerAgain(const PeerIdentity& peer) const {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,6 +101,9 @@ struct GatewayConfig {
   std::string group;            ///< Drop to this group; "" = the user's primary group.
   Limits limits;
   std::vector<ExportConfig> exports;
+  /// Line of each [gateway] key present in the file ("cert" -> 5), for the messages of the
+  /// checks made after parsing (certificates, accounts); a key not in the file is absent.
+  std::map<std::string, int> gateway_key_lines;
 
   /// @return The export named @p name, or nullptr.
   const ExportConfig* Find(std::string_view name) const;
@@ -130,8 +134,13 @@ struct ClientDefaults {
   std::string ca;
 };
 
-/// @brief Reads client defaults; errors are kUsage with FILE:LINE.
+/// @brief Reads client defaults; a relative path resolves against the file's directory.
+/// Errors are kUsage with FILE:LINE.
 Result<ClientDefaults> LoadClientDefaults(const std::string& path);
+
+/// @brief Every key the gateway's file accepts, as TABLE.KEY: "gateway.listen",
+/// "limits.max_streams", "export.name" (so that tests can hold the documentation to them).
+std::vector<std::string> GatewayConfigKeys();
 
 /// @brief Formats errors as `FILE:LINE: message` lines.
 std::string FormatConfigErrors(const std::string& path, const std::vector<ConfigError>& errors);

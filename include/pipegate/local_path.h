@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,6 +42,14 @@ struct AdoptRule {
   /// The mode we would create with. An existing file whose group or other bits give more than
   /// this is refused: someone else could read or write it without our say.
   mode_t mode = 0600;
+};
+
+/// @brief Who a FIFO or socket this process creates is given to, as chown(1) USER:GROUP does.
+/// An empty field keeps the creating process's effective user (or group). Changing the user
+/// needs CAP_CHOWN; changing the group needs membership of it (or CAP_CHOWN).
+struct FileOwner {
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
 };
 
 /// @brief Decides whether the existing file @p st (from lstat or fstat) at @p path may be used as
@@ -120,12 +129,17 @@ struct PreparedFifo {
   int fd = -1;
 };
 
-/// @brief Makes a FIFO at @p path exclusively (mkfifo neither follows nor replaces anything),
-/// checks that what it then opens (O_NOFOLLOW) is a FIFO owned by the effective user, and gives
-/// it exactly @p rule.mode (not subject to the umask). If something exists at @p path, it is
-/// used only if it is a FIFO that passes CheckAdoptable; a symlink is never followed.
-/// @return The FIFO, or kUsage naming the path and the cause.
-Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule& rule);
+/// @brief Makes a FIFO at @p path, finished before it appears there: it is made exclusively at
+/// a temporary name in the same directory (mkfifo neither follows nor replaces anything),
+/// opened (O_NOFOLLOW) and checked to be a FIFO owned by the effective user, given @p owner and
+/// exactly @p rule.mode (not subject to the umask) through that descriptor, and then linked to
+/// @p path (link() never replaces anything) and its temporary name removed. So no one ever sees
+/// the path with another owner or mode. If something exists at @p path, it is used as it is,
+/// only if it is a FIFO that passes CheckAdoptable; a symlink is never followed.
+/// @return The FIFO (its LocalPath records the final owner), or kUsage naming the path and the
+/// cause (including a refused chown: "cannot give PATH to uid 65534 (nobody): ...").
+Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule& rule,
+                                       const FileOwner& owner = {});
 
 /// @brief What ListenUnixAt made.
 struct ListeningSocket {
@@ -134,10 +148,14 @@ struct ListeningSocket {
 };
 
 /// @brief Binds and listens on a Unix stream socket at @p path with exactly @p rule.mode (the
-/// umask is set around bind(), so call it before other threads create files). A socket already
-/// there that nobody answers on (left by a crashed run) is replaced if one of @p rule.owners owns
-/// it; a live one, another owner's, a symlink or any other file is refused.
-/// @return The socket, or kUsage naming the path and the cause.
-Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog);
+/// umask is set around bind(), so call it before other threads create files) and @p owner. As
+/// for CreateOrAdoptFifo, the socket is bound at a temporary name in the same directory, given
+/// its owner there, and then linked to @p path, so it appears there finished and listening. A
+/// socket already there that nobody answers on (left by a crashed run) is replaced if one of
+/// @p rule.owners owns it; a live one, another owner's, a symlink or any other file is refused.
+/// @return The socket (its LocalPath records the final owner), or kUsage naming the path and
+/// the cause.
+Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog,
+                                     const FileOwner& owner = {});
 
 }  // namespace pipegate

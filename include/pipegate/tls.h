@@ -92,6 +92,17 @@ class TlsContext {
   /// the cause. A malformed pin is kUsage.
   static Result<std::shared_ptr<const TlsContext>> NewClient(const TlsClientOptions& options);
 
+  /// @brief A problem with one of the gateway's TLS files, named by its [gateway] key.
+  struct FileProblem {
+    std::string key;  ///< "cert", "key", "client_ca" or "crl".
+    Status status;    ///< kUsage, naming the file and the cause.
+  };
+  /// @brief Checks each of the gateway's TLS files on its own: its permissions, that it
+  /// loads, that the key matches the certificate, and that the CRL is signed by a CA of the
+  /// bundle. Unlike NewServer(), which stops at the first problem, it reports every one.
+  /// @return No problems exactly when NewServer(@p options) succeeds.
+  static std::vector<FileProblem> CheckServerFiles(const TlsServerOptions& options);
+
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;

@@ -1,5 +1,8 @@
 // `pipegated --check-config` and start-up with a bad config (SPEC §4).
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <string>
 #include <vector>
 
@@ -10,6 +13,7 @@
 #include "support/gateway_fixture.h"
 #include "support/pki.h"
 #include "support/process.h"
+#include "support/tcp_proxy.h"
 #include "support/timing.h"
 
 namespace pipegate::testing {
@@ -178,6 +182,91 @@ allow = ["alice"]
       RunCommand({BinPath("pipegated"), "--config", path}, dir.path(), Duration(15000));
   EXPECT_EQ(result.status, 1) << DescribeStatus(result.status) << "\n" << result.out << result.err;
   EXPECT_NE(result.err.find(path), std::string::npos) << result.err;
+}
+
+// Every certificate, key, CA and CRL problem at once, each with the line of its key; and the
+// gateway refuses to start with the same file, saying the same.
+TEST(CheckConfig, ReportsEveryTlsFileProblemWithItsLine) {
+  TempDir dir;
+  ASSERT_TRUE(EnsureTestPki());
+  ASSERT_TRUE(WriteFile(dir.Join("garbage.key"), "not a key\n"));
+  ::chmod(dir.Join("garbage.key").c_str(), 0600);
+  ASSERT_TRUE(WriteFile(dir.Join("garbage.crl"), "not a CRL\n"));
+  const std::string toml = Expand(R"([gateway]
+listen = ["127.0.0.1:0"]
+cert = "@DIR@/absent.crt"
+key = "@DIR@/garbage.key"
+client_ca = "@PKI@/ca.crt"
+crl = "@DIR@/garbage.crl"
+)",
+                                  dir);
+  std::string path;
+  const CommandResult checked = CheckConfig(dir, toml, &path);
+  EXPECT_EQ(checked.status, 1) << DescribeStatus(checked.status) << "\n" << checked.err;
+  for (const char* key : {"cert", "key", "crl"}) {
+    const std::string where = path + ":" + std::to_string(LineOf(toml, std::string(key) + " =")) +
+                              ": gateway: " + key + ": ";
+    EXPECT_NE(checked.err.find(where), std::string::npos) << "no '" << where << "' in:\n"
+                                                          << checked.err;
+  }
+  EXPECT_NE(checked.err.find("absent.crt"), std::string::npos) << checked.err;
+  EXPECT_EQ(checked.err.find("client_ca"), std::string::npos) << checked.err;
+
+  const CommandResult started =
+      RunCommand({BinPath("pipegated"), "--config", path}, dir.path(), Duration(15000));
+  EXPECT_EQ(started.status, 1) << DescribeStatus(started.status) << "\n" << started.err;
+  for (const char* key : {"cert", "key", "crl"}) {
+    EXPECT_NE(started.err.find(std::string("gateway: ") + key + ": "), std::string::npos)
+        << started.err;
+  }
+}
+
+// The gateway binds IP addresses only; a name fails the check rather than the start.
+TEST(CheckConfig, RefusesAHostNameInListen) {
+  TempDir dir;
+  ASSERT_TRUE(EnsureTestPki());
+  std::string toml = Expand(kHeader, dir);
+  toml = ReplaceAll(toml, "\"127.0.0.1:0\"", "\"localhost:7445\"");
+  std::string path;
+  const CommandResult result = CheckConfig(dir, toml, &path);
+  EXPECT_EQ(result.status, 1) << DescribeStatus(result.status) << "\n" << result.err;
+  EXPECT_NE(result.err.find(path + ":" + std::to_string(LineOf(toml, "listen")) +
+                            ": gateway: listen address \"localhost:7445\": the host must be an "
+                            "IP address"),
+            std::string::npos)
+      << result.err;
+}
+
+// A start that fails after the FIFOs were made (here: the port is taken) removes them again.
+TEST(CheckConfig, AFailedStartRemovesTheFifosItCreated) {
+  TempDir dir;
+  ASSERT_TRUE(EnsureTestPki());
+  uint16_t port = 0;
+  const int taken = ListenOnLoopback(&port);
+  ASSERT_GE(taken, 0);
+  std::string toml = Expand(std::string(kHeader) + R"(
+[[export]]
+name = "logs"
+kind = "fifo"
+access = "read"
+path = "@DIR@/logs.fifo"
+create = true
+allow = ["alice"]
+)",
+                            dir);
+  toml = ReplaceAll(toml, "127.0.0.1:0", "127.0.0.1:" + std::to_string(port));
+  std::string path;
+  EXPECT_EQ(CheckConfig(dir, toml, &path).status, 0);
+  const CommandResult result =
+      RunCommand({BinPath("pipegated"), "--config", path}, dir.path(), Duration(15000));
+  ::close(taken);
+  EXPECT_EQ(result.status, 2) << DescribeStatus(result.status) << "\n" << result.err;
+  EXPECT_NE(result.err.find("created FIFO"), std::string::npos)
+      << "the FIFO was never made, so the test shows nothing:\n"
+      << result.err;
+  struct stat st {};
+  EXPECT_NE(::lstat(dir.Join("logs.fifo").c_str(), &st), 0)
+      << "the failed start left its FIFO behind";
 }
 
 }  // namespace

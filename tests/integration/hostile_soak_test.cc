@@ -66,6 +66,7 @@ constexpr uint64_t kReplayPerStream = 1 * kMiB;
 constexpr uint64_t kReplayPerSession = 4 * kMiB;
 constexpr uint64_t kReplayPerIdentity = 8 * kMiB;
 constexpr uint64_t kReplayTotal = 32 * kMiB;
+constexpr uint64_t kDefaultMaxFramePayload = 64 * kKiB;  // max_frame_size is left at its default.
 constexpr uint64_t kWriteBacklogPerConnection = 1 * kMiB;
 constexpr uint64_t kPendingOpensPerConnection = 16;
 constexpr uint64_t kMaxOpenWaitS = 2;
@@ -609,7 +610,10 @@ TEST_F(HostileSoak, HonestTransferKeepsHalfItsThroughputBesideAbusiveClients) {
   // The caps, as the abusers saw them. Nothing unacknowledged past the replay caps.
   EXPECT_LE(non_reader.per_stream_max, kReplayPerStream);
   EXPECT_LE(non_reader.per_connection_max, kReplayPerSession);
-  EXPECT_LE(non_reader.received.load(), kReplayPerIdentity);
+  // The identity cap is shared by sessions on different workers and checked without a lock,
+  // so each session may pass it by one frame (docs/security.md, "Known limitations").
+  EXPECT_LE(non_reader.received.load(),
+            kReplayPerIdentity + NonReader::kConnections * kDefaultMaxFramePayload);
   EXPECT_TRUE(pinger.stalled) << "the gateway took " << pinger.pings << " PINGs and kept reading";
   EXPECT_EQ(opener.answered.load(), opener.sent.load()) << "OPENs left unanswered";
   EXPECT_GE(trickster.rounds, 1);

@@ -19,8 +19,12 @@
 namespace pipegate::testing {
 namespace {
 
+// Whether `pipegate ls` lists @p name. An `ls` that fails is a test failure (and "not
+// listed" is then never the answer, so a broken ls cannot pass for a removed export).
 bool Lists(TempDir& dir, GatewayFixture& gw, const std::string& name) {
   const ClientResult result = RunPipegate(dir, {"ls", gw.BaseAddress()});
+  EXPECT_EQ(result.status, 0) << "ls failed: " << result.err;
+  if (result.status != 0) return true;
   for (const auto& line : SplitLines(result.out)) {
     if (line.rfind(name + "\t", 0) == 0) {
       return true;
@@ -223,6 +227,7 @@ TEST(ReloadSecurity, ReloadRevokesFalseKeepsEstablishedStreams) {
   EXPECT_TRUE(alice.Say("two"));
   // New opens follow the new list at once.
   const ClientResult again = RunPipegate(dir, {"ls", gw.BaseAddress()});
+  EXPECT_EQ(again.status, 0) << again.err;
   EXPECT_EQ(again.out.find("logs"), std::string::npos) << again.out;
 }
 

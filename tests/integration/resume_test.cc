@@ -641,8 +641,12 @@ TEST(ResumeFaults, AMountStartsFreshStreamsAfterTheGatewayRestarts) {
   ASSERT_TRUE(WaitFor([&] { return mount.Result().err.find("not resumed") != std::string::npos; },
                       Duration(10000)))
       << mount.Describe();
+  // Bounded: a local end left open fails here, not at CTest's timeout.
+  pollfd ready{held, POLLIN, 0};
+  ASSERT_EQ(poll(&ready, 1, static_cast<int>(Scaled(Duration(5000)).count())), 1)
+      << "the lost stream's local end was not closed";
   char c;
-  EXPECT_LE(recv(held, &c, 1, 0), 0) << "the lost stream's local end was not closed";
+  EXPECT_LE(recv(held, &c, 1, MSG_DONTWAIT), 0) << "the lost stream's local end was not closed";
   close(held);
   const ExchangeResult after = UnixExchange(local, "fresh", Duration(5000));
   EXPECT_TRUE(after.ok) << after.error << "\n" << mount.Describe();

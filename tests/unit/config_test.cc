@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -138,7 +140,7 @@ TEST(ParseGatewayConfig, AcceptsNoExports) {
 
 TEST(ParseGatewayConfig, ReadsExplicitValues) {
   GatewayConfig config = MustParse(R"([gateway]
-listen = ["127.0.0.1:0", "[::1]:9000", "localhost"]
+listen = ["127.0.0.1:0", "[::1]:9000", "10.0.0.1"]
 cert = "a.crt"
 key = "a.key"
 client_ca = "ca.crt"
@@ -154,7 +156,7 @@ max_clients = 3
 allow = ["alice", "spiffe://example.org/ci/*"]
 )");
   EXPECT_EQ(config.listen,
-            (std::vector<std::string>{"127.0.0.1:0", "[::1]:9000", "localhost:7445"}));
+            (std::vector<std::string>{"127.0.0.1:0", "[::1]:9000", "10.0.0.1:7445"}));
   EXPECT_EQ(config.workers, 4u);
   ASSERT_EQ(config.exports.size(), 1u);
   EXPECT_EQ(config.exports[0].mode, 0600u);
@@ -383,6 +385,29 @@ TEST(ParseGatewayConfig, ValidatesMaxClientsAndWorkers) {
   ExpectOneError(bad_workers, LineOf(bad_workers, "workers"),
                  "gateway: workers must be from 0 to 256, not 257");
   EXPECT_EQ(MustParse(std::string(kGatewayHeader) + "workers = 256\n").workers, 256u);
+}
+
+// The gateway binds listen addresses without resolving names (gateway/listeners.cc), so a
+// name must fail the check, not the startup that --check-config vouched for.
+TEST(ParseGatewayConfig, RefusesHostNamesInListen) {
+  const std::string text = std::string(kGatewayHeader) +
+                           "listen = [\"localhost:7445\", \"127.0.0.1:1\", \"gw.example.net\"]\n";
+  std::vector<ConfigError> errors = MustFail(text);
+  ASSERT_EQ(errors.size(), 2u) << Dump(errors);
+  for (const ConfigError& e : errors) {
+    EXPECT_EQ(e.line, LineOf(text, "listen"));
+    EXPECT_NE(e.message.find("must be an IP address"), std::string::npos) << e.message;
+  }
+  EXPECT_NE(errors[0].message.find("\"localhost:7445\""), std::string::npos);
+  EXPECT_NE(errors[1].message.find("\"gw.example.net\""), std::string::npos);
+}
+
+TEST(ParseGatewayConfig, RecordsTheLineOfEachGatewayKey) {
+  const std::string text = std::string(kGatewayHeader) + "crl = \"x.crl\"\n";
+  GatewayConfig config = MustParse(text);
+  EXPECT_EQ(config.gateway_key_lines.at("cert"), LineOf(text, "cert"));
+  EXPECT_EQ(config.gateway_key_lines.at("crl"), LineOf(text, "crl"));
+  EXPECT_EQ(config.gateway_key_lines.count("user"), 0u);
 }
 
 TEST(ParseGatewayConfig, ValidatesListenEntries) {
@@ -641,6 +666,64 @@ TEST(ParseGatewayConfig, NonAsciiInStringsAndCommentsIsFine) {
                               "path = \"/run/\xc3\xa9\xcb\x9a.fifo\"\nallow = [\"*\"]\n");
   ASSERT_EQ(c.exports.size(), 1u);
   EXPECT_EQ(c.exports[0].path, "/run/\xc3\xa9\xcb\x9a.fifo");
+}
+
+}  // namespace
+}  // namespace pipegate
+
+namespace pipegate {
+namespace {
+
+std::string ReadExample() {
+  std::ifstream in(std::string(PIPEGATE_SOURCE_DIR) + "/deploy/pipegated.toml.example");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The example config is what README.md points operators to, and says it explains every key.
+TEST(ExampleConfig, ParsesAsItStands) {
+  const std::string text = ReadExample();
+  ASSERT_FALSE(text.empty());
+  ConfigParseResult parsed = ParseGatewayConfig(text, "/etc/pipegate");
+  std::string errors;
+  for (const ConfigError& e : parsed.errors)
+    errors += std::to_string(e.line) + ": " + e.message + "\n";
+  EXPECT_TRUE(parsed.config.has_value()) << errors;
+}
+
+TEST(ExampleConfig, ExplainsEveryKey) {
+  const std::string text = ReadExample();
+  ASSERT_FALSE(text.empty());
+  for (const std::string& qualified : GatewayConfigKeys()) {
+    const std::string key = qualified.substr(qualified.find('.') + 1);
+    // Set or shown commented out (`# key = ...`), or described in a key list (`#   key   ...`).
+    const std::regex mentioned("(^|\\n)(# ?)?" + key + " *=|(^|\\n)#   " + key + "  ");
+    EXPECT_TRUE(std::regex_search(text, mentioned))
+        << qualified << " is not explained in deploy/pipegated.toml.example";
+  }
+}
+
+}  // namespace
+}  // namespace pipegate
+
+namespace pipegate {
+namespace {
+
+TEST(ClientDefaults, RelativePathsResolveAgainstTheFilesDirectory) {
+  char dir_template[] = "/tmp/pipegate-client-config-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string path = dir + "/config.toml";
+  {
+    std::ofstream out(path);
+    out << "cert = \"alice.crt\"\nkey = \"keys/alice.key\"\nca = \"/etc/ca.crt\"\n";
+  }
+  Result<ClientDefaults> d = LoadClientDefaults(path);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(d->cert, dir + "/alice.crt");
+  EXPECT_EQ(d->key, dir + "/keys/alice.key");
+  EXPECT_EQ(d->ca, "/etc/ca.crt");
 }
 
 }  // namespace

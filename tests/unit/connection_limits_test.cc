@@ -108,9 +108,12 @@ TEST(ConnectionLimiter, TokensMayOutliveTheLimiter) {
   std::shared_ptr<const void> token;
   {
     ConnectionLimiter limiter;
-    token = limiter.Admit("10.0.0.1:1", SmallLimits()).token;
+    ConnectionLimiter::Admission admitted = limiter.Admit("10.0.0.1:1", SmallLimits());
+    ASSERT_EQ(admitted.outcome, ConnectionLimiter::Outcome::kAdmitted);
+    token = std::move(admitted.token);
+    ASSERT_NE(token, nullptr);
   }
-  token.reset();  // Must not touch freed memory (ASan would say).
+  token.reset();  // Must not touch the freed limiter's state (ASan would report it).
 }
 
 TEST(LimitsMapping, MuxOptionsFollowTheLimits) {

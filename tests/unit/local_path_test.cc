@@ -6,14 +6,19 @@
 #include "pipegate/local_path.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -290,6 +295,148 @@ TEST(ListenUnixAt, RefusesALiveSocketAnotherUsersSocketAndOtherFiles) {
   EXPECT_THAT(refused.error().message(),
               StartsWith("refusing to use socket '" + theirs + "': it is owned by uid 65534"));
   EXPECT_TRUE(testing::IsSocket(theirs));  // Not removed.
+}
+
+// ---- Giving what is created to another owner ----
+
+// Nothing but @p names in @p dir: no temporary name is left behind.
+::testing::AssertionResult OnlyEntries(const testing::TempDir& dir,
+                                       std::vector<std::string> names) {
+  std::vector<std::string> found;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    found.push_back(entry.path().filename().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::sort(names.begin(), names.end());
+  if (found == names) return ::testing::AssertionSuccess();
+  std::string listed;
+  for (const std::string& name : found) listed += " " + name;
+  return ::testing::AssertionFailure() << "the directory holds:" << listed;
+}
+
+TEST(CreateOrAdoptFifo, GivesTheFifoToTheOwnerAndStillKnowsItAsItsOwn) {
+  PG_NEEDS_ROOT();
+  testing::TempDir dir;
+  const std::string path = dir.Join("f");
+  Result<PreparedFifo> fifo =
+      CreateOrAdoptFifo(path, Mine(0660), FileOwner{kNobody, static_cast<gid_t>(kNobody)});
+  ASSERT_TRUE(fifo.has_value()) << fifo.error().message();
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(st.st_uid, kNobody);
+  EXPECT_EQ(st.st_gid, static_cast<gid_t>(kNobody));
+  EXPECT_TRUE(OnlyEntries(dir, {"f"}));
+  ::close(fifo->fd);
+  // The recorded file is the one given away: reopened and removed as ours.
+  Result<int> reader = fifo->path.Reopen(O_RDONLY | O_NONBLOCK);
+  ASSERT_TRUE(reader.has_value()) << reader.error().message();
+  ::close(*reader);
+  fifo->path.RemoveIfOurs();
+  EXPECT_FALSE(testing::PathExists(path));
+}
+
+TEST(CreateOrAdoptFifo, AGroupAloneLeavesTheOwner) {
+  testing::TempDir dir;
+  const std::string path = dir.Join("f");
+  Result<PreparedFifo> fifo = CreateOrAdoptFifo(path, Mine(0640), FileOwner{{}, ::getegid()});
+  ASSERT_TRUE(fifo.has_value()) << fifo.error().message();
+  ::close(fifo->fd);
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(st.st_gid, ::getegid());
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
+TEST(CreateOrAdoptFifo, AnExistingFifoIsUsedAsItIs) {
+  PG_NEEDS_ROOT();
+  testing::TempDir dir;
+  const std::string path = dir.Join("f");
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  Result<PreparedFifo> fifo = CreateOrAdoptFifo(path, Mine(0660), FileOwner{kNobody, {}});
+  ASSERT_TRUE(fifo.has_value()) << fifo.error().message();
+  EXPECT_EQ(fifo->fd, -1);
+  EXPECT_FALSE(fifo->path.created());
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+TEST(CreateOrAdoptFifo, ARefusedChownLeavesNothingBehind) {
+  testing::TempDir dir;
+  const std::string path = dir.Join("f");
+  // Giving a file to a group one is not in needs CAP_CHOWN; as root, try it as nobody.
+  auto attempt = [&path] {
+    Result<PreparedFifo> fifo = CreateOrAdoptFifo(path, Mine(), FileOwner{{}, 4343});
+    return !fifo.has_value() &&
+                   fifo.error().message().rfind("cannot give " + path + " to gid 4343", 0) == 0
+               ? 0
+               : 1;
+  };
+  int refused = 0;
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown(dir.path().c_str(), kNobody, kNobody), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const gid_t nogroup = kNobody;
+      if (::setgroups(0, nullptr) != 0 || ::setresgid(nogroup, nogroup, nogroup) != 0 ||
+          ::setresuid(kNobody, kNobody, kNobody) != 0) {
+        ::_exit(2);
+      }
+      ::_exit(attempt());
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    refused = WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+  } else {
+    refused = attempt();
+  }
+  EXPECT_EQ(refused, 0);
+  EXPECT_TRUE(OnlyEntries(dir, {}));
+}
+
+TEST(ListenUnixAt, GivesTheSocketToTheOwnerAndStillKnowsItAsItsOwn) {
+  PG_NEEDS_ROOT();
+  testing::TempDir dir;
+  const std::string path = dir.Join("s");
+  Result<ListeningSocket> sock =
+      ListenUnixAt(path, Mine(0660), 16, FileOwner{kNobody, static_cast<gid_t>(kNobody)});
+  ASSERT_TRUE(sock.has_value()) << sock.error().message();
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(st.st_uid, kNobody);
+  EXPECT_EQ(st.st_gid, static_cast<gid_t>(kNobody));
+  EXPECT_TRUE(OnlyEntries(dir, {"s"}));
+  // Listening under its final name (it was bound under a temporary one).
+  const int client = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  Result<sockaddr_un> address = UnixAddress(path);
+  ASSERT_TRUE(address.has_value());
+  EXPECT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&*address), sizeof *address), 0)
+      << std::strerror(errno);
+  ::close(client);
+  ::close(sock->fd);
+  sock->path.RemoveIfOurs();
+  EXPECT_FALSE(testing::PathExists(path));
+}
+
+TEST(ListenUnixAt, ALongPathStillFits) {
+  // The temporary name is reached through /proc/self/fd, so it fits whenever the path does.
+  testing::TempDir dir;
+  const std::string path =
+      dir.Join(std::string(sizeof(sockaddr_un::sun_path) - 2 - dir.path().size(), 'x'));
+  ASSERT_EQ(path.size(), sizeof(sockaddr_un::sun_path) - 1);
+  Result<ListeningSocket> sock = ListenUnixAt(path, Mine(), 16);
+  ASSERT_TRUE(sock.has_value()) << sock.error().message();
+  EXPECT_TRUE(testing::IsSocket(path));
+  ::close(sock->fd);
+  sock->path.RemoveIfOurs();
+  EXPECT_TRUE(OnlyEntries(dir, {}));
 }
 
 // ---- CheckFilePermissions (StrictModes) ----
