@@ -16,17 +16,15 @@ namespace pipegate::bridge {
 using uvglue::Connection;
 using uvglue::LocalPipe;
 
-namespace {
-
-// How long a lost session is chased when the gateway did not say how long it keeps it.
-constexpr uint64_t kDefaultResumeLimitMs = 300000;
-
-// A RESET or STOP reason comes from the gateway: escaped, as every peer-supplied string that
-// reaches a log line or the terminal.
 Status Message(Code code, ErrorCode error, std::string_view reason) {
   return Status(code, reason.empty() ? std::string(ErrorCodeName(error))
                                      : SanitizeControlBytes(reason, kMaxReasonBytes));
 }
+
+namespace {
+
+// How long a lost session is chased when the gateway did not say how long it keeps it.
+constexpr uint64_t kDefaultResumeLimitMs = 300000;
 
 // The command's status when its connection closed and no resume is attempted.
 Status ClosedStatus(const Status& why, bool ready, bool have_streams) {
@@ -50,8 +48,8 @@ Status Client::Run() {
     Finish(tls.error());
   } else {
     tls_ = *tls;
-    sigint_.emplace(loop_, SIGINT, [this] { OnSignal(); });
-    sigterm_.emplace(loop_, SIGTERM, [this] { OnSignal(); });
+    sigint_.emplace(loop_, SIGINT, [this] { OnSignal(SIGINT); });
+    sigterm_.emplace(loop_, SIGTERM, [this] { OnSignal(SIGTERM); });
     Dial();
   }
   loop_.Run();
@@ -70,12 +68,29 @@ void Client::Finish(const Status& status) {
   sigterm_.reset();
 }
 
-void Client::OnSignal() {
-  if (options_.command == Command::kMount) {
-    Finish(Status::Ok());  // Stopping is how a mount ends.
-  } else {
-    Finish(Status(Code::kStreamLost, "interrupted"));
+void Client::OnSignal(int signum) {
+  // Every command, a mount included, stops in order (streams closed, the connection closed
+  // with close_notify, the mount's path removed) and exits 128+N, as a shell reports a process
+  // that signal N ended. Bytes the gateway already wrote into the local pipe stay delivered;
+  // anything still on the way is dropped (docs/decisions.md), so the message says how far the
+  // streams got.
+  std::string what = signum == SIGINT ? "interrupted by SIGINT" : "terminated by SIGTERM";
+  if (options_.command != Command::kMount && !streams_.empty()) {
+    uint64_t confirmed = 0;
+    uint64_t received = 0;
+    for (auto& [id, s] : streams_) {
+      auto [acked, delivered] = mux_->Progress(id);
+      confirmed += acked;
+      received += delivered;
+    }
+    if (options_.command != Command::kCat) {
+      what += fmt::format("; {} byte(s) sent were confirmed delivered", confirmed);
+    }
+    if (options_.command != Command::kWrite) {
+      what += fmt::format("; {} byte(s) received were written out", received);
+    }
   }
+  Finish(Status(signum == SIGINT ? Code::kInterrupted : Code::kTerminated, what));
 }
 
 // ---- streams ----
@@ -129,6 +144,10 @@ void Client::OnConnectionWritable() {
 }
 
 void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
+  if (id == probe_id_ && probe_id_ != 0) {
+    OnProbeAnswered(id, std::nullopt, "");
+    return;
+  }
   BridgeStream* s = Find(id);
   if (s == nullptr) return;
   s->accepted = true;
@@ -152,6 +171,10 @@ void Client::OnStreamFin(uint32_t id) {
 }
 
 void Client::OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) {
+  if (id == probe_id_ && probe_id_ != 0) {
+    OnProbeAnswered(id, error, reason);
+    return;
+  }
   BridgeStream* s = Find(id);
   if (s == nullptr || error == ErrorCode::kNoError) return;
   s->confirmed = std::max(s->confirmed, mux_->Progress(id).first);
@@ -364,6 +387,7 @@ void Client::StartFreshSession(const std::string& why) {
           options_.address.ToString().c_str(), why.c_str());
   streams_.clear();
   paused_.clear();
+  probe_id_ = 0;
   resuming_ = false;
   has_session_ = false;
   ready_ = false;  // Openers wait for the fresh session's SETTINGS (NotifyOpenable below).

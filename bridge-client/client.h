@@ -29,6 +29,11 @@ namespace pipegate::bridge {
 /// The longest reason from the gateway that is shown whole.
 inline constexpr size_t kMaxReasonBytes = 512;
 
+/// @brief The status a RESET or STOP from the gateway ends a stream with: @p code, and the
+/// gateway's @p reason escaped (as every peer-supplied string that reaches the terminal), or the
+/// name of @p error when it gave none.
+Status Message(Code code, ErrorCode error, std::string_view reason);
+
 /// @brief A bridge stream: a StreamLink plus the first error that ended it.
 ///
 /// Ownership: the client's stream table. Thread: the loop's thread.
@@ -111,10 +116,17 @@ class Client final : public uvglue::ConnectionHandler,
   void StartSingle();
   void PrintListing();
   void StartMount();
+  /// @brief Sends an OPEN of a mount's export that the listing left out, only to learn why:
+  /// the gateway refuses it before touching the export (Authorize), with "access denied" or
+  /// "no such pipe".
+  void ProbeRefusal();
+  /// @brief The gateway answered the probe: @p refusal (nullopt: granted) and its @p reason.
+  void OnProbeAnswered(uint32_t id, std::optional<ErrorCode> refusal, std::string_view reason);
 
   // The connection and the session (client.cc).
   BridgeStream* Find(uint32_t id);
-  void OnSignal();
+  /// @brief SIGINT or SIGTERM (@p signum): ends the command with kInterrupted or kTerminated.
+  void OnSignal(int signum);
   void NewMux();
   void Dial();
   void OnReconnectTimer();
@@ -161,6 +173,9 @@ class Client final : public uvglue::ConnectionHandler,
   std::unordered_map<uint32_t, std::unique_ptr<BridgeStream>> streams_;
   std::vector<uint32_t> paused_;  ///< Streams waiting for OnConnectionWritable().
   std::vector<ListEntry> listing_;
+  /// The stream ProbeRefusal() opened, until the gateway answers it; 0 when none.
+  uint32_t probe_id_ = 0;
+  bool relisted_ = false;         ///< A probe was granted and the export list asked for again.
   std::unique_ptr<Mount> mount_;  ///< Set once the mount starts; lives as long as the client.
 };
 

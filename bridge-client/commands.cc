@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "pipegate/log.h"
 
@@ -18,6 +20,7 @@ using uvglue::LocalPipe;
 
 void Client::StartCommand() {
   if (options_.command == Command::kLs || options_.command == Command::kMount) {
+    listing_.clear();  // Every listing starts afresh (a mount may ask again, below).
     mux_->RequestList();
     conn_->Flush();
     return;
@@ -73,9 +76,45 @@ void Client::StartMount() {
       return;
     }
   }
-  // ls hides exports this identity may not use, so "no such pipe" covers both cases.
-  Finish(Status(Code::kNotFound,
-                fmt::format("no such pipe '{}' (or access denied)", options_.address.name)));
+  // The listing leaves out what this identity may not use, so it cannot tell "no such pipe"
+  // from "access denied": the gateway's answer to an OPEN can (and with hide_existence it is
+  // "no such pipe" for both, as for cat).
+  ProbeRefusal();
+}
+
+void Client::ProbeRefusal() {
+  OpenPayload open;
+  open.access = static_cast<uint8_t>(Access::kDuplex);
+  open.name = options_.address.name;
+  Result<uint32_t> id = mux_->Open(open);
+  if (!id) {
+    Finish(id.error());
+    return;
+  }
+  probe_id_ = *id;
+  if (conn_ != nullptr) conn_->Flush();
+}
+
+void Client::OnProbeAnswered(uint32_t id, std::optional<ErrorCode> refusal,
+                             std::string_view reason) {
+  probe_id_ = 0;
+  // Refused before the export was touched: that refusal is the mount's answer.
+  if (refusal && *refusal != ErrorCode::kBusy && *refusal != ErrorCode::kNoReader) {
+    Finish(Message(CodeForError(*refusal), *refusal, reason));
+    return;
+  }
+  // Granted, or refused only for the state of the local pipe: the export became usable (a
+  // reload) after the listing was made. Give the stream back and list again, once: a gateway
+  // that grants what it never lists would otherwise keep the mount asking.
+  if (!refusal) mux_->Abort(id, ErrorCode::kCancel, "mount: the listing is out of date");
+  if (relisted_) {
+    Finish(Status(Code::kProtocol,
+                  fmt::format("the gateway lets this identity open '{}' but does not list it",
+                              SanitizeControlBytes(options_.address.name, kMaxReasonBytes))));
+    return;
+  }
+  relisted_ = true;
+  StartCommand();
 }
 
 }  // namespace pipegate::bridge

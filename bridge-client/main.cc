@@ -1,7 +1,10 @@
 // pipegate: parses flags and hands over to RunBridge; nothing else lives here.
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -107,6 +110,44 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
     AddCommonFlags(sub, f);
   }
   return {ls, cat, write, connect, mount};
+}
+
+constexpr const char* kCommands = "ls, cat, write, connect or mount";
+
+// Prints a usage error as SPEC §7 wants it, one line `pipegate: ...`, and returns 1. CLI11's own
+// report is two lines, and it calls an unknown command a missing one.
+int UsageError(const CLI::App& app, const Subcommands& sub, const CLI::ParseError& e) {
+  const CLI::App* command = nullptr;
+  for (const CLI::App* s : {sub.ls, sub.cat, sub.write, sub.connect, sub.mount}) {
+    if (s->parsed()) command = s;
+  }
+  std::string what;
+  std::string help = "pipegate --help";
+  if (command == nullptr) {
+    // Without a command CLI11 stops at "a subcommand is required"; what it did not take says
+    // what the user typed instead.
+    std::vector<std::string> rest = app.remaining();
+    auto word = std::find_if(rest.begin(), rest.end(),
+                             [](const std::string& a) { return a.empty() || a[0] != '-'; });
+    if (word != rest.end()) {
+      what = fmt::format("unknown command '{}' (expected {})", *word, kCommands);
+    } else if (!rest.empty()) {
+      what = fmt::format("unknown option '{}' (expected a command: {})", rest.front(), kCommands);
+    } else if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      what = fmt::format("a command is required (expected {})", kCommands);
+    }
+  } else {
+    help = fmt::format("pipegate {} --help", command->get_name());
+  }
+  if (what.empty()) {
+    std::string cli = e.what();
+    std::replace(cli.begin(), cli.end(), '\n', ' ');
+    if (!cli.empty()) cli[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(cli[0])));
+    what = fmt::format("{}{} (see '{}')", command != nullptr ? command->get_name() + ": " : "", cli,
+                       help);
+  }
+  fprintf(stderr, "pipegate: %s\n", pipegate::SanitizeControlBytes(what, 512).c_str());
+  return 1;
 }
 
 // --mode: 3 or 4 octal digits ("660", "0660"), at most 0777, and the owner keeps read and
@@ -229,8 +270,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 1;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed, exit 0.
+    return UsageError(app, sub, e);
   }
   pipegate::InitLogging(flags.verbose ? pipegate::LogLevel::kDebug : pipegate::LogLevel::kWarn,
                         "pipegate");

@@ -24,9 +24,9 @@ namespace pipegate::gateway {
   X(wrong_access, "opens allowed, but for the other direction")                           \
   X(not_found, "opens of names not exported")                                             \
   X(invalid_names, "opens with a name SPEC section 2 forbids")                            \
-  X(unavailable, "opens whose local pipe is missing, not a FIFO or socket, or a symlink") \
+  X(unavailable, "opens whose local pipe is not a FIFO or socket, a symlink, or fails")   \
   X(busy, "opens refused: every instance in use")                                         \
-  X(no_reader, "opens refused: nothing reads the FIFO or listens on the socket")          \
+  X(no_reader, "opens refused: no FIFO reader or socket listener, or no such file (yet)") \
   X(broken_pipe, "streams ended because the local reader went away")                      \
   X(streams_revoked, "streams ended by a reload (reload_revokes)")                        \
   X(connections_revoked, "sessions ended because a reload refuses their certificate")     \

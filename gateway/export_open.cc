@@ -31,6 +31,12 @@ Status SymlinkRefused(const ExportConfig& e) {
                             e.name, e.path));
 }
 
+// The export's file does not exist (yet): nothing has made the FIFO or bound the socket. That is
+// "no reader" (SPEC §7), which a client's --wait waits out like any other missing reader.
+Status NotThereYet(const ExportConfig& e) {
+  return Status(Code::kNoReader, fmt::format("no reader: {} does not exist (yet)", e.path));
+}
+
 OpenDecision Refused(Verdict verdict, ErrorCode error, std::string reason, std::string audit_detail,
                      bool hidden = false) {
   OpenDecision d;
@@ -104,6 +110,7 @@ Result<int> OpenFifo(const ExportConfig& e, const struct stat& st, const AdoptRu
   int fd = ::open(e.path.c_str(), flags);
   if (fd < 0) {
     if (errno == ELOOP) return SymlinkRefused(e);
+    if (errno == ENOENT) return NotThereYet(e);  // Removed since lstat().
     if (errno == ENXIO) {
       return Status(Code::kNoReader,
                     fmt::format("no reader: nothing has '{}' open for reading", e.name));
@@ -137,6 +144,7 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
   int path_fd = ::open(e.path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (path_fd < 0) {
     if (errno == ELOOP) return SymlinkRefused(e);
+    if (errno == ENOENT) return NotThereYet(e);  // Removed since lstat().
     return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
                                                ErrnoText(errno)));
   }
@@ -182,6 +190,7 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
 Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule) {
   struct stat st {};
   if (::lstat(e.path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return NotThereYet(e);
     return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
                                                ErrnoText(errno)));
   }

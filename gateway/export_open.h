@@ -77,7 +77,8 @@ class ExportInstance {
 /// followed when it is a symlink.
 /// @param rule For a `create = true` FIFO, what the opened FIFO must satisfy; else null.
 /// @return The descriptor (the caller owns it), or kNoReader/kBusy (worth retrying while the
-/// client waits), kNotFound or kIo.
+/// client waits; kNoReader also when the path does not exist yet), kNotFound (the path is not
+/// a FIFO or socket, or is a symlink) or kIo.
 Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule);
 
 /// @brief Who may own a `create = true` FIFO found in place for @p e, and its mode.

@@ -1,6 +1,8 @@
 // pipegated: parses flags and hands over to Gateway; nothing else lives here.
 #include <signal.h>
 
+#include <algorithm>
+#include <cctype>
 #include <iostream>
 #include <string>
 
@@ -26,8 +28,16 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 1;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed, exit 0.
+    // One line, `pipegated: ...`, as SPEC §7 wants a usage error (CLI11's own report is two).
+    std::string what = e.what();
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    if (!what.empty()) {
+      what[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(what[0])));
+    }
+    std::cerr << "pipegated: " << pipegate::SanitizeControlBytes(what, 512)
+              << " (see 'pipegated --help')\n";
+    return 1;
   }
   pipegate::InitLogging(verbose ? pipegate::LogLevel::kDebug
                         : quiet ? pipegate::LogLevel::kWarn

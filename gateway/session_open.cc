@@ -129,8 +129,9 @@ bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status&
                              bool last_try) {
   const Code code = error.code();
   if ((code == Code::kNoReader || code == Code::kBusy) && !last_try) return false;
+  // Each refusal is counted once: a missing file is no_reader (it may yet appear), a file of the
+  // wrong kind or a local error is unavailable; not_found stays "no such export name".
   if (code == Code::kNoReader) counters().no_reader++;
-  if (code == Code::kNotFound) counters().not_found++;
   if (code != Code::kNoReader && code != Code::kBusy) counters().unavailable++;
   AuditOpen(id, open,
             code == Code::kNoReader ? Verdict::kNoReader

@@ -104,6 +104,8 @@ ErrorCode ErrorForCode(Code code) noexcept {
     case Code::kProtocol:
       return ErrorCode::kProtocol;
     case Code::kStreamLost:
+    case Code::kInterrupted:  // A stream given up by a stopped process is abandoned.
+    case Code::kTerminated:
       return ErrorCode::kCancel;
     case Code::kUsage:
     case Code::kConnect:
@@ -175,9 +177,8 @@ Result<FrameHeader> DecodeFrameHeader(const uint8_t* in, uint32_t max_payload) {
   }
   if (h.type == FrameType::kData) {
     if (h.length > max_payload) {
-      return Status(Code::kProtocol,
-                    fmt::format("DATA frame of {} bytes exceeds the maximum of {}", h.length,
-                                max_payload));
+      return Status(Code::kProtocol, fmt::format("DATA frame of {} bytes exceeds the maximum of {}",
+                                                 h.length, max_payload));
     }
     if (h.length < kDataPrefixSize) return Malformed("DATA frame shorter than its offset");
   } else if (h.length > kMaxControlPayload) {
@@ -311,8 +312,8 @@ void AppendSession(Buffer& out, const SessionPayload& p) {
 
 void AppendResume(Buffer& out, const ResumePayload& p) {
   size_t fixed = kSessionIdSize + kResumeProofSize + 4;
-  uint8_t* b = AppendHeader(out, FrameType::kResume, 0, 0,
-                            fixed + p.streams.size() * kResumeStreamSize);
+  uint8_t* b =
+      AppendHeader(out, FrameType::kResume, 0, 0, fixed + p.streams.size() * kResumeStreamSize);
   std::memcpy(b, p.session_id, kSessionIdSize);
   std::memcpy(b + kSessionIdSize, p.proof, kResumeProofSize);
   PutU32(b + kSessionIdSize + kResumeProofSize, p.last_id);
@@ -320,8 +321,8 @@ void AppendResume(Buffer& out, const ResumePayload& p) {
 }
 
 void AppendResumeOk(Buffer& out, const ResumeOkPayload& p) {
-  uint8_t* b = AppendHeader(out, FrameType::kResumeOk, 0, 0,
-                            4 + p.streams.size() * kResumeStreamSize);
+  uint8_t* b =
+      AppendHeader(out, FrameType::kResumeOk, 0, 0, 4 + p.streams.size() * kResumeStreamSize);
   PutU32(b, p.last_id);
   PutResumeStreams(b + 4, p.streams);
 }

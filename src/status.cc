@@ -1,5 +1,7 @@
 #include "pipegate/status.h"
 
+#include <signal.h>
+
 #include <system_error>
 
 namespace pipegate {
@@ -27,6 +29,10 @@ int ExitCodeFor(Code code) noexcept {
     case Code::kIo:
     case Code::kInternal:
       return 6;
+    case Code::kInterrupted:
+      return 128 + SIGINT;
+    case Code::kTerminated:
+      return 128 + SIGTERM;
   }
   return 6;
 }
@@ -61,6 +67,10 @@ const char* CodeName(Code code) noexcept {
       return "limit";
     case Code::kInternal:
       return "internal";
+    case Code::kInterrupted:
+      return "interrupted";
+    case Code::kTerminated:
+      return "terminated";
   }
   return "unknown";
 }

@@ -296,7 +296,7 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::NewServer(const TlsServerO
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::NewClient(const TlsClientOptions& o) {
   Result<ossl::SslCtxPtr> ctx = NewBaseContext(false, o.cert, o.key, o.ca);
-  if (!ctx) return ctx.error();
+  if (!ctx) return Status(Code::kTls, ctx.error().message());  // Files: see the header.
   SSL_CTX_set_alpn_protos(ctx->get(), kAlpnWire, sizeof kAlpnWire);
   for (const std::string& pin : o.pins) {
     if (pin.size() != 32) return Status(Code::kUsage, "a --pin must be a SHA-256 digest");

@@ -22,6 +22,8 @@ enum class Code {
   kIo,            ///< A local I/O error (exit 6 on a stream).
   kLimit,         ///< A resource limit refused the request (exit 5).
   kInternal,      ///< A bug or an impossible state (exit 6).
+  kInterrupted,   ///< Stopped by SIGINT (exit 130 = 128 + SIGINT, as shells report it).
+  kTerminated,    ///< Stopped by SIGTERM (exit 143 = 128 + SIGTERM).
 };
 
 /// @brief The process exit status that SPEC §7 assigns to @p code.

@@ -86,7 +86,10 @@ class TlsContext {
   /// @brief Loads the gateway's certificate, key and client CA. Errors are kUsage and name the
   /// file and the cause.
   static Result<std::shared_ptr<const TlsContext>> NewServer(const TlsServerOptions& options);
-  /// @brief Loads the bridge's certificate, key and CA.
+  /// @brief Loads the bridge's certificate, key and CA. A file that cannot be used (missing,
+  /// unreadable, unsafe permissions, not PEM, a key that does not match) is kTls, since SPEC §7
+  /// counts certificate and CA failures as "TLS failed" (exit 2); the message names the file and
+  /// the cause. A malformed pin is kUsage.
   static Result<std::shared_ptr<const TlsContext>> NewClient(const TlsClientOptions& options);
 
   /// @brief A problem with one of the gateway's TLS files, named by its [gateway] key.

@@ -158,7 +158,7 @@ TEST(Transfer, MountedUnixExportCarriesEightConcurrentStreamsOnOneConnection) {
                                 << kStreams << " streams";
 
   mount.process().Signal(SIGTERM);
-  EXPECT_EQ(mount.Wait(Duration(10000)), 0) << mount.Describe();
+  EXPECT_EQ(mount.Wait(Duration(10000)), 128 + SIGTERM) << mount.Describe();
   EXPECT_FALSE(PathExists(local)) << "mount left " << local << " behind";
 }
 

@@ -304,6 +304,7 @@ void Process::Reaped(int raw_status) {
     status_ = WEXITSTATUS(raw_status);
   } else if (WIFSIGNALED(raw_status)) {
     status_ = 128 + WTERMSIG(raw_status);
+    signaled_ = true;
   } else {
     status_ = 255;
   }

@@ -97,6 +97,9 @@ class Process {
 
   /// @return The exit status once reaped (see Wait), else nullopt.
   std::optional<int> exit_status() const { return status_; }
+  /// @return True once reaped if a signal killed the child, false if it exited by itself (also
+  /// with a status of 128+N of its own choosing).
+  bool signaled() const { return signaled_; }
 
   /// @brief Sends `sig` to the child only (not its group). No-op once reaped.
   void Signal(int sig);
@@ -124,6 +127,7 @@ class Process {
   ProcessOptions options_;
   pid_t pid_ = -1;
   bool reaped_ = false;
+  bool signaled_ = false;
   std::optional<int> status_;
   std::string error_;
   int stdin_fd_ = -1;

@@ -712,10 +712,11 @@ TEST(FrameErrors, MapWireErrorsToCodes) {
 }
 
 TEST(FrameErrors, MapCodesToWireErrorsAndBack) {
-  const Code codes[] = {Code::kOk,           Code::kUsage,      Code::kConnect,  Code::kTls,
-                        Code::kAccessDenied, Code::kNotFound,   Code::kBusy,     Code::kNoReader,
-                        Code::kBrokenPipe,   Code::kStreamLost, Code::kProtocol, Code::kIo,
-                        Code::kLimit,        Code::kInternal};
+  const Code codes[] = {
+      Code::kOk,           Code::kUsage,      Code::kConnect,     Code::kTls,
+      Code::kAccessDenied, Code::kNotFound,   Code::kBusy,        Code::kNoReader,
+      Code::kBrokenPipe,   Code::kStreamLost, Code::kProtocol,    Code::kIo,
+      Code::kLimit,        Code::kInternal,   Code::kInterrupted, Code::kTerminated};
   for (Code c : codes) {
     SCOPED_TRACE(CodeName(c));
     ErrorCode e = ErrorForCode(c);
@@ -725,6 +726,11 @@ TEST(FrameErrors, MapCodesToWireErrorsAndBack) {
       case Code::kTls:
         // Local failures have no wire meaning of their own.
         EXPECT_EQ(e, ErrorCode::kInternal);
+        break;
+      case Code::kInterrupted:
+      case Code::kTerminated:
+        // A process stopped by a signal abandons its streams.
+        EXPECT_EQ(e, ErrorCode::kCancel);
         break;
       default:
         // Everything else survives the trip over the wire.

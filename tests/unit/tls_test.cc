@@ -155,14 +155,15 @@ TEST_F(TlsTest, ContextErrorsNameTheFile) {
   nokey.key = PkiPath("nope.key");
   Result<ContextPtr> b = TlsContext::NewClient(nokey);
   ASSERT_FALSE(b.has_value());
-  EXPECT_EQ(b.error().code(), Code::kUsage);
+  // The gateway's files are configuration (exit 1); the bridge's are "TLS failed" (exit 2).
+  EXPECT_EQ(b.error().code(), Code::kTls);
   EXPECT_THAT(b.error().message(), StartsWith("cannot use private key '"));
 
   TlsClientOptions mismatch = ClientOptions();
   mismatch.key = PkiPath("bob.key");
   Result<ContextPtr> c = TlsContext::NewClient(mismatch);
   ASSERT_FALSE(c.has_value());
-  EXPECT_EQ(c.error().code(), Code::kUsage);
+  EXPECT_EQ(c.error().code(), Code::kTls);
   // OpenSSL compares the key with the certificate as it loads it.
   EXPECT_EQ(c.error().message(),
             "cannot load private key '" + PkiPath("bob.key") + "': key values mismatch");
