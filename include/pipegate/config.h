@@ -48,8 +48,8 @@ struct Limits {
   /// A connection with no stream open this long is closed; 0 = never (the default, because
   /// `pipegate mount` keeps an idle connection open by design).
   uint64_t idle_timeout_ms = 0;
-  uint32_t max_connections = 1024;            ///< Connections in total (all workers).
-  uint32_t max_connections_per_source = 128;  ///< Connections from one IP address.
+  uint32_t max_connections = 1024;              ///< Connections in total (all workers).
+  uint32_t max_connections_per_source = 128;    ///< Connections from one IP address.
   uint32_t max_streams_per_connection = 16384;  ///< Concurrent streams on one connection.
   /// The session window a connection is granted: what a client may have sent that is not yet
   /// in a local pipe, over all its streams (each stream gets at most 1 MiB of it).
