@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
-#include <functional>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -60,24 +59,46 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-// Refuses key material and trust anchors that anyone may change; warns about a private key
-// that anyone may read.
-Status CheckTlsFiles(const std::string& cert, const std::string& key, const std::string& ca) {
-  for (auto [path, what] : {std::pair{&cert, "certificate"}, std::pair{&key, "private key"},
-                            std::pair{&ca, "CA bundle"}}) {
-    if (Status st = CheckFilePermissions(*path, what); !st.ok()) return st;
+// Loads the certificate chain, the private key and the CA bundle into @p ctx, each file on its
+// own (its permissions, then loading it), so that one bad file does not hide the next; the key
+// is matched against the certificate once both loaded. Key material and trust anchors that
+// anyone may change are refused. @p ca_key names the CA in the problems.
+std::vector<TlsContext::FileProblem> LoadTlsFiles(SSL_CTX* ctx, const std::string& cert,
+                                                  const std::string& key, const std::string& ca,
+                                                  const char* ca_key) {
+  std::vector<TlsContext::FileProblem> problems;
+  ERR_clear_error();
+  auto step = [&](const char* name, const std::string& path, const char* what, auto&& loader) {
+    if (Status st = CheckFilePermissions(path, what); !st.ok()) {
+      problems.push_back({name, st});
+      return false;
+    }
+    if (!loader()) {
+      problems.push_back({name, LoadError(what, path)});
+      return false;
+    }
+    return true;
+  };
+  const bool cert_ok = step("cert", cert, "certificate", [&] {
+    return SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) == 1;
+  });
+  const bool key_ok = step("key", key, "private key", [&] {
+    return SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) == 1;
+  });
+  if (cert_ok && key_ok && SSL_CTX_check_private_key(ctx) != 1) {
+    PopErrorQueue();
+    problems.push_back(
+        {"key", Status(Code::kUsage, fmt::format("private key '{}' does not match certificate '{}'",
+                                                 key, cert))});
   }
-  struct stat st {};
-  if (::stat(key.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
-    PG_LOG(kWarn, "private key '{}' is readable by every user (fix with: chmod o-r '{}')", key,
-           key);
-  }
-  return Status::Ok();
+  step(ca_key, ca, "CA bundle",
+       [&] { return SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) == 1; });
+  ERR_clear_error();
+  return problems;
 }
 
 Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, const std::string& key,
                                        const std::string& ca) {
-  if (Status st = CheckTlsFiles(cert, key, ca); !st.ok()) return st;
   ossl::SslCtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
   PG_CHECK(ctx != nullptr);
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
@@ -90,20 +111,13 @@ Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, con
   // No resumption of any kind: every connection presents and verifies certificates afresh, so
   // a reloaded CA or CRL applies to it (TLS 1.2 session IDs would otherwise skip the check).
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-  ERR_clear_error();
-  if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1) {
-    return LoadError("certificate", cert);
-  }
-  if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return LoadError("private key", key);
-  }
-  if (SSL_CTX_check_private_key(ctx.get()) != 1) {
-    PopErrorQueue();
-    return Status(Code::kUsage,
-                  fmt::format("private key '{}' does not match certificate '{}'", key, cert));
-  }
-  if (SSL_CTX_load_verify_locations(ctx.get(), ca.c_str(), nullptr) != 1) {
-    return LoadError("CA bundle", ca);
+  std::vector<TlsContext::FileProblem> problems =
+      LoadTlsFiles(ctx.get(), cert, key, ca, server ? "client_ca" : "ca");
+  if (!problems.empty()) return problems.front().status;
+  struct stat st {};
+  if (::stat(key.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
+    PG_LOG(kWarn, "private key '{}' is readable by every user (fix with: chmod o-r '{}')", key,
+           key);
   }
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   // The peer's certificate must be fit for its role (the EKU, where one is present).
@@ -311,38 +325,12 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::NewClient(const TlsClientO
 }
 
 std::vector<TlsContext::FileProblem> TlsContext::CheckServerFiles(const TlsServerOptions& o) {
-  std::vector<FileProblem> problems;
   ossl::SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   PG_CHECK(ctx != nullptr);
-  ERR_clear_error();
-  // Each step on its own, so that one bad file does not hide the next one.
-  auto check = [&](const char* key, const std::string& path, const char* what,
-                   const std::function<bool()>& load) {
-    if (Status st = CheckFilePermissions(path, what); !st.ok()) {
-      problems.push_back({key, st});
-      return false;
-    }
-    if (!load()) {
-      problems.push_back({key, LoadError(what, path)});
-      return false;
-    }
-    return true;
-  };
-  const bool cert_ok = check("cert", o.cert, "certificate", [&] {
-    return SSL_CTX_use_certificate_chain_file(ctx.get(), o.cert.c_str()) == 1;
-  });
-  const bool key_ok = check("key", o.key, "private key", [&] {
-    return SSL_CTX_use_PrivateKey_file(ctx.get(), o.key.c_str(), SSL_FILETYPE_PEM) == 1;
-  });
-  if (cert_ok && key_ok && SSL_CTX_check_private_key(ctx.get()) != 1) {
-    PopErrorQueue();
-    problems.push_back(
-        {"key", Status(Code::kUsage, fmt::format("private key '{}' does not match certificate '{}'",
-                                                 o.key, o.cert))});
-  }
-  const bool ca_ok = check("client_ca", o.client_ca, "CA bundle", [&] {
-    return SSL_CTX_load_verify_locations(ctx.get(), o.client_ca.c_str(), nullptr) == 1;
-  });
+  std::vector<FileProblem> problems =
+      LoadTlsFiles(ctx.get(), o.cert, o.key, o.client_ca, "client_ca");
+  const bool ca_ok = std::none_of(problems.begin(), problems.end(),
+                                  [](const FileProblem& p) { return p.key == "client_ca"; });
   // A CRL is checked against the CA bundle, so only once the bundle loaded.
   if (!o.crl.empty() && ca_ok) {
     if (Status st = LoadCrls(SSL_CTX_get_cert_store(ctx.get()), o.crl); !st.ok()) {
