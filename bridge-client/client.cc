@@ -76,13 +76,7 @@ void Client::OnSignal(int signum) {
   // streams got.
   std::string what = signum == SIGINT ? "interrupted by SIGINT" : "terminated by SIGTERM";
   if (options_.command != Command::kMount && !streams_.empty()) {
-    uint64_t confirmed = 0;
-    uint64_t received = 0;
-    for (auto& [id, s] : streams_) {
-      auto [acked, delivered] = mux_->Progress(id);
-      confirmed += acked;
-      received += delivered;
-    }
+    auto [confirmed, received] = TotalProgress();
     if (options_.command != Command::kCat) {
       what += fmt::format("; {} byte(s) sent were confirmed delivered", confirmed);
     }
@@ -94,6 +88,16 @@ void Client::OnSignal(int signum) {
 }
 
 // ---- streams ----
+
+std::pair<uint64_t, uint64_t> Client::TotalProgress() const {
+  std::pair<uint64_t, uint64_t> total{0, 0};
+  for (const auto& [id, s] : streams_) {
+    auto [acked, delivered] = mux_->Progress(id);
+    total.first += acked;
+    total.second += delivered;
+  }
+  return total;
+}
 
 BridgeStream* Client::Find(uint32_t id) {
   auto it = streams_.find(id);
@@ -368,14 +372,8 @@ void Client::LostForGood(const std::string& why) {
     StartFreshSession(why);  // A mount carries on with fresh streams for new openers.
     return;
   }
-  // Say how far each stream got, so nobody mistakes a cut for a whole transfer.
-  uint64_t confirmed = 0;
-  uint64_t received = 0;
-  for (auto& [id, s] : streams_) {
-    auto [acked, delivered] = mux_->Progress(id);
-    confirmed += acked;
-    received += delivered;
-  }
+  // Say how far the streams got, so nobody mistakes a cut for a whole transfer.
+  auto [confirmed, received] = TotalProgress();
   Finish(Status(Code::kStreamLost,
                 fmt::format("connection lost and could not be resumed: {}; {} byte(s) sent were "
                             "confirmed delivered, {} byte(s) received were written out",

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "pipegate/config.h"
@@ -125,6 +126,8 @@ class Client final : public uvglue::ConnectionHandler,
 
   // The connection and the session (client.cc).
   BridgeStream* Find(uint32_t id);
+  /// @return Over every stream: bytes the gateway confirmed delivered, bytes written out here.
+  std::pair<uint64_t, uint64_t> TotalProgress() const;
   /// @brief SIGINT or SIGTERM (@p signum): ends the command with kInterrupted or kTerminated.
   void OnSignal(int signum);
   void NewMux();

@@ -253,12 +253,21 @@ void Mount::AcceptConnections() {
   }
 }
 
+namespace {
+
+// True for 10, 100, 1000...: the repeat counts that are reported as they happen.
+bool IsMilestone(uint64_t n) {
+  uint64_t milestone = 10;
+  while (milestone < n) milestone *= 10;
+  return milestone == n;
+}
+
+}  // namespace
+
 void Mount::NoteRefusal(const Status& why) {
   if (why.message() == refusal_) {
     ++repeats_;
-    uint64_t milestone = 10;
-    while (milestone < repeats_) milestone *= 10;
-    if (milestone == repeats_) {
+    if (IsMilestone(repeats_)) {
       Say(fmt::format("{} ({} more times; still retrying)", refusal_, repeats_));
     }
     return;
@@ -269,9 +278,7 @@ void Mount::NoteRefusal(const Status& why) {
 }
 
 void Mount::EndRefusals() {
-  uint64_t milestone = 10;
-  while (milestone < repeats_) milestone *= 10;
-  if (repeats_ > 0 && milestone != repeats_) {
+  if (repeats_ > 0 && !IsMilestone(repeats_)) {
     Say(fmt::format("{} ({} more times in all)", refusal_, repeats_));
   }
   refusal_.clear();

@@ -1,6 +1,7 @@
 #include "mount_state.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace pipegate::bridge {
 
@@ -29,7 +30,25 @@ MountStep Refused(const MountFacts& facts) {
   return {MountState::kOpening, MountAction::kFinish};
 }
 
+// The events both FIFO modes answer alike: a due retry, an accepted stream, a refused one.
+std::optional<MountStep> FifoCommon(MountState state, MountEvent event, const MountFacts& facts) {
+  switch (event) {
+    case MountEvent::kRetryDue:
+      if (state != MountState::kBackoff) return MountStep{state, MountAction::kNone};
+      return OpenOrWait(facts);
+    case MountEvent::kAccepted:
+      if (state != MountState::kOpening) return MountStep{state, MountAction::kNone};
+      return MountStep{MountState::kStreaming, MountAction::kAttachLocal};
+    case MountEvent::kStreamEnded:
+      if (state == MountState::kOpening) return Refused(facts);
+      return std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
 MountStep ToReader(MountState state, MountEvent event, const MountFacts& facts) {
+  if (std::optional<MountStep> common = FifoCommon(state, event, facts)) return *common;
   switch (event) {
     case MountEvent::kStart:
       return {MountState::kWaitReader, MountAction::kNone};
@@ -50,14 +69,7 @@ MountStep ToReader(MountState state, MountEvent event, const MountFacts& facts) 
         return {state, MountAction::kNone};
       }
       return {MountState::kWaitReader, MountAction::kDropReader};
-    case MountEvent::kRetryDue:
-      if (state != MountState::kBackoff) return {state, MountAction::kNone};
-      return OpenOrWait(facts);
-    case MountEvent::kAccepted:
-      if (state != MountState::kOpening) return {state, MountAction::kNone};
-      return {MountState::kStreaming, MountAction::kAttachLocal};
     case MountEvent::kStreamEnded:
-      if (state == MountState::kOpening) return Refused(facts);
       if (state == MountState::kStreaming) return {MountState::kWaitGone, MountAction::kNoteEnd};
       return {state, MountAction::kNone};
     case MountEvent::kSessionReplaced:
@@ -69,23 +81,19 @@ MountStep ToReader(MountState state, MountEvent event, const MountFacts& facts) 
       }
       return {state, MountAction::kNone};
     case MountEvent::kReadable:
+    case MountEvent::kRetryDue:  // Answered by FifoCommon().
+    case MountEvent::kAccepted:
       return {state, MountAction::kNone};
   }
   return {state, MountAction::kNone};
 }
 
 MountStep FromWriter(MountState state, MountEvent event, const MountFacts& facts) {
+  if (std::optional<MountStep> common = FifoCommon(state, event, facts)) return *common;
   switch (event) {
     case MountEvent::kStart:
       return OpenOrWait(facts);
-    case MountEvent::kRetryDue:
-      if (state != MountState::kBackoff) return {state, MountAction::kNone};
-      return OpenOrWait(facts);
-    case MountEvent::kAccepted:
-      if (state != MountState::kOpening) return {state, MountAction::kNone};
-      return {MountState::kStreaming, MountAction::kAttachLocal};
     case MountEvent::kStreamEnded:
-      if (state == MountState::kOpening) return Refused(facts);
       if (state != MountState::kStreaming) return {state, MountAction::kNone};
       // A writer's EOF went through: the next writer gets the next stream at once. Anything
       // else (the remote reader went away) waits a little, so a fault cannot spin.
@@ -100,6 +108,8 @@ MountStep FromWriter(MountState state, MountEvent event, const MountFacts& facts
     case MountEvent::kReaderFound:
     case MountEvent::kReaderLeft:
     case MountEvent::kReadable:
+    case MountEvent::kRetryDue:  // Answered by FifoCommon().
+    case MountEvent::kAccepted:
       return {state, MountAction::kNone};
   }
   return {state, MountAction::kNone};
