@@ -23,6 +23,14 @@ PACKAGES=(
   openssl
   clang
   libclang-rt-14-dev
+  # The conformance suite (tests/conformance/): its runner and the unmodified client programs
+  # and servers it compares a local pipe with pipegate through.
+  python3
+  socat
+  redis-server
+  redis-tools
+  postgresql
+  postgresql-client
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -91,12 +91,16 @@ def run_group(name, scenarios):
     return not failed
 
 
+def cell(text):
+    return text.replace("|", "\\|")
+
+
 def table():
     print("| scenario | compares | oracle (local FIFO/socket) |")
     print("|---|---|---|")
     for s in harness.SCENARIOS:
         note = " (known issue)" if s["known_issue"] else ""
-        print("| `%s`%s | %s | %s |" % (s["name"], note, s["compares"], s["oracle"]))
+        print("| `%s`%s | %s | %s |" % (s["name"], note, cell(s["compares"]), cell(s["oracle"])))
 
 
 def main():

@@ -120,6 +120,13 @@ class Proc:
             except ProcessLookupError:
                 pass
 
+    def ended(self, timeout=10):
+        """The shell-convention status, or "still running after N s" (an observation, no error)."""
+        try:
+            return self.wait(timeout)
+        except ScenarioError:
+            return "still running after %g s" % seconds(timeout)
+
     def finish(self, timeout=10):
         """Waits for the end; "out=OUTPUT exit=STATUS" (output read only after the end)."""
         status = self.wait(timeout)

@@ -120,9 +120,10 @@ def cat_eof_only_after_last_writer(ctx):
           "head prints 100 bytes and exits 0; the writer `yes > FIFO` dies of SIGPIPE (141)",
           known_issue="(a) pipegate cat | head -c N: the gateway sees the connection reset "
                       "(RST) instead of an orderly close (FIN, close_notify)",
-          choice="The reader's own status is not compared (cat dies of SIGPIPE, 141; pipegate "
-                 "cat exits 141 or 6 by its own rules); the pipegate run also requires that the "
-                 "gateway log shows no reset connection.")
+          choice="The reader's own status is not compared: cat dies of SIGPIPE (141), "
+                 "pipegate cat exits 6 'the local reader went away' (SPEC section 7: broken "
+                 "pipe). The pipegate run also requires that the gateway log shows no reset "
+                 "connection, in each of three rounds.")
 def cat_pipe_head_c(ctx):
     fifo = ctx.mkfifo("p.fifo") if ctx.local else ctx.export_path("r")
     reader = "cat '%s'" % fifo if ctx.local else "'%s' cat '%s'" % (ctx.group.pipegate_bin,

@@ -124,8 +124,8 @@ def mwrite_bytes_then_eof(ctx):
     writer = ctx.spawn(["dd", "if=" + data, "of=" + mine, "bs=65536"], "dd")
     writer_status = writer.wait(30)
     # Once the writer closed, the reader's EOF is due at once (locally it is immediate).
-    return "out=%s reader=%s writer=%s" % (sha(reader.out()) if reader.wait(5) == 0 else "?",
-                                         reader.status(), writer_status)
+    reader_status = reader.ended(5)
+    return "out=%s reader=%s writer=%s" % (sha(reader.out()), reader_status, writer_status)
 
 
 @scenario("mount_write", "mwrite_tee", "tee MOUNT < 256 KiB; `cat FIFO` reads",
@@ -158,9 +158,10 @@ def mwrite_open_blocks(ctx):
     writer = ctx.py(OPEN_WRITE, "writer", mine, opened)
     blocked = stays(lambda: writer.running() and not os.path.exists(opened))
     reader = ctx.spawn(["cat", theirs], "reader")
-    return "blocked=%s writer=%s out=%r reader=%s" % (blocked, writer.wait(20), reader.out()
-                                                      if reader.wait(5) == 0 else "?",
-                                                      reader.status())
+    writer_status = writer.wait(20)
+    reader_status = reader.ended(5)
+    return "blocked=%s writer=%s out=%r reader=%s" % (blocked, writer_status, reader.out(),
+                                                      reader_status)
 
 
 @scenario("mount_write", "mwrite_nonblocking_open_enxio", "O_NONBLOCK open for write with no "
@@ -225,8 +226,8 @@ def mwrite_two_successive_writers(ctx):
         first_reader.signal(signal.SIGTERM)
     second_reader = ctx.spawn(["cat", theirs], "reader2")
     status = second.wait(20)
-    r2 = "%r/%s" % (second_reader.out() if second_reader.wait(5) == 0 else "?",
-                    second_reader.status())
+    r2_status = second_reader.ended(5)
+    r2 = "%r/%s" % (second_reader.out(), r2_status)
     return "echo a=%s reader1=%s echo b blocked=%s exit %s reader2=%s" % (first, r1, blocked,
                                                                           status, r2)
 
@@ -241,5 +242,5 @@ def mwrite_atomic_records(ctx):
     for w in writers:
         if w.wait(30) != 0:
             raise ScenarioError("writer failed: %s" % w.err())
-    reader.wait(5)
-    return count_torn(reader.out(), 4096, 4, 300) + " exit=%s" % reader.status()
+    reader_status = reader.ended(5)
+    return count_torn(reader.out(), 4096, 4, 300) + " reader=%s" % reader_status
