@@ -80,7 +80,7 @@ def run_group(name, scenarios):
             if verdict == "DIFF" and group.gateway:
                 print("    gateway log tail:\n      " +
                       "\n      ".join(group.gateway.read_log().splitlines()[-15:]), flush=True)
-    except harness.ScenarioError as error:
+    except (harness.ScenarioError, OSError) as error:
         print("group %s could not start: %s" % (name, error), flush=True)
         failed = True
     finally:
@@ -120,7 +120,7 @@ def main():
                             ("PIPEGATE_TEST_PIPEGATED", args.pipegated),
                             ("PIPEGATE_TEST_PKI", args.pki)):
         if value and not os.environ.get(variable):
-            os.environ[variable] = value
+            os.environ[variable] = os.path.abspath(value)
     if args.list_groups:
         print(";".join(harness.GROUPS))
         return 0

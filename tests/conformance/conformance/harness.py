@@ -274,9 +274,14 @@ class Gateway:
             self.popen = subprocess.Popen([group.pipegated_bin, "--config", self.config],
                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                           cwd=group.dir, start_new_session=True)
-        match = wait_until(lambda: self.popen.poll() is not None and "exited" or
-                           re.search(r"listening on 127\.0\.0\.1:([0-9]+)", self.read_log()),
-                           15, "pipegated to listen")
+        try:
+            match = wait_until(lambda: self.popen.poll() is not None and "exited" or
+                               re.search(r"listening on 127\.0\.0\.1:([0-9]+)",
+                                         self.read_log()), 15, "pipegated to listen")
+        except ScenarioError:
+            self.popen.kill()
+            self.popen.wait()
+            raise
         if match == "exited":
             raise ScenarioError("pipegated exited %s:\n%s" % (self.popen.returncode,
                                                                self.read_log()[-3000:]))
@@ -331,11 +336,15 @@ class Group:
         self.skip_reason = None
         self.teardown = None
         self.procs = []
-        if setup:
-            # The group's servers (redis, PostgreSQL); None or a reason to skip the group.
-            self.skip_reason = setup(self)
-        if exports and not self.skip_reason:
-            self.gateway = Gateway(self, exports, extra_toml)
+        try:
+            if setup:
+                # The group's servers (redis, PostgreSQL); None or a reason to skip the group.
+                self.skip_reason = setup(self)
+            if exports and not self.skip_reason:
+                self.gateway = Gateway(self, exports, extra_toml)
+        except BaseException:
+            self.close(failed=True)  # Stop the servers setup started before re-raising.
+            raise
 
     def close(self, failed):
         if self.teardown:
