@@ -33,6 +33,7 @@ void Session::OnOpenRequest(uint32_t id, const OpenPayload& request) {
   const uint64_t now = worker_->loop().Now();
   pending_.push_back(PendingOpen{id, open, now + open.wait_ms, now + PendingOpen::kFirstRetryMs,
                                  PendingOpen::kFirstRetryMs});
+  counters().opens_waited++;
   ScheduleRetry();
 }
 
