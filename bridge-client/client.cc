@@ -38,7 +38,10 @@ Status ClosedStatus(const Status& why, bool ready, bool have_streams) {
 }  // namespace
 
 Client::Client(uvglue::Loop& loop, const BridgeOptions& options)
-    : loop_(loop), options_(options), reconnect_timer_(loop, [this] { OnReconnectTimer(); }) {}
+    : loop_(loop),
+      options_(options),
+      reconnect_timer_(loop, [this] { OnReconnectTimer(); }),
+      linger_timer_(loop, [this] { OnLingerTimer(); }) {}
 
 Client::~Client() = default;
 
@@ -64,6 +67,7 @@ void Client::Finish(const Status& status) {
   if (mount_ != nullptr) mount_->Stop();
   DropConnection(status.ok() ? Status(Code::kOk, "done") : status);
   reconnect_timer_.Close();
+  linger_timer_.Close();
   sigint_.reset();  // Safe from the signal's own callback (uvglue::HandleBase).
   sigterm_.reset();
 }
@@ -108,10 +112,12 @@ void Client::FlushSoon() {
   if (conn_ != nullptr) conn_->Flush();
 }
 
-Result<uint32_t> Client::OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms) {
+Result<uint32_t> Client::OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms,
+                                    bool wait_only_while_busy) {
   OpenPayload open;
   open.access = static_cast<uint8_t>(access);
-  open.flags = options_.lines ? kOpenFlagLines : 0;
+  open.flags = static_cast<uint8_t>((options_.lines ? kOpenFlagLines : 0) |
+                                    (wait_only_while_busy ? kOpenFlagWaitOnlyWhileBusy : 0));
   open.wait_ms = wait_ms;
   open.name = options_.address.name;
   Result<uint32_t> id = mux_->Open(open);
@@ -171,7 +177,17 @@ void Client::OnStreamData(uint32_t id, const uint8_t* data, size_t len) {
 }
 
 void Client::OnStreamFin(uint32_t id) {
-  if (BridgeStream* s = Find(id)) s->OnFin();
+  BridgeStream* s = Find(id);
+  if (s == nullptr) return;
+  s->OnFin();
+  if (options_.command == Command::kConnect && !linger_timer_.active()) {
+    linger_stream_ = id;
+    linger_timer_.Start(kConnectLingerMs);
+  }
+}
+
+void Client::OnLingerTimer() {
+  if (BridgeStream* s = Find(linger_stream_)) s->EndInput();
 }
 
 void Client::OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) {

@@ -27,6 +27,12 @@
 
 namespace pipegate::bridge {
 
+/// How long `connect` keeps reading stdin after the gateway's side ended, before it ends its
+/// own side and exits: what socat does by default (-t 0.5), and what lets `connect` finish
+/// when stdin is a terminal or a pipe that stays open (nc exits at the network's EOF at once;
+/// the pause lets a reply to the last bytes sent still cross).
+inline constexpr uint64_t kConnectLingerMs = 500;
+
 /// The longest reason from the gateway that is shown whole.
 inline constexpr size_t kMaxReasonBytes = 512;
 
@@ -104,7 +110,8 @@ class Client final : public uvglue::ConnectionHandler,
   bool CanOpen() const override {
     return !finished_ && (resuming_ || (conn_ != nullptr && ready_));
   }
-  Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms) override;
+  Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms,
+                              bool wait_only_while_busy = false) override;
   void AttachPipes(uint32_t id, uvglue::StreamPipes pipes) override;
   void AbortStream(uint32_t id) override;
   /// @brief Ends the command with @p status: closes the streams, the mount, the connection,
@@ -130,6 +137,8 @@ class Client final : public uvglue::ConnectionHandler,
   std::pair<uint64_t, uint64_t> TotalProgress() const;
   /// @brief SIGINT or SIGTERM (@p signum): ends the command with kInterrupted or kTerminated.
   void OnSignal(int signum);
+  /// @brief connect: the gateway's side ended kConnectLingerMs ago; ends stdin's side too.
+  void OnLingerTimer();
   void NewMux();
   void Dial();
   void OnReconnectTimer();
@@ -168,6 +177,9 @@ class Client final : public uvglue::ConnectionHandler,
   uint64_t resume_deadline_ms_ = 0;  ///< The session's lifetime at the gateway.
   ReconnectPolicy reconnect_;
   uvglue::Timer reconnect_timer_;
+  /// connect: started by the gateway's FIN; OnLingerTimer() ends stdin's direction.
+  uvglue::Timer linger_timer_;
+  uint32_t linger_stream_ = 0;  ///< The stream linger_timer_ ends.
 
   bool finished_ = false;
   Status result_;

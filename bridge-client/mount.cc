@@ -247,8 +247,13 @@ void Mount::AcceptConnections() {
     if (fd < 0) return;
     LocalPipePtr pipe =
         *LocalPipe::Open(loop_.native(), fd, LocalPipe::kRead | LocalPipe::kWrite, true, nullptr);
-    Result<uint32_t> id = host_->OpenStream(
-        Access::kDuplex, uvglue::StreamPipes::Duplex(std::move(pipe)), options_.wait_ms);
+    // As a connect() to a local socket whose backlog is full waits, a connection to a busy
+    // export waits (up to kMountWaitMs); as one to a socket nobody listens on is refused, the
+    // connection is closed at once when the service is not there. --wait asks to wait for both.
+    const bool asked = options_.wait_ms > 0;
+    Result<uint32_t> id =
+        host_->OpenStream(Access::kDuplex, uvglue::StreamPipes::Duplex(std::move(pipe)),
+                          asked ? options_.wait_ms : kMountWaitMs, /*wait_only_while_busy=*/!asked);
     if (!id) PG_LOG(kWarn, "{}: {}", options_.address.ToString(), id.error().message());
   }
 }

@@ -37,9 +37,11 @@ class MountHost {
   /// @brief Opens a stream of @p access on the local @p pipes, which it takes in any case
   /// (on an error they are closed). The pipes may be empty and given later with AttachPipes().
   /// @param wait_ms How long the gateway may wait for a busy pipe or a missing reader.
+  /// @param wait_only_while_busy Wait only while the export is busy; a missing reader (a
+  /// socket nobody listens on) is answered at once.
   /// @return The stream's id.
-  virtual Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes,
-                                      uint32_t wait_ms) = 0;
+  virtual Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms,
+                                      bool wait_only_while_busy = false) = 0;
   /// @brief Gives stream @p id its local pipes (from Mount::OnStreamAccepted(), before the
   /// stream starts reading them).
   virtual void AttachPipes(uint32_t id, uvglue::StreamPipes pipes) = 0;

@@ -9,6 +9,8 @@ namespace {
 
 constexpr uint64_t kFirstRetryMs = 100;
 constexpr uint64_t kMaxRetryMs = 10000;
+static_assert(kFirstRetryMs >= kReaderGoneGraceMs,
+              "a write export's next stream must give the remote reader time for its EOF");
 
 MountStep Socket(MountState state, MountEvent event, const MountFacts& facts) {
   if (event != MountEvent::kReadable) return {state, MountAction::kNone};
@@ -95,9 +97,10 @@ MountStep FromWriter(MountState state, MountEvent event, const MountFacts& facts
       return OpenOrWait(facts);
     case MountEvent::kStreamEnded:
       if (state != MountState::kStreaming) return {state, MountAction::kNone};
-      // A writer's EOF went through: the next writer gets the next stream at once. Anything
-      // else (the remote reader went away) waits a little, so a fault cannot spin.
-      if (facts.end == Code::kOk) return OpenOrWait(facts);
+      // The next stream waits at least the first retry delay, whatever ended this one: a
+      // writer's EOF reaches the remote reader only if no writer holds the gateway's FIFO when
+      // it reads, so the next stream must not reopen it at once (kFirstRetryMs is at least
+      // kReaderGoneGraceMs); and a fault (the remote reader went away) cannot spin.
       return {MountState::kBackoff, MountAction::kScheduleRetry};
     case MountEvent::kSessionReplaced:
       if (state == MountState::kOpening || state == MountState::kStreaming) {

@@ -1,4 +1,4 @@
-// The audit trail of access decisions and the counter dump.
+// The audit trail of access decisions: one line per decision, rate-limited per cause.
 
 #include "audit.h"
 

@@ -33,6 +33,7 @@ void Session::OnOpenRequest(uint32_t id, const OpenPayload& request) {
   const uint64_t now = worker_->loop().Now();
   pending_.push_back(PendingOpen{id, open, now + open.wait_ms, now + PendingOpen::kFirstRetryMs,
                                  PendingOpen::kFirstRetryMs});
+  counters().opens_waited++;
   ScheduleRetry();
 }
 
@@ -128,7 +129,9 @@ std::optional<StreamCharge> Session::ChargeStream(uint32_t id, const OpenPayload
 bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status& error,
                              bool last_try) {
   const Code code = error.code();
-  if ((code == Code::kNoReader || code == Code::kBusy) && !last_try) return false;
+  const bool waits_for_it = code == Code::kBusy ||
+                            (code == Code::kNoReader && !(open.flags & kOpenFlagWaitOnlyWhileBusy));
+  if (waits_for_it && !last_try) return false;
   // Each refusal is counted once: a missing file is no_reader (it may yet appear), a file of the
   // wrong kind or a local error is unavailable; not_found stays "no such export name".
   if (code == Code::kNoReader) counters().no_reader++;

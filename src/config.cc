@@ -447,6 +447,8 @@ class ConfigValidator {
     return value << shift;
   }
 
+  // One line per [limits] key, in the order of the example config: a table, not logic to split
+  // (longer than 60 lines for that reason).
   void ParseLimits(const toml::table& table) {
     const std::string subject = "limits";
     CheckKeys(table, subject, kLimitKeys);

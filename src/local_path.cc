@@ -310,6 +310,9 @@ Result<sockaddr_un> UnixAddress(const std::string& path) {
   return sun;
 }
 
+// Bind under a temporary name, set owner and mode, listen, then rename into place, undoing each
+// step on failure: the steps share the descriptor and the temporary path, so they stay in one
+// function (longer than 60 lines for that reason).
 Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog,
                                      const FileOwner& owner) {
   Result<sockaddr_un> address = UnixAddress(path);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -175,6 +176,10 @@ void Connection::OnAlloc(uv_handle_t* /*handle*/, size_t /*suggested*/, uv_buf_t
 
 void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
   auto* self = static_cast<Connection*>(stream->data);
+  if (self->state_ == State::kClosing && self->write_side_shut_) {
+    if (nread < 0) self->CloseHandles();  // The peer's FIN (or an error): nothing more to wait for.
+    return;                               // Input after our close is discarded.
+  }
   if (self->state_ >= State::kClosing) return;
   if (nread > 0) {
     self->last_recv_ms_ = uv_now(self->loop_);
@@ -316,7 +321,7 @@ void Connection::StartWrite() {
     if (state_ == State::kClosed) return;
   }
   UpdateReading();
-  if (state_ == State::kClosing && write_queued() == 0) CloseHandles();
+  if (state_ == State::kClosing && write_queued() == 0) Linger();
 }
 
 void Connection::MaybeNotifyWritable() {
@@ -444,10 +449,27 @@ void Connection::BeginClose(const Status& why, bool graceful) {
     tls_->Shutdown();
     tls_->DrainCiphertext(pending_);
     StartWrite();
-    if (state_ == State::kClosing && write_queued() == 0) CloseHandles();
+    if (state_ == State::kClosing && write_queued() == 0) Linger();
     return;
   }
   CloseHandles();
+}
+
+void Connection::Linger() {
+  if (write_side_shut_ || state_ != State::kClosing) return;
+  // Only a session that got as far as the Mux has a peer that may still be sending stream
+  // data; a failed handshake (garbage, a wrong certificate) is closed as soon as its alert is
+  // out, so such peers cannot make the gateway hold their sockets for the linger.
+  uv_os_fd_t fd = -1;
+  if (!ever_ready_ || uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0 ||
+      ::shutdown(fd, SHUT_WR) != 0) {
+    CloseHandles();
+    return;
+  }
+  write_side_shut_ = true;
+  int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::OnAlloc,
+                         &Connection::OnRead);
+  if (rc != 0) CloseHandles();
 }
 
 void Connection::CloseHandles() {

@@ -21,7 +21,8 @@ struct ConnectionOptions {
   uint64_t handshake_timeout_ms = 10000;   ///< TCP connect + TLS + SETTINGS must finish by then.
   uint64_t keepalive_interval_ms = 10000;  ///< PING after this long with nothing received.
   uint64_t keepalive_timeout_ms = 30000;   ///< Dead after this long with nothing received.
-  uint64_t close_linger_ms = 2000;         ///< How long a graceful close waits for its bytes.
+  uint64_t close_linger_ms =
+      2000;  ///< How long a graceful close waits for its bytes, then for the peer's FIN.
   uint64_t idle_timeout_ms = 0;  ///< Close after this long with no stream open; 0 = never.
   /// Ciphertext waiting for the socket past which the connection stops reading its peer until
   /// the backlog falls below kLowMark: a peer that sends requests (PINGs) but never reads
@@ -138,6 +139,11 @@ class Connection {
   void EncryptPending();
   void StartWrite();
   void BeginClose(const Status& why, bool graceful);
+  /// @brief A graceful close whose output is all written: ends the write side (FIN) and
+  /// reads and discards until the peer's FIN or the close deadline, then closes. Closing a
+  /// socket with unread input makes the kernel send RST, which the peer would take for a
+  /// network loss (and keep the session for resume) instead of an orderly end.
+  void Linger();
   void CloseHandles();
   void MaybeFree();
   size_t write_queued() const noexcept { return inflight_.size() + pending_.size(); }
@@ -168,6 +174,7 @@ class Connection {
   bool was_backlogged_ = false;  ///< Someone waits for OnConnectionWritable().
   bool reading_paused_ = false;  ///< Reads stopped for max_write_backlog.
   bool ever_ready_ = false;
+  bool write_side_shut_ = false;  ///< Linger(): FIN sent, discarding input until the peer's.
 
   State state_ = State::kConnecting;
   uint64_t id_;

@@ -59,6 +59,18 @@ void StreamLink::StopLocalReading() {
   if (in_ != nullptr) in_->WantRead(false);
 }
 
+void StreamLink::EndInput() {
+  if (local_eof_ || !local_error_.ok()) return;
+  StreamLinkOwner* owner = owner_;
+  Mux* mux = owner->stream_mux();
+  if (mux == nullptr) return;
+  reading_ = false;
+  local_eof_ = true;
+  DropInput();
+  mux->SendFin(id_);  // May end the stream: nothing of this link is used after it.
+  owner->FlushSoon();
+}
+
 // Any mux call below may end the stream, and the owner then deletes this link: after one,
 // only the locals `owner` and `id` are used.
 void StreamLink::OnLocalReadable() {

@@ -68,6 +68,9 @@ class StreamLink : public LocalPipeEvents {
   void Resume();
   /// @brief The peer stopped reading: stop reading locally.
   void StopLocalReading();
+  /// @brief Ends our direction now, as if the input had reached EOF: stops reading, lets the
+  /// input go and sends FIN (this may end the stream). Nothing if it already ended.
+  void EndInput();
   /// @brief Stream bytes arrived: write them locally.
   void OnData(const uint8_t* p, size_t n);
   /// @brief The peer's FIN: end the local write side once the queue drains.

@@ -2,9 +2,17 @@
 // and as a half-close through a unix export with `pipegate connect`.
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -55,6 +63,87 @@ TEST(Eof, CatWaitsForFirstWriterAndExitsZeroWhenLastWriterCloses) {
   close(held);
   EXPECT_EQ(cat.Wait(Duration(10000)), 0) << cat.Describe();
   EXPECT_EQ(ReadFile(out), "first\nsecond\n");
+}
+
+// Like `yes > FIFO` beside a local `cat FIFO | head -c 100`: once head has its bytes and exits,
+// the reader goes and the writer dies of SIGPIPE. The bridge's connection must end in order
+// (close_notify, FIN), not with the reset that closing on unread input causes: a reset looks
+// like a network loss, and the gateway would keep the stream (and its FIFO) for a resume.
+TEST(Eof, CatIntoHeadGivesTheRemoteWriterSigpipe) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("logs");
+  const std::string out = dir.Join("out");
+  ProcessOptions pipeline = PipegateOptions(dir, {"cat", gw.Address("logs")});
+  std::vector<std::string> argv = {"sh", "-c", "\"$@\" | head -c 100 > \"$OUT\"", "sh"};
+  argv.insert(argv.end(), pipeline.argv.begin(), pipeline.argv.end());
+  pipeline.argv = argv;
+  pipeline.env.emplace_back("OUT", out);
+  Process cat_head(pipeline);
+  ASSERT_TRUE(cat_head.started());
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat_head.Running(); },
+                      Duration(10000)));
+
+  Process yes({"sh", "-c", "exec yes > \"$0\"", fifo});
+  ASSERT_TRUE(yes.started());
+  EXPECT_EQ(cat_head.Wait(Duration(15000)), 0);
+  std::string expected;
+  for (int i = 0; i < 50; ++i) expected += "y\n";
+  EXPECT_EQ(ReadFile(out), expected);
+  // Well inside resume_ttl (300 s): only an orderly end releases the FIFO this soon.
+  EXPECT_EQ(yes.Wait(Duration(15000)), 128 + SIGPIPE)
+      << "the writer did not get SIGPIPE; gateway log:\n"
+      << gw.Log();
+}
+
+// A service that answers and closes while the client's stdin stays open (a terminal, or a
+// pipe nobody closes): `connect` ends its side 0.5 s after the service's, as socat does, and
+// exits 0 with the whole answer, instead of waiting for a stdin EOF that never comes.
+TEST(Eof, ConnectEndsSoonAfterTheServiceClosesFirst) {
+  TempDir dir;
+  const std::string server_path = dir.Join("srv.sock");
+  const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  ASSERT_LT(server_path.size(), sizeof sun.sun_path);
+  std::memcpy(sun.sun_path, server_path.c_str(), server_path.size());
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  // Answers one connection and closes it; stops by itself within 30 s, or when told.
+  std::atomic<bool> stop{false};
+  std::thread server([listener, &stop] {
+    for (int i = 0; i < 300 && !stop.load(); ++i) {
+      pollfd p{listener, POLLIN, 0};
+      if (poll(&p, 1, 100) != 1) continue;
+      const int c = accept(listener, nullptr, nullptr);
+      if (c < 0) return;
+      const std::string greeting = "hello, and goodbye\n";
+      (void)!write(c, greeting.data(), greeting.size());
+      close(c);
+      return;
+    }
+  });
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    int fd;
+    ~Joiner() {
+      stop = true;
+      thread.join();
+      close(fd);
+    }
+  } joiner{stop, server, listener};
+  GatewayFixture gw(dir, WithExports({ExportSpec::Unix("svc", server_path)}));
+  ASSERT_TRUE(gw.Start());
+
+  const std::string out = dir.Join("out");
+  Bridge connect(dir, {"connect", gw.Address("svc")}, StdioSpec::Pipe(), out);
+  ASSERT_TRUE(connect.started());
+  EXPECT_EQ(connect.Wait(Duration(10000)), 0)
+      << "connect kept waiting for stdin after the service closed: " << connect.Describe();
+  EXPECT_EQ(ReadFile(out), "hello, and goodbye\n");
 }
 
 // stdin EOF becomes a half-close at the unix server, whose reply (sent only after that EOF) still

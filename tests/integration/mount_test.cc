@@ -1,6 +1,7 @@
 // `pipegate mount` (SPEC §6): a remote pipe presented as a local FIFO or Unix socket that
 // unmodified programs open, again and again; and its clean-up on SIGTERM (exit 143).
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -68,6 +70,25 @@ int Cycles() { return static_cast<int>(DataSize(20, 8)); }
     return ::testing::AssertionFailure() << "cannot leave a socket file at " << path;
   }
   return ::testing::AssertionSuccess();
+}
+
+// Reads `fd` until EOF or the nominal deadline. Returns what arrived, and sets `eof`.
+std::string ReadUntilEof(int fd, Duration timeout, bool* eof) {
+  std::string got;
+  *eof = false;
+  const Clock::time_point end = Clock::now() + Scaled(timeout);
+  while (Clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 20) != 1) continue;
+    char buf[4096];
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) {
+      *eof = true;
+      break;
+    }
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
 }
 
 TEST(Mount, FifoReadExportServesRepeatedLocalCatCycles) {
@@ -269,6 +290,50 @@ TEST(Mount, FifoReadExportReaderWaitsWhileTheRemotePipeIsBusy) {
   EXPECT_EQ(cat.Wait(Duration(20000)), 0) << mount.Describe();
   EXPECT_EQ(writer.Wait(Duration(10000)), 0);
   EXPECT_EQ(ReadFile(out), "at last\n") << mount.Describe();
+  EXPECT_TRUE(StopMount(mount, local));
+}
+
+// A local connect() to a socket whose backlog is full waits; one to a socket nobody listens on
+// is refused at once. Through a mounted socket, a connection to a busy export (max_clients) is
+// held until an instance is free and then served; one to an export whose service is gone is
+// closed at once, although the mount lets the gateway wait up to 60 s for a busy one.
+TEST(Mount, SocketConnectionWaitsForABusyExportButNotForAMissingService) {
+  TempDir dir;
+  const std::string server_path = dir.Join("srv.sock");
+  auto server = std::make_unique<UnixEchoServer>(server_path);
+  ASSERT_TRUE(server->ok()) << server->error();
+  ExportSpec svc = ExportSpec::Unix("svc", server_path);
+  svc.max_clients = 1;
+  GatewayFixture gw(dir, WithExports({svc}));
+  ASSERT_TRUE(gw.Start());
+  const std::string local = dir.Join("svc.sock");
+  Bridge mount(dir, {"mount", gw.Address("svc"), local});
+  ASSERT_TRUE(StartMount(mount, local, /*want_fifo=*/false));
+
+  const int first = ConnectUnix(local, Duration(10000));
+  ASSERT_GE(first, 0);
+  ASSERT_TRUE(
+      WaitFor([&] { return CountLines(gw.Log(), "decision=granted") == 1; }, Duration(10000)))
+      << mount.Describe();
+  const int second = ConnectUnix(local, Duration(10000));
+  ASSERT_GE(second, 0);
+  ASSERT_EQ(write(second, "second\n", 7), 7);
+  ASSERT_EQ(shutdown(second, SHUT_WR), 0);
+  bool eof = false;
+  EXPECT_EQ(ReadUntilEof(second, Duration(1000), &eof), "");
+  EXPECT_FALSE(eof) << "the connection to a busy export was closed instead of waiting";
+
+  close(first);  // Frees the instance: the waiting connection is served.
+  EXPECT_EQ(ReadUntilEof(second, Duration(10000), &eof), "second\n");
+  EXPECT_TRUE(eof);
+  close(second);
+
+  server.reset();  // Nobody listens any more.
+  const int third = ConnectUnix(local, Duration(10000));
+  ASSERT_GE(third, 0);
+  EXPECT_EQ(ReadUntilEof(third, Duration(10000), &eof), "");
+  EXPECT_TRUE(eof) << "a connection to a service that is gone was not closed at once";
+  close(third);
   EXPECT_TRUE(StopMount(mount, local));
 }
 

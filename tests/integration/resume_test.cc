@@ -419,6 +419,7 @@ TEST(ResumeFaults, DetachedStreamsHoldBoundedMemoryAndResume) {
   ASSERT_EQ(relay.Cut(), kStreams);
   const Clock::time_point lost = Clock::now();
   ASSERT_TRUE(WaitFor([&] { return ReadCounters(gw)["sessions_detached"] >= 1; }, Duration(5000)));
+  // Measuring windows, not waits: the outage's length is what the RSS is compared across.
   std::this_thread::sleep_for(Duration(1500));
   const uint64_t rss_early = ReadRssBytes(gw.pid()).value_or(0);
   uint64_t fed_early = 0;
@@ -486,7 +487,7 @@ TEST(ResumeFaults, GatewayKilledAndRestartedEndsTheCatWithExit6) {
   feeder.Pause();
 
   gw.Kill();
-  std::this_thread::sleep_for(Duration(1000));
+  std::this_thread::sleep_for(Duration(1000));  // The outage: the bridge must outlast it.
   EXPECT_TRUE(cat.Running()) << "the bridge gave up while the gateway was down: " << cat.Describe();
   ASSERT_TRUE(gw.Start());  // Same config, new process (and port: the relay follows it).
   relay.SetTarget(gw.port());
@@ -590,10 +591,13 @@ TEST(ResumeFaults, AMountServesALocalClientThatConnectsWhileDisconnected) {
 
   relay.SetTarget(0);
   ASSERT_EQ(relay.Cut(), 1);
-  std::this_thread::sleep_for(Duration(300));
+  // Cut() returns once the connection is reset: the gateway is unreachable from here on,
+  // whether or not the idle mount has noticed yet.
   const std::string payload = RandomStream(380).Next(200000);
   ExchangeResult during;
   std::thread client([&] { during = UnixExchange(local, payload, Duration(30000)); });
+  // The CPU window below is the measurement; it opens once the client had time to connect
+  // (connect() to the listening socket returns at once; nothing outside the mount shows it).
   std::this_thread::sleep_for(Duration(300));
   const int64_t cpu_before = CpuMs(mount.pid());
   std::this_thread::sleep_for(Duration(2000));
@@ -677,13 +681,16 @@ TEST(ResumeFaults, WriteWhoseOpenOkAndFinAreLostStillCompletes) {
   ASSERT_TRUE(
       WaitFor([&] { return gw.Log().find("client 'alice' connected") != std::string::npos; },
               Duration(10000)));
-  std::this_thread::sleep_for(Duration(200));  // The OPEN reaches the gateway and waits.
+  // The OPEN reaches the gateway and waits.
+  ASSERT_TRUE(WaitFor([&] { return ReadCounters(gw)["opens_waited"] == 1; }, Duration(10000)))
+      << write.Describe();
   relay.StallDownstream(Duration(10000));
   FifoReader reader(fifo);
   ASSERT_TRUE(reader.ok());
-  // The gateway opened the FIFO: OPEN_OK and its FIN are queued, held by the relay.
-  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo); }, Duration(5000)));
-  std::this_thread::sleep_for(Duration(50));
+  // The gateway opens the FIFO and answers: OPEN_OK and its FIN, held by the relay.
+  ASSERT_TRUE(WaitFor([&] { return relay.held_downstream() > 0; }, Duration(5000)))
+      << "the gateway's answer never reached the relay; " << relay.Describe();
+  ASSERT_TRUE(ProcessHasFileOpen(gw.pid(), fifo));
   ASSERT_EQ(relay.Cut(), 1);
   relay.StallDownstream(Duration(0));
   ASSERT_EQ(write.Wait(Duration(10000)), 0)
@@ -711,15 +718,19 @@ TEST(ResumeFaults, CatWhoseLastFinIsLostEndsCleanly) {
   const int writer = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
   ASSERT_GE(writer, 0);
   const std::string data = RandomStream(kSeed).Next(size);
+  // From here the bridge sends nothing upstream but the one CREDIT it owes once it has written
+  // all of it (a quarter of the window; keepalive PINGs go the other way: the gateway is
+  // sending).
+  const uint64_t up_before = relay.stats().up;
   ASSERT_EQ(write(writer, data.data(), data.size()), static_cast<ssize_t>(data.size()));
   ASSERT_TRUE(WaitFor([&] { return FileSize(out).value_or(0) == size; }, Duration(10000)));
-  std::this_thread::sleep_for(Duration(300));  // The CREDIT for all of it reaches the gateway.
+  // The CREDIT for all of it passes the relay towards the gateway.
+  ASSERT_TRUE(WaitFor([&] { return relay.stats().up > up_before; }, Duration(5000)))
+      << relay.Describe();
   relay.StallDownstream(Duration(10000));
   close(writer);  // EOF: the gateway sends its FIN, held by the relay.
-  // The gateway reads the EOF and sends the FIN (it closes the FIFO when the stream ends, at once
-  // today; a gateway that waits for the FIN's acknowledgement keeps it open: allow both).
-  WaitFor([&] { return !ProcessHasFileOpen(gw.pid(), fifo); }, Duration(1000));
-  std::this_thread::sleep_for(Duration(50));
+  ASSERT_TRUE(WaitFor([&] { return relay.held_downstream() > 0; }, Duration(5000)))
+      << "the gateway's FIN never reached the relay; " << relay.Describe();
   ASSERT_EQ(relay.Cut(), 1);
   relay.StallDownstream(Duration(0));
   ASSERT_EQ(cat.Wait(Duration(10000)), 0) << cat.Describe();

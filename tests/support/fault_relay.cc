@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -386,9 +387,18 @@ void FaultRelay::Run() {
       timeout = static_cast<int>(std::clamp<int64_t>(stall_until_ms_ - now, 0, kPollMs));
     } else {
       const bool down = now >= down_stall_until_ms_.load();
+      uint64_t held = 0;
       if (!down) {
         timeout = static_cast<int>(std::clamp<int64_t>(down_stall_until_ms_ - now, 0, kPollMs));
+        for (auto& c : conns_) {
+          int unread = 0;
+          if (ioctl(c->fd[1], FIONREAD, &unread) == 0 && unread > 0) {
+            held += static_cast<uint64_t>(unread);
+          }
+          held += c->Pending(1);
+        }
       }
+      held_downstream_ = held;
       fds.push_back(pollfd{listen_fd_, POLLIN, 0});
       for (auto& c : conns_) {
         c->poll_index = fds.size();

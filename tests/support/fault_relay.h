@@ -106,6 +106,10 @@ class FaultRelay {
   Stats stats() const;
   /// @return Bytes forwarded so far, both directions.
   uint64_t forwarded() const { return forwarded_.load(); }
+  /// @return Bytes from the target that a StallDownstream() holds back (read into the relay or
+  /// waiting in its sockets), as of the relay's last turn (at most 20 ms old); 0 without one.
+  /// What a test waits on to know that the target's reply is on its way and held.
+  uint64_t held_downstream() const { return held_downstream_.load(); }
   /// @return A one-line summary, for failure messages.
   std::string Describe() const;
 
@@ -144,6 +148,7 @@ class FaultRelay {
   int last_cut_count_ = 0;
   int64_t stall_until_ms_ = 0;
   std::atomic<int64_t> down_stall_until_ms_{0};
+  std::atomic<uint64_t> held_downstream_{0};
   int64_t stall_started_ms_ = 0;
   bool in_stall_ = false;
   std::vector<Event> schedule_;  ///< Pending events, earliest first.

@@ -163,10 +163,11 @@ TEST(NextMountStep, WriteExportOpensFirstAndAttachesTheReadEndOnlyWhenAccepted) 
             Step(MountState::kStreaming, MountAction::kAttachLocal));
 }
 
-TEST(NextMountStep, WriteExportOpensTheNextStreamAtOnceAfterAWritersEof) {
+TEST(NextMountStep, WriteExportOpensTheNextStreamOnlyAfterTheOldReaderHadItsEof) {
   const MountMode m = MountMode::kFifoFromWriter;
   EXPECT_EQ(NextMountStep(m, MountState::kStreaming, MountEvent::kStreamEnded, Open()),
-            Step(MountState::kOpening, MountAction::kOpenStream));
+            Step(MountState::kBackoff, MountAction::kScheduleRetry));
+  EXPECT_GE(RetryDelayMs(0), kReaderGoneGraceMs);
   EXPECT_EQ(NextMountStep(m, MountState::kStreaming, MountEvent::kStreamEnded, Closed()),
             Step(MountState::kBackoff, MountAction::kScheduleRetry));
 }
