@@ -22,10 +22,13 @@ log() { printf '\n==> %s\n' "$*"; }
 ./scripts/deps.sh
 
 # Runs one stage: configure, build, ctest. Arguments: NAME BUILD_DIR -- CMAKE_ARGS... -- ENV...
+# Two optional variables, set for one call (`STAGE_TARGETS=... stage ...`), narrow a stage:
+# STAGE_TARGETS (space-separated build targets; default: all) and STAGE_CTEST_ARGS (extra ctest
+# arguments such as -L or -E; split on spaces, never globbed). Build and test times are printed.
 stage() {
   local name=$1 dir=$2
   shift 2
-  local -a cmake_args=() env_args=()
+  local -a cmake_args=() env_args=() targets=() ctest_args=()
   [[ $1 == -- ]] && shift
   while [[ $# -gt 0 && $1 != -- ]]; do
     cmake_args+=("$1")
@@ -33,21 +36,27 @@ stage() {
   done
   [[ $# -gt 0 ]] && shift
   env_args=("$@")
+  read -ra targets <<<"${STAGE_TARGETS:-}"
+  read -ra ctest_args <<<"${STAGE_CTEST_ARGS:-}"
 
   log "[$name] configure $dir"
   if ! cmake -S . -B "$dir" "${cmake_args[@]}"; then
     failed+=("$name: configure")
     return
   fi
-  log "[$name] build ($JOBS jobs)"
-  if ! cmake --build "$dir" -j "$JOBS"; then
+  log "[$name] build ($JOBS jobs${targets[*]:+, targets: ${targets[*]}})"
+  local start=$SECONDS
+  if ! cmake --build "$dir" -j "$JOBS" ${targets[@]:+--target "${targets[@]}"}; then
     failed+=("$name: build")
     return
   fi
-  log "[$name] ctest ${env_args[*]}"
-  if ! (cd "$dir" && env "${env_args[@]}" ctest --output-on-failure -j2); then
+  log "[$name] built in $((SECONDS - start)) s"
+  log "[$name] ctest ${ctest_args[*]} ${env_args[*]}"
+  start=$SECONDS
+  if ! (cd "$dir" && env "${env_args[@]}" ctest --output-on-failure -j2 "${ctest_args[@]}"); then
     failed+=("$name: tests")
   fi
+  log "[$name] tests ran in $((SECONDS - start)) s"
 }
 
 # Every option that matters is passed explicitly, so a build directory configured differently
