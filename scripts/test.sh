@@ -3,7 +3,10 @@
 #   1. build-ci/    RelWithDebInfo, warnings are errors (-DPIPEGATE_WERROR=ON), full tests;
 #   2. build-asan/  Debug with AddressSanitizer + UndefinedBehaviorSanitizer, tests with smaller
 #                   data (PIPEGATE_TEST_QUICK=1) and timeouts scaled by 3;
-#   3. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 60 s (see below).
+#   3. build-tsan/  Debug -O1 with ThreadSanitizer: the unit tests and the integration tests that
+#                   cross gateway workers (label multiworker), each gateway on 2 workers; any
+#                   TSan report, also from the processes the tests start, fails it (see below);
+#   4. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 60 s (see below).
 # Missing Debian packages are installed first (scripts/deps.sh). Every stage runs even if an
 # earlier one fails, so one run shows everything; the exit status is non-zero if anything failed.
 #
@@ -75,7 +78,39 @@ stage asan build-asan -- \
   ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-# 3. build-fuzz/  clang with libFuzzer, ASan and UBSan: each fuzz target runs for FUZZ_SECONDS
+# 3. build-tsan/  GCC with ThreadSanitizer (Debug at -O1: the checks stay on, the tests run about
+#    twice as fast as at -O0). Only what it runs is built: the unit tests and the integration
+#    tests labelled `multiworker` (tests/CMakeLists.txt), with every gateway on 2 workers
+#    (PIPEGATE_TEST_WORKERS) so that cross-worker paths run whatever the core count. TSan writes
+#    its reports, also those of the pipegated and pipegate processes the tests start, to
+#    build-tsan/tsan-reports/; the stage fails if any is there, and prints them. A suppression
+#    goes in tests/tsan.supp only with a comment that proves the race benign.
+#    The fuzz replay tests (also labelled `unit`) are left out: they run one thread, and their
+#    binaries are not built here.
+tsan_stage() {
+  local dir=build-tsan reports
+  reports=$PWD/$dir/tsan-reports
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  STAGE_TARGETS="pipegate_unit_tests pipegate_integration_tests pipegated pipegate" \
+    STAGE_CTEST_ARGS="-L unit|multiworker -E _fuzz_replay$" \
+    stage tsan "$dir" -- \
+    -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" -DPIPEGATE_WERROR=OFF \
+    -DPIPEGATE_SANITIZE=thread -DPIPEGATE_BUILD_TESTS=ON -- \
+    PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_TIMEOUT_MULTIPLIER=5 PIPEGATE_TEST_WORKERS=2 \
+    "TSAN_OPTIONS=log_path=$reports/tsan:halt_on_error=0:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+  local -a found=("$reports"/tsan*)
+  if [[ -e ${found[0]} ]]; then
+    log "[tsan] ${#found[@]} report file(s) in $reports"
+    cat "${found[@]}"
+    failed+=("tsan: ${#found[@]} report file(s) in $reports")
+  else
+    log "[tsan] no ThreadSanitizer reports"
+  fi
+}
+tsan_stage
+
+# 4. build-fuzz/  clang with libFuzzer, ASan and UBSan: each fuzz target runs for FUZZ_SECONDS
 #    (default 60) from the committed seed corpus. New inputs go to build-fuzz/fuzz-work/ (the
 #    committed corpus is only read); a crash leaves its input in build-fuzz/fuzz-work/*/crashes/
 #    and fails the stage. Copy such an input into tests/fuzz/corpus/ once it is fixed.
@@ -127,4 +162,4 @@ if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test.sh: FAILED: ${failed[*]}"
   exit 1
 fi
-echo "test.sh: all stages passed (build-ci, build-asan, build-fuzz)"
+echo "test.sh: all stages passed (build-ci, build-asan, build-tsan, build-fuzz)"
