@@ -109,8 +109,8 @@ std::string GatewayFixture::ConfigToml() const {
        << "cert = " << Quote(PkiPath(options_.cert)) << "\n"
        << "key = " << Quote(PkiPath(options_.key)) << "\n"
        << "client_ca = " << Quote(PkiPath(options_.client_ca)) << "\n";
-  if (const std::optional<int> workers = options_.workers ? options_.workers
-                                                           : WorkersFromEnvironment()) {
+  if (const std::optional<int> workers =
+          options_.workers ? options_.workers : WorkersFromEnvironment()) {
     toml << "workers = " << *workers << "\n";
   }
   toml << options_.extra_gateway_toml;
