@@ -3,29 +3,43 @@
 #   1. build-ci/    RelWithDebInfo, warnings are errors (-DPIPEGATE_WERROR=ON), full tests;
 #   2. build-asan/  Debug with AddressSanitizer + UndefinedBehaviorSanitizer, tests with smaller
 #                   data (PIPEGATE_TEST_QUICK=1) and timeouts scaled by 3;
-#   3. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 60 s (see below).
+#   3. build-tsan/  Debug -O1 with ThreadSanitizer: the unit tests and the integration tests that
+#                   cross gateway workers (label multiworker), each gateway on 2 workers; any
+#                   TSan report, also from the processes the tests start, fails it (see below);
+#   4. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 60 s (see below).
 # Missing Debian packages are installed first (scripts/deps.sh). Every stage runs even if an
 # earlier one fails, so one run shows everything; the exit status is non-zero if anything failed.
 #
 # Usage: scripts/test.sh
 # Environment: JOBS (parallel compile jobs, default: number of cores); FUZZ_SECONDS (per fuzz
-# target, default 60); FUZZ_SEED (libFuzzer's -seed, default 1; 0 = random).
+# target, default 60); FUZZ_SEED (libFuzzer's -seed, default 1; 0 = random); STAGES (the stages
+# to run, default "ci asan tsan fuzz"; CI runs them all).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 JOBS=${JOBS:-$(nproc)}
+STAGES=${STAGES:-ci asan tsan fuzz}
 failed=()
+ran=()
+
+# True if the stage NAME is in STAGES (and then it is recorded as run).
+wanted() {
+  [[ " $STAGES " == *" $1 "* ]] && ran+=("build-$1")
+}
 
 log() { printf '\n==> %s\n' "$*"; }
 
 ./scripts/deps.sh
 
 # Runs one stage: configure, build, ctest. Arguments: NAME BUILD_DIR -- CMAKE_ARGS... -- ENV...
+# Two optional variables, set for one call (`STAGE_TARGETS=... stage ...`), narrow a stage:
+# STAGE_TARGETS (space-separated build targets; default: all) and STAGE_CTEST_ARGS (extra ctest
+# arguments such as -L or -E; split on spaces, never globbed). Build and test times are printed.
 stage() {
   local name=$1 dir=$2
   shift 2
-  local -a cmake_args=() env_args=()
+  local -a cmake_args=() env_args=() targets=() ctest_args=()
   [[ $1 == -- ]] && shift
   while [[ $# -gt 0 && $1 != -- ]]; do
     cmake_args+=("$1")
@@ -33,40 +47,78 @@ stage() {
   done
   [[ $# -gt 0 ]] && shift
   env_args=("$@")
+  read -ra targets <<<"${STAGE_TARGETS:-}"
+  read -ra ctest_args <<<"${STAGE_CTEST_ARGS:-}"
 
   log "[$name] configure $dir"
   if ! cmake -S . -B "$dir" "${cmake_args[@]}"; then
     failed+=("$name: configure")
     return
   fi
-  log "[$name] build ($JOBS jobs)"
-  if ! cmake --build "$dir" -j "$JOBS"; then
+  log "[$name] build ($JOBS jobs${targets[*]:+, targets: ${targets[*]}})"
+  local start=$SECONDS
+  if ! cmake --build "$dir" -j "$JOBS" ${targets[@]:+--target "${targets[@]}"}; then
     failed+=("$name: build")
     return
   fi
-  log "[$name] ctest ${env_args[*]}"
-  if ! (cd "$dir" && env "${env_args[@]}" ctest --output-on-failure -j2); then
+  log "[$name] built in $((SECONDS - start)) s"
+  log "[$name] ctest ${ctest_args[*]} ${env_args[*]}"
+  start=$SECONDS
+  if ! (cd "$dir" && env "${env_args[@]}" ctest --output-on-failure -j2 "${ctest_args[@]}"); then
     failed+=("$name: tests")
   fi
+  log "[$name] tests ran in $((SECONDS - start)) s"
 }
 
 # Every option that matters is passed explicitly, so a build directory configured differently
 # before (by hand or by a preset) cannot silently drop tests or sanitizers.
-stage ci build-ci -- \
+wanted ci && stage ci build-ci -- \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPIPEGATE_WERROR=ON -DPIPEGATE_SANITIZE= \
   -DPIPEGATE_BUILD_TESTS=ON --
 
 # The quarantine holds freed memory back to catch use-after-free; at its default 256 MiB it
 # counts as resident memory, and the tests that bound the gateway's RSS would measure it
 # (OpenSSL frees and reallocates its 16 KiB record buffers: SSL_MODE_RELEASE_BUFFERS).
-stage asan build-asan -- \
+wanted asan && stage asan build-asan -- \
   -DCMAKE_BUILD_TYPE=Debug -DPIPEGATE_WERROR=OFF -DPIPEGATE_SANITIZE=address,undefined \
   -DPIPEGATE_BUILD_TESTS=ON -- \
   PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_TIMEOUT_MULTIPLIER=3 \
   ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-# 3. build-fuzz/  clang with libFuzzer, ASan and UBSan: each fuzz target runs for FUZZ_SECONDS
+# 3. build-tsan/  GCC with ThreadSanitizer (Debug at -O1: the checks stay on, the tests run about
+#    twice as fast as at -O0). Only what it runs is built: the unit tests and the integration
+#    tests labelled `multiworker` (tests/CMakeLists.txt), with every gateway on 2 workers
+#    (PIPEGATE_TEST_WORKERS) so that cross-worker paths run whatever the core count. TSan writes
+#    its reports, also those of the pipegated and pipegate processes the tests start, to
+#    build-tsan/tsan-reports/; the stage fails if any is there, and prints them. A suppression
+#    goes in tests/tsan.supp only with a comment that proves the race benign.
+#    The fuzz replay tests (also labelled `unit`) are left out: they run one thread, and their
+#    binaries are not built here.
+tsan_stage() {
+  local dir=build-tsan reports
+  reports=$PWD/$dir/tsan-reports
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  STAGE_TARGETS="pipegate_unit_tests pipegate_integration_tests pipegated pipegate" \
+    STAGE_CTEST_ARGS="-L unit|multiworker -E _fuzz_replay$" \
+    stage tsan "$dir" -- \
+    -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" -DPIPEGATE_WERROR=OFF \
+    -DPIPEGATE_SANITIZE=thread -DPIPEGATE_BUILD_TESTS=ON -- \
+    PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_TIMEOUT_MULTIPLIER=5 PIPEGATE_TEST_WORKERS=2 \
+    "TSAN_OPTIONS=log_path=$reports/tsan:halt_on_error=0:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+  local -a found=("$reports"/tsan*)
+  if [[ -e ${found[0]} ]]; then
+    log "[tsan] ${#found[@]} report file(s) in $reports"
+    cat "${found[@]}"
+    failed+=("tsan: ${#found[@]} report file(s) in $reports")
+  else
+    log "[tsan] no ThreadSanitizer reports"
+  fi
+}
+if wanted tsan; then tsan_stage; fi
+
+# 4. build-fuzz/  clang with libFuzzer, ASan and UBSan: each fuzz target runs for FUZZ_SECONDS
 #    (default 60) from the committed seed corpus. New inputs go to build-fuzz/fuzz-work/ (the
 #    committed corpus is only read); a crash leaves its input in build-fuzz/fuzz-work/*/crashes/
 #    and fails the stage. Copy such an input into tests/fuzz/corpus/ once it is fixed.
@@ -111,11 +163,11 @@ fuzz_stage() {
       tail -n 5 "$work/log"
   done
 }
-fuzz_stage
+if wanted fuzz; then fuzz_stage; fi
 
 echo
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test.sh: FAILED: ${failed[*]}"
   exit 1
 fi
-echo "test.sh: all stages passed (build-ci, build-asan, build-fuzz)"
+echo "test.sh: all stages passed (${ran[*]})"

@@ -97,6 +97,28 @@ std::vector<TlsContext::FileProblem> LoadTlsFiles(SSL_CTX* ctx, const std::strin
   return problems;
 }
 
+// Computes the cached extensions (key usage, purposes, key identifiers, ...) of every certificate
+// in @p ctx: its own chain and the CA bundle in its store. OpenSSL computes them on a
+// certificate's first use, writing them under the certificate's lock while other verifications
+// read them without it (ossl_x509v3_cache_extensions), so two workers verifying their first
+// clients against a fresh context raced (ThreadSanitizer saw ASN1_STRING_cmp read a key
+// identifier that ASN1_STRING_set was writing; TlsTest.ThreadsVerifyAgainstAFreshContextAtOnce).
+// Done here, before the context is shared, every later use only reads. X509_check_purpose with
+// the purpose -1 fills the cache and checks nothing (X509_check_purpose(3)).
+void FillCertificateCaches(SSL_CTX* ctx) {
+  if (X509* own = SSL_CTX_get0_certificate(ctx)) X509_check_purpose(own, -1, 0);
+  STACK_OF(X509)* chain = nullptr;
+  if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1 && chain != nullptr) {
+    for (int i = 0; i < sk_X509_num(chain); ++i) X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+  }
+  STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+  for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
+    if (X509* x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i))) {
+      X509_check_purpose(x, -1, 0);
+    }
+  }
+}
+
 Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, const std::string& key,
                                        const std::string& ca) {
   ossl::SslCtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
@@ -114,6 +136,7 @@ Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, con
   std::vector<TlsContext::FileProblem> problems =
       LoadTlsFiles(ctx.get(), cert, key, ca, server ? "client_ca" : "ca");
   if (!problems.empty()) return problems.front().status;
+  FillCertificateCaches(ctx.get());
   struct stat st {};
   if (::stat(key.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
     PG_LOG(kWarn, "private key '{}' is readable by every user (fix with: chmod o-r '{}')", key,

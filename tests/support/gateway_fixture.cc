@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <regex>
 #include <sstream>
@@ -22,6 +23,23 @@ std::string Quote(const std::string& text) {
     out += c;
   }
   return out + "\"";
+}
+
+// PIPEGATE_TEST_WORKERS=N (1..64) gives every gateway N workers unless its test chose a count.
+// Without it the gateway takes one per core, so a 1-core machine would never hand a connection
+// to another worker; the TSan stage (scripts/test.sh) sets 2 so that cross-worker paths run.
+std::optional<int> WorkersFromEnvironment() {
+  const char* text = std::getenv("PIPEGATE_TEST_WORKERS");
+  if (text == nullptr || *text == '\0') {
+    return std::nullopt;
+  }
+  char* end = nullptr;
+  const long n = std::strtol(text, &end, 10);
+  if (*end != '\0' || n < 1 || n > 64) {
+    ADD_FAILURE() << "PIPEGATE_TEST_WORKERS=" << text << " is not a count from 1 to 64";
+    return std::nullopt;
+  }
+  return static_cast<int>(n);
 }
 
 }  // namespace
@@ -91,8 +109,9 @@ std::string GatewayFixture::ConfigToml() const {
        << "cert = " << Quote(PkiPath(options_.cert)) << "\n"
        << "key = " << Quote(PkiPath(options_.key)) << "\n"
        << "client_ca = " << Quote(PkiPath(options_.client_ca)) << "\n";
-  if (options_.workers) {
-    toml << "workers = " << *options_.workers << "\n";
+  if (const std::optional<int> workers =
+          options_.workers ? options_.workers : WorkersFromEnvironment()) {
+    toml << "workers = " << *workers << "\n";
   }
   toml << options_.extra_gateway_toml;
   for (const auto& spec : options_.exports) {

@@ -44,6 +44,7 @@ struct GatewayOptions {
   std::string key = "gateway.key";
   std::string client_ca = "ca.crt";
   std::vector<ExportSpec> exports;
+  /// Unset: PIPEGATE_TEST_WORKERS if that is set, else the gateway's default (one per core).
   std::optional<int> workers;
   std::string extra_gateway_toml;  ///< Raw lines appended to the [gateway] table.
 };

@@ -25,11 +25,13 @@ namespace pipegate::testing {
 inline constexpr uint64_t kRssSlack = uint64_t{16} << 20;
 
 /// Under AddressSanitizer freed memory sits in a quarantine and RSS says nothing about leaks
-/// (LeakSanitizer does that job): RSS figures are still reported, but not checked.
-#if defined(__SANITIZE_ADDRESS__)
+/// (LeakSanitizer does that job); ThreadSanitizer's allocator and shadow memory likewise keep
+/// RSS up after the abuse ends (180 MiB after 500 connections, against 29 MiB before). RSS
+/// figures are still reported, but not checked; the ci and asan stages check the leaks.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 inline constexpr bool kCheckRss = false;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 inline constexpr bool kCheckRss = false;
 #else
 inline constexpr bool kCheckRss = true;

@@ -2,9 +2,12 @@
 
 #include <stdio.h>
 
+#include <atomic>
 #include <cstring>
+#include <latch>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -471,6 +474,33 @@ TEST_F(TlsTest, SessionsShareOneContext) {
     EXPECT_TRUE(a.server.established() && b.server.established());
   }
   EXPECT_EQ(server_ctx.use_count(), before);
+}
+
+// Gateway workers share one server context and may verify their first clients at the same
+// moment, right after a start or a reload built the context. OpenSSL fills an X509's cached
+// extensions (purpose, key usage, hashes) on first use, and that must not race between the
+// threads (TSan found it in the gateway): the context fills them when it is made.
+TEST_F(TlsTest, ThreadsVerifyAgainstAFreshContextAtOnce) {
+  constexpr int kRounds = 3;
+  constexpr int kThreads = 4;
+  for (int round = 0; round < kRounds; ++round) {
+    ContextPtr server_ctx = Server();
+    ContextPtr client_ctx = Client();
+    ASSERT_TRUE(server_ctx && client_ctx);
+    std::latch start(kThreads);
+    std::atomic<int> established{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&] {
+        TlsPair pair(client_ctx, server_ctx, "localhost");
+        start.arrive_and_wait();
+        pair.Run();
+        if (pair.client.established() && pair.server.established()) ++established;
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(established.load(), kThreads) << "round " << round;
+  }
 }
 
 TEST_F(TlsTest, RsaKeysWorkOnBothSides) {
