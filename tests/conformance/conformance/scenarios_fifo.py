@@ -118,8 +118,6 @@ def cat_eof_only_after_last_writer(ctx):
 
 @scenario("fifo_cat", "cat_pipe_head_c", "`READER | head -c 100`: bytes, statuses of head, writer",
           "head prints 100 bytes and exits 0; the writer `yes > FIFO` dies of SIGPIPE (141)",
-          known_issue="(a) pipegate cat | head -c N: the gateway sees the connection reset "
-                      "(RST) instead of an orderly close (FIN, close_notify)",
           choice="The reader's own status is not compared: cat dies of SIGPIPE (141), "
                  "pipegate cat exits 6 'the local reader went away' (SPEC section 7: broken "
                  "pipe). The pipegate run also requires that the gateway log shows no reset "

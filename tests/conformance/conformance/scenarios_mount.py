@@ -12,12 +12,9 @@ from .harness import (PYTHON, ScenarioError, blocked_in_fifo_open, group, patter
                       stays, try_open_nonblock_write, wait_until)
 from .scenarios_fifo import concurrent_record_writers, count_torn
 
-# Known issue (b): after a local writer's EOF the mount asks for the next stream at once, and the
-# gateway opens its FIFO's write end again before the remote reader has read EOF, so that reader
-# never sees the EOF (it stays attached to the next stream). It shows wherever the remote reader
-# should end after the local writer closes.
-KNOWN_B = ("(b) after a local writer's EOF the mount re-opens the remote FIFO too quickly: "
-           "the remote reader never sees EOF")
+# A write export's remote reader must see each local writer's EOF: the mount waits 100 ms after
+# a stream ends before it opens the next (docs/decisions.md, "Mounted FIFOs"). The scenarios
+# whose remote reader ends after the local writer closes hold it to that.
 
 group("mount_read", {"r": {"kind": "fifo", "access": "read"}})
 group("mount_write", {"w": {"kind": "fifo", "access": "write"}})
@@ -115,8 +112,7 @@ def mread_waits_while_busy(ctx):
 # ---- FIFO mount of a write export ----
 
 @scenario("mount_write", "mwrite_bytes_then_eof", "dd 1 MiB into MOUNT; `cat FIFO` reads",
-          "reader gets every byte (sha256) and EOF; dd exits 0",
-          known_issue=KNOWN_B)
+          "reader gets every byte (sha256) and EOF; dd exits 0")
 def mwrite_bytes_then_eof(ctx):
     data = ctx.write_file("data", pattern(1 << 20, seed=12))
     mine, theirs = fifo_pair(ctx, "w")
@@ -129,8 +125,7 @@ def mwrite_bytes_then_eof(ctx):
 
 
 @scenario("mount_write", "mwrite_tee", "tee MOUNT < 256 KiB; `cat FIFO` reads",
-          "reader gets every byte; tee exits 0",
-          known_issue=KNOWN_B)
+          "reader gets every byte; tee exits 0")
 def mwrite_tee(ctx):
     data = ctx.write_file("data", pattern(256 << 10, seed=13))
     mine, theirs = fifo_pair(ctx, "w")
@@ -152,8 +147,7 @@ os.close(fd)
 
 
 @scenario("mount_write", "mwrite_open_blocks_without_reader", "python open(MOUNT, O_WRONLY) "
-          "with no remote reader", "open() blocks; returns when a reader comes; bytes arrive",
-          known_issue=KNOWN_B)
+          "with no remote reader", "open() blocks; returns when a reader comes; bytes arrive")
 def mwrite_open_blocks(ctx):
     mine, theirs = fifo_pair(ctx, "w")
     opened = ctx.path("opened")
@@ -211,8 +205,7 @@ def mwrite_sigpipe(ctx):
 
 @scenario("mount_write", "mwrite_two_successive_writers", "`echo a > M; echo b > M` with one "
           "reader `cat FIFO`, then a second reader",
-          "reader 1 gets 'a' and EOF; the second echo blocks until reader 2, which gets 'b'",
-          known_issue=KNOWN_B)
+          "reader 1 gets 'a' and EOF; the second echo blocks until reader 2, which gets 'b'")
 def mwrite_two_successive_writers(ctx):
     mine, theirs = fifo_pair(ctx, "w")
     first_reader = ctx.spawn(["cat", theirs], "reader1")
@@ -235,8 +228,7 @@ def mwrite_two_successive_writers(ctx):
 
 
 @scenario("mount_write", "mwrite_atomic_records_4_writers", "4 writers x 300 records of 4096 "
-          "bytes into MOUNT at once", "every record whole",
-          known_issue=KNOWN_B)
+          "bytes into MOUNT at once", "every record whole")
 def mwrite_atomic_records(ctx):
     mine, theirs = fifo_pair(ctx, "w")
     reader = ctx.spawn(["cat", theirs], "reader")

@@ -79,8 +79,6 @@ def connect_request_response(ctx):
 
 @scenario("connect", "connect_server_closes_first", "server sends a line and closes; client's "
           "stdin stays open", "socat prints the line and exits 0 about 0.5 s after the EOF",
-          known_issue="(c) pipegate connect does not exit when the server closes while stdin "
-                      "stays open",
           choice="'Ends' means the client exited by itself within 5 s of the server's close.")
 def connect_server_closes_first(ctx):
     start_server(ctx, "banner")
@@ -290,8 +288,6 @@ def msock_no_listener(ctx):
 
 @scenario("mount_socket", "msock_busy_server_queues", "second client while the first holds the "
           "only instance", "the second waits (queued in the backlog), then gets its reply",
-          known_issue="(d) a socket mount answers a busy export (max_clients) by closing the "
-                      "local connection instead of waiting as a listen backlog does",
           choice="Oracle: a server that serves one connection at a time; pipegate: the same "
                  "server behind an export with max_clients = 1. 'Waits' means no reply and no "
                  "EOF in 300 ms.")
