@@ -6,13 +6,13 @@
 #   3. build-tsan/  Debug -O1 with ThreadSanitizer: the unit tests and the integration tests that
 #                   cross gateway workers (label multiworker), each gateway on 2 workers; any
 #                   TSan report, also from the processes the tests start, fails it (see below);
-#   4. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 60 s (see below).
+#   4. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 30 s (see below).
 # Missing Debian packages are installed first (scripts/deps.sh). Every stage runs even if an
 # earlier one fails, so one run shows everything; the exit status is non-zero if anything failed.
 #
 # Usage: scripts/test.sh
 # Environment: JOBS (parallel compile jobs, default: number of cores); FUZZ_SECONDS (per fuzz
-# target, default 60); FUZZ_SEED (libFuzzer's -seed, default 1; 0 = random); STAGES (the stages
+# target, default 30); FUZZ_SEED (libFuzzer's -seed, default 1; 0 = random); STAGES (the stages
 # to run, default "ci asan tsan fuzz"; CI runs them all).
 set -euo pipefail
 
@@ -118,14 +118,20 @@ tsan_stage() {
 }
 if wanted tsan; then tsan_stage; fi
 
-# 4. build-fuzz/  clang with libFuzzer, ASan and UBSan: each fuzz target runs for FUZZ_SECONDS
-#    (default 60) from the committed seed corpus. New inputs go to build-fuzz/fuzz-work/ (the
-#    committed corpus is only read); a crash leaves its input in build-fuzz/fuzz-work/*/crashes/
-#    and fails the stage. Copy such an input into tests/fuzz/corpus/ once it is fixed.
+# 4. build-fuzz/  clang with libFuzzer, ASan and UBSan: every fuzz target (PIPEGATE_FUZZ_TARGETS in
+#    tests/fuzz/CMakeLists.txt) runs for FUZZ_SECONDS (default 30) from the committed seed corpus.
+#    New inputs go to build-fuzz/fuzz-work/<target>/corpus (the committed corpus is only read;
+#    scripts/fuzz-corpus.sh merges them into it). A crash fails the stage and leaves its input in
+#    fuzz-crashes/<target>/ at the top of the source tree, which no run deletes, and the stage
+#    prints that path. Once fixed, the input moves to tests/fuzz/corpus/<target>/regress_<what>,
+#    so that the replay test keeps it fixed.
 #    The mutation seed is fixed (FUZZ_SEED, default 1), so CI repeats the same inputs and a
 #    red run is a regression, not luck; FUZZ_SEED=0 explores with a random seed.
 fuzz_stage() {
-  local dir=build-fuzz seconds=${FUZZ_SECONDS:-60}
+  local dir=build-fuzz seconds=${FUZZ_SECONDS:-30} start=$SECONDS
+  local -a targets
+  read -r -a targets < <(sed -n 's/^set(PIPEGATE_FUZZ_TARGETS \(.*\))$/\1/p' \
+    tests/fuzz/CMakeLists.txt)
   log "[fuzz] configure $dir (clang, libFuzzer, address,undefined)"
   if ! command -v clang++ >/dev/null; then
     failed+=("fuzz: clang++ not found")
@@ -138,30 +144,36 @@ fuzz_stage() {
     failed+=("fuzz: configure")
     return
   fi
-  log "[fuzz] build ($JOBS jobs)"
-  if ! cmake --build "$dir" -j "$JOBS" --target mux_fuzz config_fuzz address_fuzz; then
+  log "[fuzz] build ${targets[*]} ($JOBS jobs)"
+  if ! cmake --build "$dir" -j "$JOBS" --target "${targets[@]/%/_fuzz}"; then
     failed+=("fuzz: build")
     return
   fi
-  local target work
-  for target in mux config address; do
+  local target work crashes
+  for target in "${targets[@]}"; do
     work=$dir/fuzz-work/$target
+    crashes=fuzz-crashes/$target
     rm -rf "$work"
-    mkdir -p "$work/corpus" "$work/crashes"
+    mkdir -p "$work/corpus" "$crashes"
     log "[fuzz] $target: ${seconds} s from tests/fuzz/corpus/$target"
     if ! UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
       "$dir/tests/fuzz/${target}_fuzz" -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" \
       -print_final_stats=1 \
-      -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$work/crashes/" \
+      -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$crashes/" \
       "$work/corpus" "tests/fuzz/corpus/$target" >"$work/log" 2>&1; then
       tail -n 60 "$work/log"
-      failed+=("fuzz: $target")
+      echo "[fuzz] $target: the failing input is in $PWD/$crashes/:"
+      ls -l "$crashes"
+      failed+=("fuzz: $target (input in $crashes/)")
       continue
     fi
+    rmdir "$crashes" 2>/dev/null || echo "[fuzz] $target: earlier crash inputs in $PWD/$crashes/"
     # The summary: executions, coverage (cov: edges, ft: features) and corpus size.
     grep -E '^#[0-9]+.*DONE|^stat::number_of_executed_units|^stat::peak_rss_mb' "$work/log" || \
       tail -n 5 "$work/log"
   done
+  rmdir fuzz-crashes 2>/dev/null || true
+  log "[fuzz] ${#targets[@]} targets in $((SECONDS - start)) s"
 }
 if wanted fuzz; then fuzz_stage; fi
 

@@ -1,6 +1,7 @@
 // A main for fuzz targets built without libFuzzer: runs LLVMFuzzerTestOneInput once on each file
 // named on the command line, or on each regular file of each directory named (fmt's replay
 // main, h2o's fuzz/ drivers). A crash or an abort fails the run, as it would under the fuzzer.
+// A target's LLVMFuzzerInitialize, if it defines one, runs first, as libFuzzer runs it.
 
 #include <algorithm>
 #include <cstddef>
@@ -14,6 +15,8 @@
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+// Weak: null in the targets that do not define it.
+extern "C" __attribute__((weak)) int LLVMFuzzerInitialize(int* argc, char*** argv);
 
 namespace {
 
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s FILE_OR_DIR...\n", argv[0]);
     return 2;
   }
+  if (LLVMFuzzerInitialize != nullptr) LLVMFuzzerInitialize(&argc, &argv);
   size_t runs = 0;
   for (int i = 1; i < argc; ++i) {
     std::filesystem::path arg(argv[i]);
