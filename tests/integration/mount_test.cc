@@ -380,8 +380,11 @@ TEST(Mount, RefusesToReplaceARegularFile) {
   ASSERT_TRUE(WriteFile(local, "do not delete\n"));
   Bridge mount(dir, {"mount", gw.Address("logs"), local});
   ASSERT_TRUE(mount.started());
-  const std::optional<int> status = mount.Wait(Duration(10000));
-  EXPECT_TRUE(status.has_value() && *status != 0) << mount.Describe();
+  // A path the user named that cannot be used is a usage error (exit 1), and says why.
+  EXPECT_EQ(mount.Wait(Duration(10000)), 1) << mount.Describe();
+  EXPECT_NE(mount.Result().err.find(local), std::string::npos) << mount.Describe();
+  EXPECT_NE(mount.Result().err.find("it exists and is not a FIFO"), std::string::npos)
+      << mount.Describe();
   EXPECT_EQ(ReadFile(local), "do not delete\n");
 }
 
