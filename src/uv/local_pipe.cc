@@ -202,7 +202,12 @@ ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
   if (n == 0) return 0;
   if (!queue_.empty()) {
     queue_.Append(p, n);
-    holding_partial_ = false;  // The new bytes may complete a held record: poll again.
+    // The new bytes may complete a held record: poll again. The hold measures a pause in the
+    // stream, so it restarts from here if a record is still unfinished after the flush;
+    // counted from the first hold, a busy stream whose writes end mid-block would be cut
+    // inside a block whenever the timer happened to expire during one of its short holds.
+    holding_partial_ = false;
+    uv_timer_stop(&hold_timer_);
     UpdatePoll();
     return 0;
   }
@@ -224,7 +229,7 @@ void LocalPipe::ArmHoldTimer() {
   // without --lines is not held back indefinitely; a record torn that way had been sent torn.
   if (holding_partial_ && record_mode_ == RecordMode::kBlocks && !closing_ &&
       !uv_is_active(reinterpret_cast<uv_handle_t*>(&hold_timer_))) {
-    uv_timer_start(&hold_timer_, &LocalPipe::OnHoldTimer, kHoldMs, 0);
+    uv_timer_start(&hold_timer_, &LocalPipe::OnHoldTimer, kBlockHoldMs, 0);
   }
 }
 

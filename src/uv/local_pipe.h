@@ -80,6 +80,13 @@ class LocalPipe {
   /// @return Bytes queued and not yet written.
   size_t queued() const noexcept { return queue_.size(); }
   void set_record_mode(RecordMode mode) noexcept { record_mode_ = mode; }
+  /// How long an unfinished 4096-byte block (RecordMode::kBlocks) waits for its rest before it
+  /// is written anyway, counted from the last bytes that arrived: a writer that stops mid-block
+  /// without EOF still gets its bytes through. Writing it splits the block, so another writer's
+  /// bytes may land inside it: this must be longer than any ordinary gap in a busy stream (a
+  /// credit round trip on a loaded machine). 10 ms tore aligned records under ASan with four
+  /// concurrent writers on two cores.
+  static constexpr uint64_t kBlockHoldMs = 250;
   /// @brief After the queue drains, ends the write side: later Write() calls fail with
   /// -EPIPE, and OnLocalWriteDone() follows (from inside this call if nothing is queued).
   /// Pending partial lines and blocks are flushed first. On a socket this is
@@ -110,12 +117,6 @@ class LocalPipe {
   void OnAllClosed();
   static void OnHoldTimer(uv_timer_t* handle) noexcept;
   void ArmHoldTimer();
-  /// How long an unfinished 4096-byte block waits for its rest before it is written anyway (a
-  /// writer that stops mid-block without EOF still gets its bytes through). Writing it splits
-  /// the block, so another writer's bytes may land inside it: this must be longer than any
-  /// ordinary gap in a busy stream (a credit round trip on a loaded machine). 10 ms tore
-  /// aligned records under ASan with four concurrent writers on two cores.
-  static constexpr uint64_t kHoldMs = 250;
 
   /// @brief Writes from @p p as the record mode allows; returns bytes written, or -errno.
   ssize_t WriteSome(const uint8_t* p, size_t n, bool final);

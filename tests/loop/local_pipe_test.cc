@@ -272,6 +272,75 @@ TEST_F(LocalPipeLoopTest, QueuedBytesDrainWhenTheReaderReadsAndAreAllReported) {
   EXPECT_FALSE(reader_->eof);  // The writer is still open.
 }
 
+// RecordMode::kBlocks (a write export without --lines) cuts the stream into 4096-byte blocks
+// aligned to the stream offset: a partial block waits for its rest and then goes out whole.
+TEST_F(LocalPipeLoopTest, BlocksModeHoldsAPartialBlockUntilItsRestArrives) {
+  int rfd = -1;
+  int wfd = -1;
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&rfd, &wfd));
+  reader_ = std::make_unique<FdReader>(loop_.native(), rfd);
+  ASSERT_NO_FATAL_FAILURE(OpenPipe(wfd, LocalPipe::kWrite));
+  pipe_->set_record_mode(RecordMode::kBlocks);
+  const std::string sent = Payload(2 * kPipeBuf, 4);
+  const auto* p = reinterpret_cast<const uint8_t*>(sent.data());
+
+  // One whole block and 1000 bytes of the next: the block is written, the rest held.
+  EXPECT_EQ(static_cast<ssize_t>(kPipeBuf), pipe_->Write(p, kPipeBuf + 1000));
+  EXPECT_EQ(1000u, pipe_->queued());
+  reader_->ReadNow();
+  EXPECT_EQ(kPipeBuf, reader_->data.size());
+
+  // The rest of the block: queued behind the held bytes, then written together.
+  EXPECT_EQ(0, pipe_->Write(p + kPipeBuf + 1000, kPipeBuf - 1000));
+  reader_->Start();
+  ASSERT_TRUE(RunUntil([&] { return reader_->data.size() == sent.size(); }, Duration(3000)))
+      << reader_->data.size() << " of " << sent.size() << " bytes arrived";
+  EXPECT_TRUE(reader_->data == sent);
+  EXPECT_EQ(kPipeBuf, events_.written);
+  EXPECT_EQ(1, events_.written_calls) << "the second block was cut in two";
+}
+
+// The hold is a pause in the stream: it counts from the last bytes that left a block
+// unfinished. Counted from the first, a stream whose writes end mid-block would be cut inside a
+// block whenever the timer expired during one of its short holds, and a record torn.
+TEST_F(LocalPipeLoopTest, BlocksModeCountsTheHoldFromTheLatestUnfinishedBlock) {
+  int rfd = -1;
+  int wfd = -1;
+  ASSERT_NO_FATAL_FAILURE(MakeFifo(&rfd, &wfd));
+  reader_ = std::make_unique<FdReader>(loop_.native(), rfd);
+  ASSERT_NO_FATAL_FAILURE(OpenPipe(wfd, LocalPipe::kWrite));
+  pipe_->set_record_mode(RecordMode::kBlocks);
+  const std::string sent = Payload(kPipeBuf + 100, 5);
+  const auto* p = reinterpret_cast<const uint8_t*>(sent.data());
+  constexpr uint64_t kHold = LocalPipe::kBlockHoldMs;
+
+  // At 0 the first 100 bytes are held. At 0.8 hold, the rest of that block and 100 bytes of the
+  // next arrive: the first block goes out and the 100 new bytes are held. 0.4 hold later (1.2
+  // holds after the first bytes, 0.4 after the latest) the second block must still be held.
+  // libuv runs due timers in order of their due times, so a slow machine only delays all three.
+  ASSERT_EQ(0, pipe_->Write(p, 100));
+  size_t seen_at_check = 0;
+  bool checked = false;
+  Timer check(loop_, [&] {
+    reader_->ReadNow();
+    seen_at_check = reader_->data.size();
+    checked = true;
+  });
+  Timer more(loop_, [&] {
+    EXPECT_EQ(0, pipe_->Write(p + 100, kPipeBuf));
+    check.Start(kHold * 4 / 10);
+  });
+  more.Start(kHold * 8 / 10);
+  ASSERT_TRUE(RunUntil([&] { return checked; }, Duration(5000)));
+  EXPECT_EQ(kPipeBuf, seen_at_check) << "the hold counted from the first unfinished block";
+
+  // A stream that then pauses still gets its unfinished block through.
+  reader_->Start();
+  ASSERT_TRUE(RunUntil([&] { return reader_->data.size() == sent.size(); }, Duration(5000)))
+      << reader_->data.size() << " of " << sent.size() << " bytes arrived";
+  EXPECT_TRUE(reader_->data == sent);
+}
+
 // An error return means no callback: a write to a FIFO whose reader is gone fails at once.
 TEST_F(LocalPipeLoopTest, WriteWithoutAReaderFailsWithEpipeAndNoEvent) {
   int rfd = -1;
