@@ -92,6 +92,10 @@ void StreamLink::OnLocalReadable() {
       in_->WantRead(false);  // Credit is spent; OnStreamWritable resumes.
       break;
     }
+    // A frame that ends on a 4096-byte stream offset lets a FIFO write export pass its blocks
+    // on whole (RecordMode::kBlocks) instead of holding the tail of one until the next frame;
+    // a read then comes up short only when the source has nothing more for now.
+    if (room > kPipeBuf) room -= static_cast<size_t>((bytes_sent_ + room) % kPipeBuf);
     ssize_t r = in_->Read(p, room);
     if (r > 0) {
       bytes_sent_ += static_cast<uint64_t>(r);
