@@ -94,17 +94,14 @@ wanted asan && stage asan build-asan -- \
 #    build-tsan/tsan-reports/; the stage fails if any is there, and prints them. A suppression
 #    goes in tests/tsan.supp only with a comment that proves the race benign.
 #    The fuzz replay tests (also labelled `unit`) are left out: they run one thread, and their
-#    binaries are not built here. Lines.* is left out for now: under TSan's slowdown one run
-#    tore a record in Lines.ConcurrentBlockWritersKeepAlignedRecordsWhole (0 TSan reports), a
-#    record-boundary fault under unusual timing that is being investigated; the ci and asan
-#    stages still run Lines.*, and `STAGES=tsan` with this -E removed reproduces the search.
+#    binaries are not built here.
 tsan_stage() {
   local dir=build-tsan reports
   reports=$PWD/$dir/tsan-reports
   rm -rf "$reports"
   mkdir -p "$reports"
   STAGE_TARGETS="pipegate_unit_tests pipegate_integration_tests pipegated pipegate" \
-    STAGE_CTEST_ARGS="-L unit|multiworker -E _fuzz_replay$|^Lines\." \
+    STAGE_CTEST_ARGS="-L unit|multiworker -E _fuzz_replay$" \
     stage tsan "$dir" -- \
     -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" -DPIPEGATE_WERROR=OFF \
     -DPIPEGATE_SANITIZE=thread -DPIPEGATE_BUILD_TESTS=ON -- \
