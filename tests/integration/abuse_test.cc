@@ -18,6 +18,7 @@
 #include <memory>
 #include <regex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -332,24 +333,30 @@ TEST_F(AbuseTest, HostileNamesAreRefused) {
   std::string error;
   std::unique_ptr<RawClient> client = RawClient::Connect(gw_->port(), Alice(), &error);
   ASSERT_TRUE(client) << error;
-  const std::vector<std::string> names = {"a/b",
-                                          "../logs",
-                                          "..",
-                                          ".",
-                                          "",
-                                          std::string("lo\0gs", 5),
-                                          "logs\n",
-                                          "l o g s",
-                                          std::string(65, 'x'),
-                                          std::string(255, 'y'),
-                                          "\xff\xfe"};
+  // Each name with the reason its RESET must give: the character and where, the rule, the limit.
+  const std::string kAllowed = " (allowed: A-Z a-z 0-9 . _ -)";
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {"a/b", "invalid character '/' at position 2 in pipe name \"a/b\"" + kAllowed},
+      {"../logs", "invalid character '/' at position 3 in pipe name \"../logs\"" + kAllowed},
+      {"..", "pipe name \"..\" is not allowed"},
+      {".", "pipe name \".\" is not allowed"},
+      {"", "pipe name is empty"},
+      {std::string("lo\0gs", 5),
+       "invalid character '\\x00' at position 3 in pipe name \"lo\\x00gs\"" + kAllowed},
+      {"logs\n", "invalid character '\\x0a' at position 5 in pipe name \"logs\\x0a\"" + kAllowed},
+      {"l o g s", "invalid character ' ' at position 2 in pipe name \"l o g s\"" + kAllowed},
+      {std::string(65, 'x'), "pipe names are at most 64 characters here"},        // max_name_length
+      {std::string(255, 'y'), "pipe name is 255 characters long (at most 128)"},  // SPEC's limit
+      {"\xff\xfe",
+       "invalid character '\\xff' at position 1 in pipe name \"\\xff\\xfe\"" + kAllowed}};
   uint32_t id = 1;
-  for (const std::string& name : names) {
+  for (const auto& [name, why] : names) {
     ASSERT_TRUE(client->SendOpen(id, name, 1));
     std::optional<RawFrame> reset = client->WaitFor(FrameType::kReset, id, Duration(5000));
     ASSERT_TRUE(reset) << "no answer to OPEN of a " << name.size() << "-byte name";
     auto [code, reason] = DecodeResetReason(*reset);
     EXPECT_EQ(code, ErrorCode::kNotFound) << reason;
+    EXPECT_EQ(reason, why);
     id += 2;
   }
   std::map<std::string, uint64_t> k = ReadCounters(*gw_);
@@ -363,7 +370,7 @@ TEST_F(AbuseTest, HostileNamesAreRefused) {
   ASSERT_TRUE(
       client->SendRaw(FrameType::kOpen, 0, id, static_cast<uint32_t>(payload.size()), payload));
   EXPECT_TRUE(client->WaitClosed(Duration(5000)));
-  EXPECT_NE(client->goaway_reason(), "");
+  EXPECT_EQ(client->goaway_reason(), "OPEN frame length does not match its name");
   ExpectRecovered("hostile_names");
 }
 
