@@ -184,11 +184,13 @@ TEST(Transfer, StalledLocalReaderBlocksRemoteWriterWithBoundedGatewayMemory) {
   uint64_t peak = baseline;
   auto sample = [&] { peak = std::max<uint64_t>(peak, ReadRssBytes(gw.pid()).value_or(0)); };
   // Wait until the source stops making progress: every buffer between it and the FIFO is full.
+  // The pause that counts as the stall is scaled for slow builds: a shorter one, taken for the
+  // stall too early, would fail the check below (the source moving on while it is watched).
   const bool stalled = WaitFor(
       [&] {
         sample();
         return feeder.done() || !write.Running() ||
-               (feeder.written() > 0 && Since(feeder.last_progress()) > Duration(750) &&
+               (feeder.written() > 0 && Since(feeder.last_progress()) > Scaled(Duration(750)) &&
                 CountTcpConnections(write.pid(), gw.port()) == 1);
       },
       Duration(60000), Duration(20));
