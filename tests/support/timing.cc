@@ -9,12 +9,13 @@ namespace pipegate::testing {
 double TimeoutMultiplier() {
   static const double multiplier = [] {
     const char* text = std::getenv("PIPEGATE_TEST_TIMEOUT_MULTIPLIER");
+    const double build_scale = PIPEGATE_TEST_TIME_SCALE;
     if (text == nullptr || *text == '\0') {
-      return 1.0;
+      return build_scale;
     }
     char* end = nullptr;
     const double value = std::strtod(text, &end);
-    return (end != text && value >= 1.0) ? value : 1.0;
+    return (end != text && value >= 1.0) ? value : build_scale;
   }();
   return multiplier;
 }

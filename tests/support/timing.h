@@ -10,9 +10,10 @@ using Duration = std::chrono::milliseconds;
 
 /// @brief The factor every nominal timeout is multiplied by.
 ///
-/// Read once from `PIPEGATE_TEST_TIMEOUT_MULTIPLIER` (a positive number, default 1), so sanitizer
-/// jobs can give every deadline more room without touching the tests (libuv's
-/// `UV_TEST_TIMEOUT_MULTIPLIER`).
+/// Read once from `PIPEGATE_TEST_TIMEOUT_MULTIPLIER` (a number ≥ 1) if set; otherwise the
+/// build's factor, PIPEGATE_TEST_TIME_SCALE in tests/CMakeLists.txt (1, or more for a sanitizer
+/// build), the one place where sanitizer slowdowns are written down (libuv's
+/// `UV_TEST_TIMEOUT_MULTIPLIER` works the same way).
 /// @return The multiplier, at least 1.
 double TimeoutMultiplier();
 

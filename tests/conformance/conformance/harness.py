@@ -17,7 +17,10 @@ import sys
 import tempfile
 import time
 
-MULTIPLIER = float(os.environ.get("PIPEGATE_TEST_TIMEOUT_MULTIPLIER", "1") or "1")
+# PIPEGATE_TEST_TIMEOUT_MULTIPLIER if set, else the build's factor that CTest passes
+# (PIPEGATE_TEST_TIME_SCALE in tests/CMakeLists.txt), else 1.
+MULTIPLIER = float(os.environ.get("PIPEGATE_TEST_TIMEOUT_MULTIPLIER")
+                   or os.environ.get("PIPEGATE_TEST_BUILD_TIME_SCALE") or "1")
 QUICK = os.environ.get("PIPEGATE_TEST_QUICK", "") == "1"
 KEEP_TMP = os.environ.get("PIPEGATE_TEST_KEEP_TMP", "") == "1"
 PYTHON = sys.executable
