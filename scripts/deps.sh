@@ -22,6 +22,7 @@ PACKAGES=(
   nlohmann-json3-dev
   openssl
   clang
+  gcovr
   libclang-rt-14-dev
   # The conformance suite (tests/conformance/): its runner and the unmodified client programs
   # and servers it compares a local pipe with pipegate through.

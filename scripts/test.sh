@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds pipegate and runs every test, the way CI does (.ci/run):
 #   1. build-ci/    RelWithDebInfo, warnings are errors (-DPIPEGATE_WERROR=ON), full tests;
-#   2. build-asan/  Debug with AddressSanitizer + UndefinedBehaviorSanitizer, tests with smaller
-#                   data (PIPEGATE_TEST_QUICK=1) and timeouts scaled by 3;
+#   2. build-asan/  Debug with AddressSanitizer + UndefinedBehaviorSanitizer and gcov counters,
+#                   tests with smaller data (PIPEGATE_TEST_QUICK=1), then line and branch
+#                   coverage (scripts/coverage.sh), which fails the stage below its floor;
 #   3. build-tsan/  Debug -O1 with ThreadSanitizer: the unit tests and the integration tests that
 #                   cross gateway workers (label multiworker), each gateway on 2 workers; any
 #                   TSan report, also from the processes the tests start, fails it (see below);
-#   4. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 30 s (see below).
+#   4. build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for 30 s, two at a time.
 # Missing Debian packages are installed first (scripts/deps.sh). Every stage runs even if an
 # earlier one fails, so one run shows everything; the exit status is non-zero if anything failed.
 #
@@ -64,10 +65,41 @@ stage() {
   log "[$name] built in $((SECONDS - start)) s"
   log "[$name] ctest ${ctest_args[*]} ${env_args[*]}"
   start=$SECONDS
+  # Coverage counters (a -DPIPEGATE_COVERAGE=ON build) count this run only.
+  find "$dir" -name '*.gcda' -delete
   if ! (cd "$dir" && env "${env_args[@]}" ctest --output-on-failure -j2 "${ctest_args[@]}"); then
     failed+=("$name: tests")
   fi
   log "[$name] tests ran in $((SECONDS - start)) s"
+  report_skips "$name" "$dir"
+}
+
+# Prints every test that the last ctest run in DIR skipped, with its reason (GTEST_SKIP's message,
+# or the conformance runner's `SKIP (reason)` line), since ctest itself shows skips only in its
+# log. Run as root in CI (CI set), nothing may be skipped: a skip there fails the stage.
+report_skips() {
+  local name=$1 log=$2/Testing/Temporary/LastTest.log skips
+  [[ -f $log ]] || return 0
+  skips=$(python3 - "$log" <<'EOF'
+import re
+import sys
+
+text = open(sys.argv[1], errors="replace").read()
+for m in re.finditer(r"^\S+:\d+: Skipped\n(.*?)^\[  SKIPPED \] (\S+)", text, re.M | re.S):
+    print("%s: %s" % (m.group(2), " ".join(m.group(1).split()) or "(no reason given)"))
+for m in re.finditer(r"^(\S+) +SKIP \((.*)\)$", text, re.M):
+    print("conformance %s: %s" % (m.group(1), m.group(2)))
+EOF
+  )
+  if [[ -z $skips ]]; then
+    log "[$name] no test skipped"
+    return 0
+  fi
+  log "[$name] skipped tests:"
+  sed 's/^/    /' <<<"$skips"
+  if [[ -n ${CI:-} && $EUID -eq 0 ]]; then
+    failed+=("$name: tests skipped in CI as root")
+  fi
 }
 
 # Every option that matters is passed explicitly, so a build directory configured differently
@@ -79,12 +111,27 @@ wanted ci && stage ci build-ci -- \
 # The quarantine holds freed memory back to catch use-after-free; at its default 256 MiB it
 # counts as resident memory, and the tests that bound the gateway's RSS would measure it
 # (OpenSSL frees and reallocates its 16 KiB record buffers: SSL_MODE_RELEASE_BUFFERS).
-wanted asan && stage asan build-asan -- \
-  -DCMAKE_BUILD_TYPE=Debug -DPIPEGATE_WERROR=OFF -DPIPEGATE_SANITIZE=address,undefined \
-  -DPIPEGATE_BUILD_TESTS=ON -- \
-  PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_TIMEOUT_MULTIPLIER=3 \
-  ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Time bounds in sanitizer builds are scaled by the build's factor (PIPEGATE_TEST_TIME_SCALE in
+# tests/CMakeLists.txt). The same build counts coverage: the whole suite runs here, and gcov's
+# counters cost little next to ASan (scripts/coverage.sh; floors in tests/coverage-floors.txt).
+asan_stage() {
+  local before=${#failed[@]}
+  stage asan build-asan -- \
+    -DCMAKE_BUILD_TYPE=Debug -DPIPEGATE_WERROR=OFF -DPIPEGATE_SANITIZE=address,undefined \
+    -DPIPEGATE_COVERAGE=ON -DPIPEGATE_BUILD_TESTS=ON -- \
+    PIPEGATE_TEST_QUICK=1 \
+    ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  # Coverage of a failed build or run would be a figure about something else.
+  [[ ${#failed[@]} -eq $before ]] || return 0
+  log "[asan] coverage (scripts/coverage.sh --check)"
+  local start=$SECONDS
+  if ! ./scripts/coverage.sh build-asan --check; then
+    failed+=("asan: coverage below its floor (tests/coverage-floors.txt)")
+  fi
+  log "[asan] coverage took $((SECONDS - start)) s"
+}
+if wanted asan; then asan_stage; fi
 
 # 3. build-tsan/  GCC with ThreadSanitizer (Debug at -O1: the checks stay on, the tests run about
 #    twice as fast as at -O0). Only what it runs is built: the unit tests and the integration
@@ -105,7 +152,7 @@ tsan_stage() {
     stage tsan "$dir" -- \
     -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" -DPIPEGATE_WERROR=OFF \
     -DPIPEGATE_SANITIZE=thread -DPIPEGATE_BUILD_TESTS=ON -- \
-    PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_TIMEOUT_MULTIPLIER=5 PIPEGATE_TEST_WORKERS=2 \
+    PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_WORKERS=2 \
     "TSAN_OPTIONS=log_path=$reports/tsan:halt_on_error=0:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
   local -a found=("$reports"/tsan*)
   if [[ -e ${found[0]} ]]; then
@@ -149,18 +196,36 @@ fuzz_stage() {
     failed+=("fuzz: build")
     return
   fi
+  # JOBS targets at a time: libFuzzer runs on one core, so on two cores each target still gets
+  # its FUZZ_SECONDS of executions, in half the wall time. The results are read in order after.
   local target work crashes
+  local -a running=()
   for target in "${targets[@]}"; do
     work=$dir/fuzz-work/$target
     crashes=fuzz-crashes/$target
     rm -rf "$work"
     mkdir -p "$work/corpus" "$crashes"
     log "[fuzz] $target: ${seconds} s from tests/fuzz/corpus/$target"
-    if ! UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
-      "$dir/tests/fuzz/${target}_fuzz" -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" \
-      -print_final_stats=1 \
-      -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$crashes/" \
-      "$work/corpus" "tests/fuzz/corpus/$target" >"$work/log" 2>&1; then
+    (
+      rc=0
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
+        "$dir/tests/fuzz/${target}_fuzz" -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" \
+        -print_final_stats=1 \
+        -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$crashes/" \
+        "$work/corpus" "tests/fuzz/corpus/$target" >"$work/log" 2>&1 || rc=$?
+      echo "$rc" >"$work/rc"
+    ) &
+    running+=($!)
+    if [[ ${#running[@]} -ge $JOBS ]]; then
+      wait "${running[0]}" || true
+      running=("${running[@]:1}")
+    fi
+  done
+  wait || true
+  for target in "${targets[@]}"; do
+    work=$dir/fuzz-work/$target
+    crashes=fuzz-crashes/$target
+    if [[ $(cat "$work/rc" 2>/dev/null) != 0 ]]; then
       tail -n 60 "$work/log"
       echo "[fuzz] $target: the failing input is in $PWD/$crashes/:"
       ls -l "$crashes"
@@ -169,6 +234,7 @@ fuzz_stage() {
     fi
     rmdir "$crashes" 2>/dev/null || echo "[fuzz] $target: earlier crash inputs in $PWD/$crashes/"
     # The summary: executions, coverage (cov: edges, ft: features) and corpus size.
+    echo "[fuzz] $target:"
     grep -E '^#[0-9]+.*DONE|^stat::number_of_executed_units|^stat::peak_rss_mb' "$work/log" || \
       tail -n 5 "$work/log"
   done
