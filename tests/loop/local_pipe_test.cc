@@ -150,6 +150,17 @@ class LocalPipeLoopTest : public ::testing::Test {
     ASSERT_GE(*write_fd, 0) << std::strerror(errno);
   }
 
+  // A FIFO whose write end is the LocalPipe under test, writing in @p mode, and whose read end
+  // is reader_ (not yet started).
+  void OpenFifoWriter(RecordMode mode = RecordMode::kStream) {
+    int rfd = -1;
+    int wfd = -1;
+    ASSERT_NO_FATAL_FAILURE(MakeFifo(&rfd, &wfd));
+    reader_ = std::make_unique<FdReader>(loop_.native(), rfd);
+    ASSERT_NO_FATAL_FAILURE(OpenPipe(wfd, LocalPipe::kWrite));
+    pipe_->set_record_mode(mode);
+  }
+
   // Wraps @p fd in the LocalPipe under test (which owns the fd).
   void OpenPipe(int fd, unsigned directions) {
     Result<LocalPipePtr> opened = LocalPipe::Open(loop_.native(), fd, directions, true, &events_);
@@ -240,11 +251,7 @@ TEST_F(LocalPipeLoopTest, ReadWithoutDataSaysEagain) {
 // Nobody reads, so most of a large Write() is queued; once the far end drains, OnLocalWritten
 // reports exactly the queued bytes, and the bytes arrive whole and in order.
 TEST_F(LocalPipeLoopTest, QueuedBytesDrainWhenTheReaderReadsAndAreAllReported) {
-  int rfd = -1;
-  int wfd = -1;
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&rfd, &wfd));
-  reader_ = std::make_unique<FdReader>(loop_.native(), rfd);
-  ASSERT_NO_FATAL_FAILURE(OpenPipe(wfd, LocalPipe::kWrite));
+  ASSERT_NO_FATAL_FAILURE(OpenFifoWriter());
   const std::string sent = Payload(1 << 20, 2);
 
   ssize_t now = pipe_->Write(reinterpret_cast<const uint8_t*>(sent.data()), sent.size());
@@ -275,12 +282,7 @@ TEST_F(LocalPipeLoopTest, QueuedBytesDrainWhenTheReaderReadsAndAreAllReported) {
 // RecordMode::kBlocks (a write export without --lines) cuts the stream into 4096-byte blocks
 // aligned to the stream offset: a partial block waits for its rest and then goes out whole.
 TEST_F(LocalPipeLoopTest, BlocksModeHoldsAPartialBlockUntilItsRestArrives) {
-  int rfd = -1;
-  int wfd = -1;
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&rfd, &wfd));
-  reader_ = std::make_unique<FdReader>(loop_.native(), rfd);
-  ASSERT_NO_FATAL_FAILURE(OpenPipe(wfd, LocalPipe::kWrite));
-  pipe_->set_record_mode(RecordMode::kBlocks);
+  ASSERT_NO_FATAL_FAILURE(OpenFifoWriter(RecordMode::kBlocks));
   const std::string sent = Payload(2 * kPipeBuf, 4);
   const auto* p = reinterpret_cast<const uint8_t*>(sent.data());
 
@@ -304,12 +306,7 @@ TEST_F(LocalPipeLoopTest, BlocksModeHoldsAPartialBlockUntilItsRestArrives) {
 // unfinished. Counted from the first, a stream whose writes end mid-block would be cut inside a
 // block whenever the timer expired during one of its short holds, and a record torn.
 TEST_F(LocalPipeLoopTest, BlocksModeCountsTheHoldFromTheLatestUnfinishedBlock) {
-  int rfd = -1;
-  int wfd = -1;
-  ASSERT_NO_FATAL_FAILURE(MakeFifo(&rfd, &wfd));
-  reader_ = std::make_unique<FdReader>(loop_.native(), rfd);
-  ASSERT_NO_FATAL_FAILURE(OpenPipe(wfd, LocalPipe::kWrite));
-  pipe_->set_record_mode(RecordMode::kBlocks);
+  ASSERT_NO_FATAL_FAILURE(OpenFifoWriter(RecordMode::kBlocks));
   const std::string sent = Payload(kPipeBuf + 100, 5);
   const auto* p = reinterpret_cast<const uint8_t*>(sent.data());
   constexpr uint64_t kHold = LocalPipe::kBlockHoldMs;
