@@ -44,6 +44,18 @@ if ! find "$dir" -name '*.gcda' -print -quit 2>/dev/null | grep -q .; then
   exit 2
 fi
 
+# A gateway that drops privileges to nobody (LocalPolicy.DropsPrivilegesAfterBinding) cannot write
+# into the root-owned build tree; the test sends its counts to BUILD_DIR/gcov-dropped instead
+# (GCOV_PREFIX, which keeps the absolute object paths), and they are merged in here.
+abs_dir=$(cd "$dir" && pwd)
+if [[ -d $dir/gcov-dropped$abs_dir ]]; then
+  rm -rf "$dir/gcov-merged"
+  gcov-tool merge "$dir/gcov-dropped$abs_dir" "$dir" -o "$dir/gcov-merged"
+  cp -r "$dir/gcov-merged/." "$dir/"
+  rm -rf "$dir/gcov-merged" "$dir/gcov-dropped"
+  echo "coverage: merged the counts of processes that ran as another user"
+fi
+
 mkdir -p "$dir/coverage"
 summary=$dir/coverage/summary.json
 # gcov runs on every object; -j2 halves the wall time on two cores.

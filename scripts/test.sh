@@ -67,6 +67,7 @@ stage() {
   start=$SECONDS
   # Coverage counters (a -DPIPEGATE_COVERAGE=ON build) count this run only.
   find "$dir" -name '*.gcda' -delete
+  rm -rf "$dir/gcov-dropped"
   if ! (cd "$dir" && env "${env_args[@]}" ctest --output-on-failure -j2 "${ctest_args[@]}"); then
     failed+=("$name: tests")
   fi
@@ -119,7 +120,7 @@ asan_stage() {
   stage asan build-asan -- \
     -DCMAKE_BUILD_TYPE=Debug -DPIPEGATE_WERROR=OFF -DPIPEGATE_SANITIZE=address,undefined \
     -DPIPEGATE_COVERAGE=ON -DPIPEGATE_BUILD_TESTS=ON -- \
-    PIPEGATE_TEST_QUICK=1 \
+    PIPEGATE_TEST_QUICK=1 PIPEGATE_TEST_DROPPED_GCOV_DIR="$PWD/build-asan/gcov-dropped" \
     ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   # Coverage of a failed build or run would be a figure about something else.

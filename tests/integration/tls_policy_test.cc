@@ -8,6 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -316,6 +319,15 @@ TEST(LocalPolicy, DropsPrivilegesAfterBinding) {
   ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);  // nobody must reach the FIFO.
   GatewayOptions options = WithExports({ExportSpec::FifoRead("logs")});
   options.extra_gateway_toml = "user = \"nobody\"\n";
+  // In the coverage build (the asan stage of scripts/test.sh), a gateway that runs as nobody
+  // cannot write its counts into the root-owned build tree; they go to a directory that nobody
+  // may write, which scripts/coverage.sh merges back.
+  if (const char* counts = std::getenv("PIPEGATE_TEST_DROPPED_GCOV_DIR");
+      counts != nullptr && *counts != '\0') {
+    ::mkdir(counts, 0755);
+    ASSERT_EQ(::chmod(counts, 01777), 0) << counts << ": " << std::strerror(errno);
+    options.env.emplace_back("GCOV_PREFIX", counts);
+  }
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
   EXPECT_TRUE(WaitFor([&] { return gw.Log().find("dropped privileges") != std::string::npos; },

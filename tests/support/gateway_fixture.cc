@@ -156,6 +156,7 @@ std::string GatewayFixture::ConfigToml() const {
   options.stdout_spec = StdioSpec::AppendFile(log_path_);
   options.stderr_spec = StdioSpec::AppendFile(log_path_);
   options.cwd = dir_.path();
+  options.env = options_.env;
   process_ = std::make_unique<Process>(std::move(options));
   if (!process_->started()) {
     return ::testing::AssertionFailure() << "cannot start pipegated: " << process_->error();

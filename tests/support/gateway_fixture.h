@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -47,6 +48,8 @@ struct GatewayOptions {
   /// Unset: PIPEGATE_TEST_WORKERS if that is set, else the gateway's default (one per core).
   std::optional<int> workers;
   std::string extra_gateway_toml;  ///< Raw lines appended to the [gateway] table.
+  /// Environment changes for the gateway process (ProcessOptions::env).
+  std::vector<std::pair<std::string, std::optional<std::string>>> env;
 };
 
 /// @brief GatewayOptions with the test PKI's gateway certificate and these exports.
