@@ -119,13 +119,12 @@ AdoptRule Mount::Rule() const {
 }
 
 Status Mount::PrepareFifoPath() {
-  Result<PreparedFifo> fifo = CreateOrAdoptFifo(options_.local_path, Rule(), options_.owner);
+  // Not kept open: each opener gets its own open through local_, and until then no one may
+  // find the FIFO open (a non-blocking writer gets ENXIO, as with a FIFO nobody reads).
+  Result<PreparedFifo> fifo =
+      CreateOrAdoptFifo(options_.local_path, Rule(), options_.owner, /*keep_open=*/false);
   if (!fifo) return fifo.error();
-  if (fifo->fd >= 0) {
-    ::close(fifo->fd);  // Each opener gets its own open through local_.
-  } else {
-    WarnIfNotAsAsked();
-  }
+  if (!fifo->path.created()) WarnIfNotAsAsked();
   local_ = fifo->path;
   return Status::Ok();
 }

@@ -218,7 +218,7 @@ namespace {
 // Makes the FIFO for CreateOrAdoptFifo. @return The prepared FIFO, or nullopt when something
 // appeared at @p path meanwhile (for the caller to judge).
 Result<std::optional<PreparedFifo>> CreateFifo(const std::string& path, const AdoptRule& rule,
-                                               const FileOwner& owner) {
+                                               const FileOwner& owner, bool keep_open) {
   auto cannot = [&path](int err) {
     return Status(Code::kUsage, fmt::format("cannot create FIFO {}: {}", path, ErrnoText(err)));
   };
@@ -259,22 +259,29 @@ Result<std::optional<PreparedFifo>> CreateFifo(const std::string& path, const Ad
     ::close(fd);
     return finished;
   }
-  if (const int err = staging.Publish(); err != 0) {
+  // Closed before the FIFO appears at its path when the caller does not want it: open, it
+  // would let a non-blocking writer who finds the path in that moment in without ENXIO.
+  int kept = fd;
+  if (!keep_open) {
     ::close(fd);
+    kept = -1;
+  }
+  if (const int err = staging.Publish(); err != 0) {
+    if (kept >= 0) ::close(kept);
     if (err == EEXIST) return std::optional<PreparedFifo>();
     return cannot(err);
   }
-  return std::optional<PreparedFifo>(PreparedFifo{LocalPath(path, st, true), fd});
+  return std::optional<PreparedFifo>(PreparedFifo{LocalPath(path, st, true), kept});
 }
 
 }  // namespace
 
 Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule& rule,
-                                       const FileOwner& owner) {
+                                       const FileOwner& owner, bool keep_open) {
   struct stat st {};
   int found = ::lstat(path.c_str(), &st);
   if (found != 0 && errno == ENOENT) {
-    Result<std::optional<PreparedFifo>> made = CreateFifo(path, rule, owner);
+    Result<std::optional<PreparedFifo>> made = CreateFifo(path, rule, owner, keep_open);
     if (!made) return std::move(made).error();
     if (made->has_value()) return std::move(**made);
     // Something appeared at the path meanwhile: judged below like anything found there.

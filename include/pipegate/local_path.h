@@ -123,9 +123,10 @@ Status CheckFilePermissions(const std::string& path, std::string_view what);
 /// @brief What CreateOrAdoptFifo made ready.
 struct PreparedFifo {
   LocalPath path;
-  /// For a FIFO just created: a descriptor on it (O_RDONLY | O_NONBLOCK, owned by the caller,
-  /// who closes it) to finish it with, e.g. fchown. -1 for an adopted FIFO, which is left as it
-  /// is and not opened at all (an open would release writers blocked in open()).
+  /// For a FIFO just created with keep_open: a descriptor on it (O_RDONLY | O_NONBLOCK, owned by
+  /// the caller, who closes it) to finish it with, e.g. fchown. -1 without keep_open, and for an
+  /// adopted FIFO, which is left as it is and not opened at all (an open would release writers
+  /// blocked in open()). path.created() tells which it was.
   int fd = -1;
 };
 
@@ -136,10 +137,14 @@ struct PreparedFifo {
 /// @p path (link() never replaces anything) and its temporary name removed. So no one ever sees
 /// the path with another owner or mode. If something exists at @p path, it is used as it is,
 /// only if it is a FIFO that passes CheckAdoptable; a symlink is never followed.
+/// @param keep_open For a FIFO it creates: true returns the descriptor it finished the FIFO
+/// through (PreparedFifo::fd); false closes it before the FIFO appears at @p path, so that no
+/// one who finds the path finds it open (a non-blocking writer must get ENXIO; a mount that
+/// hands each opener its own open wants this).
 /// @return The FIFO (its LocalPath records the final owner), or kUsage naming the path and the
 /// cause (including a refused chown: "cannot give PATH to uid 65534 (nobody): ...").
 Result<PreparedFifo> CreateOrAdoptFifo(const std::string& path, const AdoptRule& rule,
-                                       const FileOwner& owner = {});
+                                       const FileOwner& owner = {}, bool keep_open = true);
 
 /// @brief What ListenUnixAt made.
 struct ListeningSocket {

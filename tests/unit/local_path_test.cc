@@ -110,6 +110,23 @@ TEST(CreateOrAdoptFifo, CreatesExclusivelyWithExactlyTheMode) {
   EXPECT_EQ(ModeOf(path), 0660u);
 }
 
+// Without keep_open the FIFO appears already closed: a non-blocking writer who finds the path
+// gets ENXIO, as with any FIFO nobody reads (the mount hands each opener its own open).
+TEST(CreateOrAdoptFifo, WithoutKeepOpenTheFifoAppearsWithNoReader) {
+  testing::TempDir dir;
+  const std::string path = dir.Join("f");
+  Result<PreparedFifo> fifo = CreateOrAdoptFifo(path, Mine(0600), {}, /*keep_open=*/false);
+  ASSERT_TRUE(fifo.has_value()) << fifo.error().message();
+  EXPECT_TRUE(fifo->path.created());
+  EXPECT_EQ(fifo->fd, -1);
+  EXPECT_EQ(ModeOf(path), 0600u);
+  const int writer = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  const int err = errno;
+  if (writer >= 0) ::close(writer);
+  EXPECT_EQ(writer, -1);
+  EXPECT_EQ(err, ENXIO) << std::strerror(err);
+}
+
 TEST(CreateOrAdoptFifo, AdoptsOwnFifoNoMoreOpenThanTheMode) {
   testing::TempDir dir;
   const std::string path = dir.Join("f");
