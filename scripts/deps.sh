@@ -24,6 +24,16 @@ PACKAGES=(
   clang
   gcovr
   libclang-rt-14-dev
+  # sd_notify readiness for the systemd unit (Type=notify).
+  libsystemd-dev
+  # Operations: man pages from docs/man/*.scd, the .deb (dpkg-shlibdeps), deploy/ checks (YAML),
+  # the container-to-host test (ip netns, veth, unshare).
+  scdoc
+  dpkg-dev
+  python3-yaml
+  iproute2
+  util-linux
+  man-db
   # The conformance suite (tests/conformance/): its runner and the unmodified client programs
   # and servers it compares a local pipe with pipegate through.
   python3
