@@ -4,6 +4,10 @@ find_package(fmt REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
+# JSON log lines (src/log.cc).
+find_package(nlohmann_json 3 REQUIRED)
+# sd_notify readiness for systemd's Type=notify (gateway/).
+pkg_check_modules(LIBSYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
 
 find_package(libuv CONFIG QUIET)
 if(TARGET libuv::uv)

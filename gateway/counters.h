@@ -41,7 +41,7 @@ namespace pipegate::gateway {
   X(resume_protocol_errors, "RESUMEs of the connection's own session")                    \
   X(sessions_not_kept, "lost sessions not kept: over a detached-session cap")             \
   X(refused_streams_identity, "opens over max_streams_per_identity")                      \
-  X(refused_streams_total, "opens over max_streams")                                      \
+  X(refused_streams_gateway, "opens over max_streams")                                    \
   X(refused_pending_opens, "waiting opens over max_pending_opens_per_connection")         \
   X(opens_waited, "opens that began to wait (--wait) for a busy export or a reader")
 

@@ -61,6 +61,8 @@ class ExportInstance {
 
   /// @return False once moved from.
   bool held() const noexcept { return slot_ != nullptr; }
+  /// @return The export's live state (null once moved from).
+  ExportSlot* slot() const noexcept { return slot_.get(); }
 
  private:
   explicit ExportInstance(std::shared_ptr<ExportSlot> slot) : slot_(std::move(slot)) {}

@@ -26,12 +26,17 @@ class ExportStream final : public uvglue::StreamLink {
       : StreamLink(owner, id, e.name),
         counters_(counters),
         charge_(std::move(charge)),
-        instance_(std::move(instance)) {}
+        instance_(std::move(instance)) {
+    if (ExportSlot* slot = instance_.slot()) set_byte_totals(&slot->bytes);
+  }
   ~ExportStream() override {
     counters_->bytes_to_clients += bytes_sent();
     counters_->bytes_from_clients += bytes_received();
     if (local_error().code() == Code::kBrokenPipe) counters_->broken_pipe++;
   }
+
+  /// @return The export's live state, shared by its streams.
+  ExportSlot* slot() const noexcept { return instance_.slot(); }
 
  private:
   Counters* counters_;  ///< The gateway's; outlives every stream.

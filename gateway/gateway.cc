@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <ctime>
 #include <functional>
 #include <thread>
 #include <utility>
@@ -12,9 +14,12 @@
 #include "pipegate/log.h"
 
 #include "export_open.h"
+#include "metrics.h"
 #include "privilege.h"
 #include "uv/handles.h"
+#include "uv/http_server.h"
 #include "worker.h"
+#include <systemd/sd-daemon.h>
 
 namespace pipegate::gateway {
 
@@ -37,6 +42,27 @@ TlsServerOptions TlsOptionsOf(const GatewayConfig& config) {
   options.crl = config.crl;
   options.allow_tls12 = config.tls_min_version == TlsMinVersion::kTls12;
   return options;
+}
+
+// What identifies the certificate, key, CA and CRL files as they are now: for each, the file a
+// path leads to (symlinks followed, so a Kubernetes `..data` swap is a change) and its size and
+// times, or the error stat() gives.
+std::string CertFingerprint(const GatewayConfig& config) {
+  std::string fp;
+  for (const std::string* path : {&config.cert, &config.key, &config.client_ca, &config.crl}) {
+    if (path->empty()) {
+      fp += "-;";
+      continue;
+    }
+    struct stat st {};
+    if (::stat(path->c_str(), &st) != 0) {
+      fp += fmt::format("errno {};", errno);
+      continue;
+    }
+    fp += fmt::format("{}:{}:{}:{}.{}:{}.{};", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                      st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+  }
+  return fp;
 }
 
 }  // namespace
@@ -69,6 +95,9 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   }
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(*parsed.config);
+  // At start, every line from here on is in the configured format; a reload switches only
+  // once it has succeeded.
+  if (!snapshot()) SetLogFormat(log_format_override_.value_or(snap->config.log_format));
   Limits& limits = snap->config.limits;
   const uint32_t streams = StreamsTheFileLimitAllows(limits, RaiseFileLimit(limits));
   if (streams < limits.max_streams) {
@@ -104,6 +133,8 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   }
   resume_ttl_ms_.store(snap->config.resume_ttl_s * 1000);
   SetLogLinesPerSecond(snap->config.limits.log_lines_per_second);
+  SetLogFormat(log_format_override_.value_or(snap->config.log_format));
+  loaded_at_unix_.store(static_cast<int64_t>(std::time(nullptr)));
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
@@ -151,10 +182,16 @@ void Gateway::RemoveCreatedFifos() {
 }
 
 void Gateway::Reload() {
+  sd_notify(0, "RELOADING=1");
   Result<std::shared_ptr<const Snapshot>> next = Load();
+  // Whatever the outcome, the files as they are now are the ones judged: a bad certificate is
+  // tried again when it changes, not every second.
+  cert_fingerprint_ = CertFingerprint(next ? (*next)->config : snapshot()->config);
+  pending_fingerprint_.clear();
   if (!next) {
     counters_.reload_failures++;
     PG_LOG(kError, "reload failed, keeping the running configuration: {}", next.error().message());
+    sd_notify(0, "READY=1");
     return;
   }
   PrepareFifos(**next);
@@ -176,6 +213,25 @@ void Gateway::Reload() {
   if (now.reload_revokes) {
     for (auto& w : workers_) w->RequestRevoke();
   }
+  sd_notify(0, "READY=1");
+}
+
+void Gateway::CheckCertificateFiles() {
+  std::shared_ptr<const Snapshot> snap = snapshot();
+  if (!snap->config.watch_certificates) return;
+  std::string now = CertFingerprint(snap->config);
+  if (now == cert_fingerprint_) {
+    pending_fingerprint_.clear();  // Changed and changed back: nothing to do.
+    return;
+  }
+  // A renewal writes several files (or swaps a directory) in quick succession: act only on a
+  // state that has held for a whole check period.
+  if (now != pending_fingerprint_) {
+    pending_fingerprint_ = std::move(now);
+    return;
+  }
+  PG_LOG(kInfo, "certificate files changed: reloading");
+  Reload();
 }
 
 int Gateway::Run() {
@@ -185,6 +241,7 @@ int Gateway::Run() {
     return 1;
   }
   snapshot_ = *first;
+  cert_fingerprint_ = CertFingerprint(snapshot_->config);
   // FIFOs first: once "listening on" is logged, local programs may open them.
   PrepareFifos(*snapshot_);
   if (int status = BindAndDropPrivileges(); status != 0) {
@@ -205,6 +262,15 @@ int Gateway::BindAndDropPrivileges() {
     PG_LOG(kError, "{}", bound.message());
     return bound.code() == Code::kUsage ? 1 : 2;
   }
+  if (!config.metrics_listen.empty()) {
+    if (Status bound = metrics_listener_.Bind({config.metrics_listen},
+                                              "metrics: serving /metrics "
+                                              "and /healthz on");
+        !bound.ok()) {
+      PG_LOG(kError, "metrics_listen: {}", bound.message());
+      return bound.code() == Code::kUsage ? 1 : 2;
+    }
+  }
   // Listeners are bound and FIFOs made; drop to `user`/`group` before any thread runs.
   if (Status dropped = DropPrivileges(config); !dropped.ok()) {
     PG_LOG(kError, "{}", dropped.message());
@@ -219,23 +285,28 @@ void Gateway::StartWorkers() {
       config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     workers_.push_back(std::make_unique<Worker>(this, static_cast<int>(i)));
-    workers_.back()->Start(listeners_.fds());
+    workers_.back()->Start(listeners_.fds(), /*measure_lag=*/!config.metrics_listen.empty());
   }
   PG_LOG(kInfo, "serving {} export(s) with {} worker(s)", config.exports.size(), n);
+  sd_notifyf(0, "READY=1\nSTATUS=serving %zu export(s) with %u worker(s)", config.exports.size(),
+             n);
 }
 
 void Gateway::ServeUntilStopped() {
   uvglue::Loop loop;
   std::vector<std::unique_ptr<uvglue::Signal>> signals;
   std::unique_ptr<uvglue::Timer> trim;
+  std::unique_ptr<uvglue::HttpServer> metrics;
   bool stopping = false;
   auto on_stop = [&](const char* name) {
     if (stopping) return;
     stopping = true;
+    sd_notify(0, "STOPPING=1");
     PG_LOG(kInfo, "received {}: draining (up to {} s)", name, kDrainGraceMs / 1000);
     for (auto& w : workers_) w->RequestStop();
     signals.clear();  // Closes every handle of this loop, which then ends.
     trim.reset();
+    metrics.reset();
   };
   auto watch = [&](int signum, std::function<void()> on_signal) {
     signals.push_back(std::make_unique<uvglue::Signal>(loop, signum, std::move(on_signal)));
@@ -252,8 +323,32 @@ void Gateway::ServeUntilStopped() {
   trim = std::make_unique<uvglue::Timer>(loop, [this] {
     limiter().TrimMemoryAfterChurn();
     FlushSuppressedLogLines();  // Summaries of log bursts that have ended.
+    CheckCertificateFiles();
   });
   trim->Start(1000, 1000);
+  if (!metrics_listener_.fds().empty()) {
+    Result<std::unique_ptr<uvglue::HttpServer>> server = uvglue::HttpServer::Open(
+        loop, metrics_listener_.fds().front(),
+        [this](std::string_view path) {
+          uvglue::HttpResponse r;
+          if (path == "/metrics") {
+            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            r.body = RenderMetrics();
+          } else if (path == "/healthz") {
+            r.body = "ok\n";
+          } else {
+            r.status = 404;
+            r.body = "not found: try /metrics or /healthz\n";
+          }
+          return r;
+        },
+        uvglue::HttpLimits{});
+    if (server) {
+      metrics = std::move(*server);
+    } else {
+      PG_LOG(kError, "metrics_listen: {}", server.error().message());
+    }
+  }
   // main() blocked these signals until now (see there); pending ones are delivered here.
   sigset_t handled;
   sigemptyset(&handled);
@@ -262,6 +357,25 @@ void Gateway::ServeUntilStopped() {
   loop.Run();
   for (auto& w : workers_) w->Join();
   PG_CHECK(loop.Close());
+}
+
+std::string Gateway::RenderMetrics() const {
+  MetricsView view;
+  view.counters = &counters_;
+  view.log_lines_suppressed = SuppressedLogLines();
+  view.connections_open = limiter_.total();
+  view.streams_open = totals_.streams.load();
+  view.sessions_detached = sessions_.detached();
+  view.replay_bytes = totals_.replay_bytes.load();
+  view.reload_time_unix = static_cast<uint64_t>(loaded_at_unix_.load());
+  std::shared_ptr<const Snapshot> snap = snapshot();
+  for (const auto& [name, slot] : snap->slots) {
+    view.exports.push_back({name, slot->in_use.load(), slot->streams_opened.load(),
+                            slot->bytes.sent.load(), slot->bytes.received.load()});
+  }
+  // workers_ is filled before the main loop runs and not changed until it has ended.
+  for (const auto& w : workers_) view.worker_loop_lag_us.push_back(w->loop_lag_us());
+  return RenderPrometheus(view);
 }
 
 void Gateway::LogFinalCounters() {

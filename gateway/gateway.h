@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,11 @@ class Gateway {
   uint32_t resume_ttl_ms() const noexcept { return resume_ttl_ms_.load(); }
   IdentityLedger& identities() noexcept { return identities_; }
   Totals& totals() noexcept { return totals_; }
+  /// @brief Log in @p format whatever the file's log_format says (the command line wins).
+  /// Call before Run().
+  void OverrideLogFormat(LogFormat format) { log_format_override_ = format; }
+  /// @return Every metric of /metrics, rendered (thread-safe).
+  std::string RenderMetrics() const;
 
  private:
   Result<std::shared_ptr<const Snapshot>> Load();
@@ -72,6 +78,9 @@ class Gateway {
   /// workers.
   void ServeUntilStopped();
   void LogFinalCounters();
+  /// @brief Reloads if the certificate files changed and have stayed unchanged since the last
+  /// check (a debounce of one check period). Main thread, once a second.
+  void CheckCertificateFiles();
 
   std::string config_path_;
   mutable std::mutex mu_;
@@ -83,6 +92,13 @@ class Gateway {
   IdentityLedger identities_;
   Totals totals_;
   ListenSockets listeners_;
+  ListenSockets metrics_listener_;  ///< Bound only with metrics_listen.
+  std::optional<LogFormat> log_format_override_;
+  std::atomic<int64_t> loaded_at_unix_{0};  ///< When the running snapshot was loaded.
+  // Certificate watching (main thread): the files' identity when last loaded, and a change
+  // seen once, which must be seen again unchanged a period later before it is loaded.
+  std::string cert_fingerprint_;
+  std::string pending_fingerprint_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<std::string, LocalPath> created_;  ///< FIFOs made here, by path; removed at exit.
 };

@@ -45,7 +45,7 @@ bool ParseIp(const std::string& host, uint16_t port, sockaddr_storage* ss) {
 }
 
 // Logs the address @p fd is bound to (the port chosen for port 0, for one).
-void LogBound(int fd) {
+void LogBound(int fd, std::string_view what) {
   sockaddr_storage bound{};
   socklen_t blen = sizeof bound;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
@@ -53,11 +53,11 @@ void LogBound(int fd) {
   if (bound.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&bound);
     ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    PG_LOG(kInfo, "listening on [{}]:{}", host, ntohs(a->sin6_port));
+    PG_LOG(kInfo, "{} [{}]:{}", what, host, ntohs(a->sin6_port));
   } else {
     auto* a = reinterpret_cast<sockaddr_in*>(&bound);
     ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    PG_LOG(kInfo, "listening on {}:{}", host, ntohs(a->sin_port));
+    PG_LOG(kInfo, "{} {}:{}", what, host, ntohs(a->sin_port));
   }
 }
 
@@ -67,7 +67,7 @@ ListenSockets::~ListenSockets() {
   for (int fd : fds_) ::close(fd);
 }
 
-Status ListenSockets::Bind(const std::vector<std::string>& listen) {
+Status ListenSockets::Bind(const std::vector<std::string>& listen, std::string_view what) {
   for (const std::string& spec : listen) {
     Result<std::pair<std::string, uint16_t>> hp = ParseHostPort(spec);
     if (!hp)
@@ -86,7 +86,7 @@ Status ListenSockets::Bind(const std::vector<std::string>& listen) {
       ::close(fd);
       return failed;
     }
-    LogBound(fd);
+    LogBound(fd, what);
     fds_.push_back(fd);
   }
   return Status::Ok();

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pipegate/status.h"
@@ -19,10 +20,11 @@ class ListenSockets {
   ListenSockets& operator=(const ListenSockets&) = delete;
 
   /// @brief Binds and listens on every "HOST:PORT" / "[V6]:PORT" of @p listen (IP addresses
-  /// only; port 0 picks a free port) and logs "listening on ..." with the address bound.
+  /// only; port 0 picks a free port) and logs "@p what ADDRESS" with the address bound.
   /// @return OK, or kUsage for an address that does not parse, kIo for one that cannot be
   /// bound. The sockets bound before a failure are kept (and closed with this object).
-  [[nodiscard]] Status Bind(const std::vector<std::string>& listen);
+  [[nodiscard]] Status Bind(const std::vector<std::string>& listen,
+                            std::string_view what = "listening on");
 
   const std::vector<int>& fds() const noexcept { return fds_; }
 

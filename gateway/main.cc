@@ -19,10 +19,14 @@ int main(int argc, char** argv) {
   std::string check;
   bool verbose = false;
   bool quiet = false;
+  std::string log_format;
   app.add_option("--config,-c", config, "Serve this TOML configuration file");
   app.add_option("--check-config", check, "Validate a configuration file and exit");
   app.add_flag("-v,--verbose", verbose, "Log debug messages (categories: PIPEGATE_DEBUG)");
   app.add_flag("-q,--quiet", quiet, "Log warnings and errors only");
+  app.add_option("--log-format", log_format,
+                 "Log lines as 'text' or 'json' (one object per line); overrides log_format")
+      ->check(CLI::IsMember({"text", "json"}));
   app.set_version_flag("--version", std::string("pipegated ") + PIPEGATE_VERSION);
   // CLI11 reports usage errors by exception; they are caught here, at the edge of main.
   try {
@@ -43,6 +47,11 @@ int main(int argc, char** argv) {
                         : quiet ? pipegate::LogLevel::kWarn
                                 : pipegate::LogLevel::kInfo,
                         "pipegated");
+  pipegate::LogFormat format = pipegate::LogFormat::kText;
+  if (!log_format.empty()) {
+    pipegate::ParseLogFormat(log_format, &format);  // CLI11 has checked the value.
+    pipegate::SetLogFormat(format);
+  }
   if (!check.empty()) {
     pipegate::ConfigParseResult parsed = pipegate::LoadGatewayConfig(check);
     if (!parsed.config) {
@@ -70,5 +79,6 @@ int main(int argc, char** argv) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, sig);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   pipegate::gateway::Gateway gateway(config);
+  if (!log_format.empty()) gateway.OverrideLogFormat(format);
   return gateway.Run();
 }

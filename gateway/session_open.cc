@@ -118,7 +118,7 @@ std::optional<StreamCharge> Session::ChargeStream(uint32_t id, const OpenPayload
     why = fmt::format("too many streams for '{}' (limit {} per identity)", peer_.Display(),
                       limits.max_streams_per_identity);
   } else {
-    counters().refused_streams_total++;
+    counters().refused_streams_gateway++;
     why = fmt::format("too many streams on this gateway (limit {})", limits.max_streams);
   }
   AuditOpen(id, open, Verdict::kBusy, why);
@@ -171,6 +171,7 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
   ExportStream* s = stream.get();
   streams_[id] = std::move(stream);
   counters().streams_opened++;
+  if (ExportSlot* slot = s->slot()) slot->streams_opened.fetch_add(1, std::memory_order_relaxed);
   AuditOpen(id, open, Verdict::kGranted, "");
   if (e.kind == ExportKind::kFifo && e.access == Access::kWrite) {
     pipe->set_record_mode((open.flags & kOpenFlagLines) != 0 ? uvglue::RecordMode::kLines

@@ -80,6 +80,9 @@ class SessionRegistry {
     if (usage != nullptr) usage->detached_sessions.fetch_sub(1);
   }
 
+  /// @return Sessions waiting for a resume now.
+  uint32_t detached() const noexcept { return detached_sessions_.load(); }
+
  private:
   mutable std::mutex mu_;
   std::map<std::string, SessionRecord> sessions_;  ///< Guarded by mu_.

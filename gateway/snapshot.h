@@ -10,13 +10,17 @@
 #include "pipegate/local_path.h"
 #include "pipegate/tls.h"
 
+#include "uv/stream_link.h"
+
 namespace pipegate::gateway {
 
 /// @brief Live state of one export name, kept across reloads (instance count).
 ///
 /// Thread: shared by every worker; only ExportInstance touches the count.
 struct ExportSlot {
-  std::atomic<uint32_t> in_use{0};
+  std::atomic<uint32_t> in_use{0};          ///< Streams open on the export now.
+  std::atomic<uint64_t> streams_opened{0};  ///< Streams granted since the export appeared.
+  uvglue::StreamByteTotals bytes;           ///< Bytes its streams moved, as they move.
 };
 
 /// @brief An immutable view of the configuration that workers serve from. A reload builds a new

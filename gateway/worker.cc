@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <utility>
 
 #include "pipegate/log.h"
@@ -17,11 +18,28 @@ Worker::Worker(Gateway* gateway, int index)
     : gateway_(gateway),
       index_(index),
       async_(loop_, [this] { OnAsync(); }),
-      grace_(loop_, [this] { OnGrace(); }) {}
+      grace_(loop_, [this] { OnGrace(); }),
+      lag_(loop_, [this] { OnLagTimer(); }) {}
 
 Worker::~Worker() = default;
 
-void Worker::Start(const std::vector<int>& listen_fds) {
+namespace {
+
+constexpr uint64_t kLagIntervalMs = 1000;
+
+uint64_t SteadyMicros() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
+
+void Worker::Start(const std::vector<int>& listen_fds, bool measure_lag) {
+  if (measure_lag) {
+    lag_due_us_ = SteadyMicros() + kLagIntervalMs * 1000;
+    lag_.Start(kLagIntervalMs);
+  }
   for (int fd : listen_fds) {
     const size_t slot = listeners_.size();  // Only opened listeners are kept: slot is its index.
     Result<std::unique_ptr<uvglue::Listener>> listener = uvglue::Listener::Open(
@@ -155,6 +173,7 @@ void Worker::OnAsync() {
 void Worker::Stop() {
   stopping_ = true;
   listeners_.clear();  // Closes them.
+  lag_.Close();
   std::vector<Handoff> unadopted;
   // From now on Post() is refused: the resumes that came too late are refused here.
   async_.CloseWith([&] {
@@ -165,6 +184,13 @@ void Worker::Stop() {
   grace_.Start(kDrainGraceMs);
   for (Session* s : SessionList()) s->Goaway();
   MaybeFinish();
+}
+
+void Worker::OnLagTimer() {
+  const uint64_t now = SteadyMicros();
+  loop_lag_us_.store(now > lag_due_us_ ? now - lag_due_us_ : 0, std::memory_order_relaxed);
+  lag_due_us_ = now + kLagIntervalMs * 1000;
+  lag_.Start(kLagIntervalMs);
 }
 
 void Worker::OnGrace() {

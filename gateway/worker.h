@@ -37,8 +37,13 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  /// @brief Listens on duplicates of @p listen_fds and starts the thread.
-  void Start(const std::vector<int>& listen_fds);
+  /// @brief Listens on duplicates of @p listen_fds and starts the thread. With
+  /// @p measure_lag, a timer measures how late the loop runs (loop_lag_us()) once a second.
+  void Start(const std::vector<int>& listen_fds, bool measure_lag = false);
+  /// @return How late the loop ran its last lag timer, in microseconds: how long a callback
+  /// waited behind other work. 0 unless measured. Thread-safe.
+  uint64_t loop_lag_us() const noexcept { return loop_lag_us_.load(std::memory_order_relaxed); }
+  int index() const noexcept { return index_; }
   /// @brief Asks the worker to drain and stop (thread-safe).
   void RequestStop() {
     stop_requested_.store(true);
@@ -83,6 +88,7 @@ class Worker {
              const std::shared_ptr<AdmissionSlot>& slot);
   void OnAsync();
   void OnGrace();
+  void OnLagTimer();
   void Stop();
   void MaybeFinish();
   std::vector<Session*> SessionList() const;
@@ -93,6 +99,9 @@ class Worker {
   uvglue::Loop loop_;
   uvglue::Async async_;
   uvglue::Timer grace_;
+  uvglue::Timer lag_;        ///< Started by Start(…, true); closed by Stop().
+  uint64_t lag_due_us_ = 0;  ///< When lag_ should fire (steady clock, microseconds).
+  std::atomic<uint64_t> loop_lag_us_{0};
   std::vector<std::unique_ptr<uvglue::Listener>> listeners_;
   std::thread thread_;
   std::atomic<bool> stop_requested_{false};

@@ -52,9 +52,21 @@ constexpr size_t kMaxConfigBytes = size_t{16} * 1024 * 1024;
 constexpr int64_t kMaxWorkers = 256;
 
 constexpr std::array<std::string_view, 3> kTopLevelKeys = {"gateway", "export", "limits"};
-constexpr std::array<std::string_view, 12> kGatewayKeys = {
-    "listen",         "cert",           "key",  "client_ca", "workers",   "crl", "tls_min_version",
-    "hide_existence", "reload_revokes", "user", "group",     "resume_ttl"};
+constexpr std::array<std::string_view, 15> kGatewayKeys = {"listen",
+                                                           "cert",
+                                                           "key",
+                                                           "client_ca",
+                                                           "workers",
+                                                           "crl",
+                                                           "tls_min_version",
+                                                           "hide_existence",
+                                                           "reload_revokes",
+                                                           "user",
+                                                           "group",
+                                                           "resume_ttl",
+                                                           "metrics_listen",
+                                                           "log_format",
+                                                           "watch_certificates"};
 constexpr std::array<std::string_view, 10> kExportKeys = {
     "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group"};
 constexpr std::array<std::string_view, 20> kLimitKeys = {
@@ -308,6 +320,52 @@ class ConfigValidator {
     if (std::optional<std::string> group = GetAccountName(table, subject, "group")) {
       config_.group = std::move(*group);
     }
+    if (const toml::node* metrics = table.get("metrics_listen")) {
+      const toml::value<std::string>* text = metrics->as_string();
+      if (text == nullptr) {
+        CheckType(subject, "metrics_listen", *metrics, toml::node_type::string);
+      } else if (!text->get().empty()) {
+        if (std::optional<std::string> canonical =
+                CanonicalListenAddress(text->get(), LineOf(*metrics), "metrics_listen")) {
+          config_.metrics_listen = std::move(*canonical);
+        }
+      }
+    }
+    if (std::optional<std::string> format =
+            GetString(table, subject, "log_format", /*required=*/false)) {
+      if (*format == "text") {
+        config_.log_format = LogFormat::kText;
+      } else if (*format == "json") {
+        config_.log_format = LogFormat::kJson;
+      } else {
+        AddError(LineOf(*table.get("log_format")),
+                 subject + ": log_format must be \"text\" (the default) or \"json\", not " +
+                     Quoted(*format));
+      }
+    }
+    if (std::optional<bool> watch = GetBool(table, subject, "watch_certificates")) {
+      config_.watch_certificates = *watch;
+    }
+  }
+
+  // An IP "HOST:PORT" (or "[V6]:PORT") in canonical form, or nullopt with the error added.
+  std::optional<std::string> CanonicalListenAddress(const std::string& text, int line,
+                                                    std::string_view key) {
+    Result<std::pair<std::string, uint16_t>> host_port = ParseHostPort(text);
+    if (!host_port) {
+      AddError(line, "gateway: " + std::string(key) + " address " + Quoted(text) + ": " +
+                         host_port.error().message());
+      return std::nullopt;
+    }
+    const std::string& host = host_port->first;
+    if (!IsIpLiteral(host)) {
+      AddError(line, "gateway: " + std::string(key) + " address " + Quoted(text) +
+                         ": the host must be an IP address (such as 0.0.0.0, 127.0.0.1 or "
+                         "[::]), not a name");
+      return std::nullopt;
+    }
+    std::string canonical = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    return canonical + ":" + std::to_string(host_port->second);
   }
 
   std::optional<bool> GetBool(const toml::table& table, const std::string& subject,
@@ -551,21 +609,9 @@ class ConfigValidator {
                            std::string(TypeName(element.type())));
         continue;
       }
-      Result<std::pair<std::string, uint16_t>> host_port = ParseHostPort(text->get());
-      if (!host_port) {
-        AddError(line, "gateway: listen address " + Quoted(text->get()) + ": " +
-                           host_port.error().message());
-        continue;
-      }
-      const std::string& host = host_port->first;
-      if (!IsIpLiteral(host)) {
-        AddError(line, "gateway: listen address " + Quoted(text->get()) +
-                           ": the host must be an IP address (such as 0.0.0.0, 127.0.0.1 or "
-                           "[::]), not a name");
-        continue;
-      }
-      std::string canonical = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-      canonical += ":" + std::to_string(host_port->second);
+      std::optional<std::string> address = CanonicalListenAddress(text->get(), line, "listen");
+      if (!address) continue;
+      std::string canonical = std::move(*address);
       auto [it, inserted] = seen.emplace(canonical, line);
       if (!inserted) {
         AddError(line, "gateway: listen address " + Quoted(canonical) +

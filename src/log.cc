@@ -12,11 +12,14 @@
 #include <string>
 #include <type_traits>
 
+#include <nlohmann/json.hpp>
+
 namespace pipegate {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::atomic<unsigned> g_categories{0};
+std::atomic<LogFormat> g_format{LogFormat::kText};
 std::string g_program = "pipegate";
 
 // Rate limits. A window is one second; the cap applies to each LogCause on its own.
@@ -81,7 +84,76 @@ const char* LevelName(LogLevel level) {
   return "off";
 }
 
+bool IsKeyChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+// The fields of a text message: a leading [C7] or [C7][S3] prefix, and every key=value or
+// key="value" word (a quoted value ends at the next '"': SanitizeForLog escapes quotes inside).
+// Keys already present keep their first value.
+void AddMessageFields(std::string_view message, nlohmann::ordered_json* out) {
+  std::string_view rest = message;
+  for (const char* name : {"conn", "stream"}) {
+    if (rest.size() < 3 || rest[0] != '[') break;
+    size_t close = rest.find(']');
+    if (close == std::string_view::npos) break;
+    (*out)[name] = std::string(rest.substr(1, close - 1));
+    rest.remove_prefix(close + 1);
+  }
+  for (size_t i = 0; i < message.size();) {
+    size_t eq = message.find('=', i);
+    if (eq == std::string_view::npos) break;
+    size_t start = eq;
+    while (start > i && IsKeyChar(message[start - 1])) --start;
+    const bool word_start = start == 0 || message[start - 1] == ' ';
+    size_t end = eq + 1;
+    std::string value;
+    if (end < message.size() && message[end] == '"') {
+      size_t close = message.find('"', end + 1);
+      if (close == std::string_view::npos) break;
+      value = std::string(message.substr(end + 1, close - end - 1));
+      end = close + 1;
+    } else {
+      while (end < message.size() && message[end] != ' ') ++end;
+      value = std::string(message.substr(eq + 1, end - eq - 1));
+    }
+    if (word_start && start < eq) {
+      std::string key(message.substr(start, eq - start));
+      if (!out->contains(key)) (*out)[key] = std::move(value);
+    }
+    i = end;
+  }
+}
+
 }  // namespace
+
+std::string FormatJsonLogLine(std::string_view time, std::string_view program, LogLevel level,
+                              std::string_view message) {
+  nlohmann::ordered_json line;
+  line["time"] = std::string(time);
+  line["program"] = std::string(program);
+  line["level"] = LevelName(level);
+  line["msg"] = std::string(message);
+  AddMessageFields(message, &line);
+  // Messages are ASCII after SanitizeForLog(), but a path or an OS message may not be: bytes
+  // that are not UTF-8 become U+FFFD instead of an exception.
+  return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+void SetLogFormat(LogFormat format) noexcept { g_format.store(format); }
+
+LogFormat GetLogFormat() noexcept { return g_format.load(); }
+
+bool ParseLogFormat(std::string_view text, LogFormat* format) noexcept {
+  if (text == "text") {
+    *format = LogFormat::kText;
+  } else if (text == "json") {
+    *format = LogFormat::kJson;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 void InitLogging(LogLevel level, std::string_view program) {
   g_program = std::string(program);
@@ -112,9 +184,18 @@ void LogWrite(LogLevel level, std::string_view message) noexcept {
   size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &parts);
   snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000);
   std::string line;
-  line.reserve(message.size() + 64);
-  line.append(stamp).append(" ").append(g_program).append(" ").append(LevelName(level));
-  line.append(": ").append(message).append("\n");
+  if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
+    try {
+      line = FormatJsonLogLine(stamp, g_program, level, message);
+    } catch (...) {  // Allocation failure: a log line is not worth a crash.
+      return;
+    }
+    line.push_back('\n');
+  } else {
+    line.reserve(message.size() + 64);
+    line.append(stamp).append(" ").append(g_program).append(" ").append(LevelName(level));
+    line.append(": ").append(message).append("\n");
+  }
   // One write(2) per line keeps lines whole when threads log at once.
   ssize_t rc = ::write(STDERR_FILENO, line.data(), line.size());
   (void)rc;

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pipegate/log.h"
 #include "pipegate/status.h"
 
 namespace pipegate {
@@ -99,6 +100,12 @@ struct GatewayConfig {
   uint32_t resume_ttl_s = 300;  ///< How long a detached session is kept for a resume.
   std::string user;             ///< Drop to this user after binding; "" = stay.
   std::string group;            ///< Drop to this group; "" = the user's primary group.
+  /// Serve Prometheus metrics over plain HTTP here ("HOST:PORT", canonical as for listen);
+  /// "" (the default) = no metrics listener.
+  std::string metrics_listen;
+  LogFormat log_format = LogFormat::kText;  ///< How log lines are written (stderr).
+  /// Reload (as on SIGHUP) when the cert, key, client_ca or crl file changes.
+  bool watch_certificates = true;
   Limits limits;
   std::vector<ExportConfig> exports;
   /// Line of each [gateway] key present in the file ("cert" -> 5), for the messages of the

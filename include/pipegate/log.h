@@ -23,6 +23,10 @@ enum class LogCategory : unsigned {
   kLoop = 16
 };
 
+/// @brief How log lines are written: `TIME PROGRAM LEVEL: message`, or one JSON object per line
+/// with the same content (see LogWrite()).
+enum class LogFormat : uint8_t { kText, kJson };
+
 /// @brief Process-wide logger settings. Set once at startup, before threads start.
 struct LogConfig {
   LogLevel level = LogLevel::kInfo;
@@ -33,11 +37,29 @@ struct LogConfig {
 /// @brief Sets the process-wide log configuration; also reads PIPEGATE_DEBUG.
 void InitLogging(LogLevel level, std::string_view program);
 
+/// @brief Chooses text or JSON lines from now on. Thread: any (an atomic; a reload may change it).
+void SetLogFormat(LogFormat format) noexcept;
+
+/// @return The format SetLogFormat() chose (text by default).
+LogFormat GetLogFormat() noexcept;
+
+/// @brief Parses "text" or "json". @return False for anything else.
+bool ParseLogFormat(std::string_view text, LogFormat* format) noexcept;
+
 /// @return True if a message at @p level in @p cat would be written.
 bool LogEnabled(LogLevel level, LogCategory cat = LogCategory::kGeneral) noexcept;
 
-/// @brief Writes one formatted line to stderr (thread-safe, one write(2) per line).
+/// @brief Writes one formatted line to stderr (thread-safe, one write(2) per line). In JSON
+/// format the line is `{"time":…,"program":…,"level":…,"msg":…}` followed by the message's own
+/// fields: a `[C7]` / `[C7][S3]` prefix becomes "conn":"C7" / "stream":"S3", and every
+/// `key=value` or `key="value"` word of the message becomes "key":"value" (keys already set
+/// keep their first value). The message itself is kept whole in "msg", so nothing a text line
+/// says is lost.
 void LogWrite(LogLevel level, std::string_view message) noexcept;
+
+/// @return One JSON log line (no newline) as LogWrite() writes it in JSON format. Thread: any.
+std::string FormatJsonLogLine(std::string_view time, std::string_view program, LogLevel level,
+                              std::string_view message);
 
 /// @brief Makes a string that may come from a peer safe and short for one log line: control
 /// bytes, non-ASCII bytes, '"' and '\\' become \xNN (so a newline cannot forge a line and a

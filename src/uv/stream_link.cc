@@ -99,6 +99,8 @@ void StreamLink::OnLocalReadable() {
     ssize_t r = in_->Read(p, room);
     if (r > 0) {
       bytes_sent_ += static_cast<uint64_t>(r);
+      if (totals_ != nullptr)
+        totals_->sent.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
       mux.CommitData(id, static_cast<size_t>(r), false);
       continue;
     }
@@ -127,6 +129,7 @@ void StreamLink::OnData(const uint8_t* p, size_t n) {
   Mux* mux = owner->stream_mux();
   if (mux == nullptr) return;
   bytes_received_ += n;
+  if (totals_ != nullptr) totals_->received.fetch_add(n, std::memory_order_relaxed);
   if (out_ == nullptr) {
     mux->Consumed(id_, n);  // Nowhere to put them: dropped, and acknowledged.
     owner->FlushSoon();

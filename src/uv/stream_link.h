@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -10,6 +11,14 @@
 #include "uv/local_pipe.h"
 
 namespace pipegate::uvglue {
+
+/// @brief Running byte totals that several streams add to (an export's, for metrics).
+///
+/// Thread: any (relaxed atomics: totals, not synchronisation).
+struct StreamByteTotals {
+  std::atomic<uint64_t> sent{0};      ///< Read locally and sent into streams.
+  std::atomic<uint64_t> received{0};  ///< Received from streams (written locally or dropped).
+};
 
 class StreamLink;
 
@@ -79,6 +88,9 @@ class StreamLink : public LocalPipeEvents {
   uint32_t id() const noexcept { return id_; }
   const std::string& name() const noexcept { return name_; }
   uint64_t bytes_sent() const noexcept { return bytes_sent_; }
+  /// @brief Also adds every byte this stream moves to @p totals (null: none), which must
+  /// outlive the stream.
+  void set_byte_totals(StreamByteTotals* totals) noexcept { totals_ = totals; }
   uint64_t bytes_received() const noexcept { return bytes_received_; }
   bool local_write_done() const noexcept { return local_write_done_; }
   bool local_eof() const noexcept { return local_eof_; }
@@ -105,6 +117,7 @@ class StreamLink : public LocalPipeEvents {
   bool local_write_done_ = false;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
+  StreamByteTotals* totals_ = nullptr;
   Status local_error_;
 };
 
