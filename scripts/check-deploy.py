@@ -424,15 +424,17 @@ class Mount:
     """A directory (or one file) that a container sees, and what it holds when that is known.
 
     files: the names a Secret or ConfigMap volume (or one bound file) provides, or None when
-    anything may be there (a host directory, an emptyDir, a volume)."""
+    anything may be there (a host directory, an emptyDir, a volume); keys: for a ConfigMap or
+    Secret, the key behind each of those names (items may rename them)."""
 
-    def __init__(self, path, source, kind, files=None, writable=True, ref=None):
+    def __init__(self, path, source, kind, files=None, writable=True, ref=None, keys=None):
         self.path = posixpath.normpath(path)
         self.source = source  # How the message names it: "volume tls (Secret x)".
         self.kind = kind  # secret, configMap, file, dir.
         self.files = files
         self.writable = writable
-        self.ref = ref  # The Secret's or ConfigMap's name.
+        self.ref = ref  # The Secret's or ConfigMap's name, or the bound file's path.
+        self.keys = keys if keys is not None else {f: f for f in files or ()}
 
 
 def find_mount(mounts, path):
@@ -471,6 +473,8 @@ def check_file_in_mounts(problems, rel, where, what, path, mounts, create=False)
 
 
 class GatewayConfig:
+    """A gateway's pipegated.toml: where it comes from (rel, what), its ports and exports."""
+
     def __init__(self, rel, what, data):
         self.rel = rel
         self.what = what
@@ -557,6 +561,8 @@ def identities_admitted(allow, ids):
 
 
 class Obj:
+    """One Kubernetes object and the file it is in."""
+
     def __init__(self, rel, doc):
         self.rel = rel
         self.doc = doc
@@ -740,28 +746,28 @@ def pod_mounts(tree, pod, container, problems, where):
         source = f"volume {name}"
         if "secret" in volume:
             secret = dig(volume, "secret", "secretName")
-            items = as_list(dig(volume, "secret", "items"))
-            files = {i.get("path") for i in items if isinstance(i, dict)} if items else None
-            if files is None:
+            keys = items_of(dig(volume, "secret", "items"))
+            if keys is None:
                 if tree.certificate_for_secret(secret):
-                    files = set(CERT_MANAGER_KEYS)
+                    keys = {k: k for k in CERT_MANAGER_KEYS}
                 elif tree.find("Secret", secret):
                     s = tree.find("Secret", secret).doc
-                    files = set(as_dict(s.get("data"))) | set(as_dict(s.get("stringData")))
-            m = Mount(path, f"{source} (Secret {secret})", "secret", files, False, secret)
+                    keys = {k: k for k in set(as_dict(s.get("data"))) |
+                            set(as_dict(s.get("stringData")))}
+            m = Mount(path, f"{source} (Secret {secret})", "secret",
+                      set(keys) if keys is not None else None, False, secret, keys)
         elif "configMap" in volume:
             cm_name = dig(volume, "configMap", "name")
-            items = as_list(dig(volume, "configMap", "items"))
             cm = tree.find("ConfigMap", cm_name)
-            if items:
-                files = {i.get("path") for i in items if isinstance(i, dict)}
-            elif cm is not None:
-                files = set(as_dict(cm.doc.get("data"))) | set(as_dict(cm.doc.get("binaryData")))
-            else:
-                files = None
+            keys = items_of(dig(volume, "configMap", "items"))
+            if keys is None and cm is not None:
+                keys = {k: k for k in set(as_dict(cm.doc.get("data"))) |
+                        set(as_dict(cm.doc.get("binaryData")))}
+            if cm is None:
                 problems.add(pod.obj.rel, f"{where}: volume {name}: ConfigMap {cm_name} is not "
                              f"in {K8S_DIR}")
-            m = Mount(path, f"{source} (ConfigMap {cm_name})", "configMap", files, False, cm_name)
+            m = Mount(path, f"{source} (ConfigMap {cm_name})", "configMap",
+                      set(keys) if keys is not None else None, False, cm_name, keys)
         else:
             m = Mount(path, source, "dir", None, not read_only)
         if vm.get("subPath"):
@@ -769,9 +775,17 @@ def pod_mounts(tree, pod, container, problems, where):
             if m.files is not None and sub not in m.files:
                 problems.add(pod.obj.rel, f"{where}: volumeMount {name} subPath {sub}: "
                              f"{m.source} has no such file")
-            m = Mount(path, f"{m.source} subPath {sub}", "file", {""}, False, m.ref)
+            m = Mount(path, f"{m.source} subPath {sub}", m.kind if m.kind != "dir" else "file",
+                      {""}, False, m.ref, {"": m.keys.get(sub, sub)})
         mounts.append(m)
     return mounts
+
+
+def items_of(items):
+    """A volume's items as {path in the volume: key}, or None without items."""
+    if not isinstance(items, list) or not items:
+        return None
+    return {i.get("path"): i.get("key") for i in items if isinstance(i, dict)}
 
 
 def container_port(container, port):
@@ -899,7 +913,7 @@ def check_k8s_gateway(tree, pod, c, argv, mounts, image, problems, where):
         problems.add(rel, f"{where}: --config {config_path} is not a file of a mounted ConfigMap")
         return
     cm = tree.find("ConfigMap", mount.ref)
-    key = name or (mount.source.rsplit("subPath ", 1)[-1])
+    key = mount.keys.get(name, name)
     text = dig(cm.doc, "data", key) if cm else None
     if not isinstance(text, str):
         problems.add(rel, f"{where}: --config {config_path}: ConfigMap {mount.ref} has no "
