@@ -12,12 +12,12 @@
 
 # The options every pipegate command takes (bridge-client/main.cc, AddCommonFlags).
 _pipegate_common_opts="--cert --key --ca --servername --pin --wait --keepalive --resume-timeout
-  -v --verbose -h --help"
+  -v --verbose --log-format -h --help"
 
 # Prints the options of command $1 (empty: before any command).
 _pipegate_opts() {
   case $1 in
-    '') echo "$_pipegate_common_opts --log-format --version" ;;
+    '') echo "$_pipegate_common_opts --version" ;;
     ls) echo "$_pipegate_common_opts" ;;
     cat | connect) echo "$_pipegate_common_opts --progress" ;;
     write) echo "$_pipegate_common_opts --lines --progress" ;;
