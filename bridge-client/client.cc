@@ -46,11 +46,13 @@ Client::Client(uvglue::Loop& loop, const BridgeOptions& options)
 Client::~Client() = default;
 
 Status Client::Run() {
+  tls_fingerprint_ = TlsFilesFingerprint({options_.tls.cert, options_.tls.key, options_.tls.ca});
   Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewClient(options_.tls);
   if (!tls) {
     Finish(tls.error());
   } else {
     tls_ = *tls;
+    if (options_.progress) StartProgress();
     sigint_.emplace(loop_, SIGINT, [this] { OnSignal(SIGINT); });
     sigterm_.emplace(loop_, SIGTERM, [this] { OnSignal(SIGTERM); });
     Dial();
@@ -63,6 +65,10 @@ void Client::Finish(const Status& status) {
   if (finished_) return;
   finished_ = true;
   result_ = status;
+  if (progress_timer_) {
+    DrawProgress(/*last=*/true);
+    progress_timer_.reset();
+  }
   streams_.clear();  // Closes every local pipe.
   if (mount_ != nullptr) mount_->Stop();
   DropConnection(status.ok() ? Status(Code::kOk, "done") : status);
@@ -227,6 +233,10 @@ void Client::OnStreamClosed(uint32_t id) {
   if (!result.ok() && s->bytes_sent() > s->confirmed)
     end.undelivered = s->bytes_sent() - s->confirmed;
   if (!result.ok()) end.undelivered += s->UnreadInput();
+  if (options_.command != Command::kMount) {
+    // What the meter's last line reports: a stream that ended well had every byte confirmed.
+    progress_last_ = {result.ok() ? s->bytes_sent() : s->confirmed, s->bytes_received()};
+  }
   s.reset();  // Closes the local pipes.
   if (options_.command == Command::kMount) {
     if (mount_ != nullptr) mount_->OnStreamEnded(id, end);
@@ -259,9 +269,29 @@ void Client::Dial() {
   // A resume carries the detached session over; any other dial starts a fresh one. Dial()
   // runs from Run() or the reconnect timer, never inside a Mux callback, so the Mux replaced
   // here is not in use.
-  if (!resuming_) NewMux();
-  conn_ = Connection::Connect(loop_.native(), options_.address.host, options_.address.port, tls_,
-                              ConnOptions(), this, mux_.get());
+  if (!resuming_) {
+    RefreshTls();
+    session_tls_ = tls_;
+    NewMux();
+  }
+  conn_ = Connection::Connect(loop_.native(), options_.address.host, options_.address.port,
+                              session_tls_, ConnOptions(), this, mux_.get());
+}
+
+void Client::RefreshTls() {
+  std::string now = TlsFilesFingerprint({options_.tls.cert, options_.tls.key, options_.tls.ca});
+  if (now == tls_fingerprint_) return;
+  tls_fingerprint_ = std::move(now);  // Judged once per change, as the gateway does.
+  Result<std::shared_ptr<const TlsContext>> fresh = TlsContext::NewClient(options_.tls);
+  if (!fresh) {
+    PG_LOG(kWarn,
+           "the client certificate files changed but do not load; keeping the ones "
+           "loaded before: {}",
+           fresh.error().message());
+    return;
+  }
+  tls_ = *fresh;
+  PG_LOG(kInfo, "client certificate files changed: this connection uses them");
 }
 
 void Client::OnReconnectTimer() {

@@ -19,6 +19,7 @@
 
 #include "bridge.h"
 #include "mount.h"
+#include "progress.h"
 #include "reconnect_policy.h"
 #include "uv/connection.h"
 #include "uv/handles.h"
@@ -139,6 +140,15 @@ class Client final : public uvglue::ConnectionHandler,
   void OnSignal(int signum);
   /// @brief connect: the gateway's side ended kConnectLingerMs ago; ends stdin's side too.
   void OnLingerTimer();
+  // --progress (commands.cc).
+  void StartProgress();
+  /// @brief Draws the meter: in place on a terminal, a line at a time otherwise; @p last ends
+  /// it with a newline.
+  void DrawProgress(bool last);
+  /// @brief Reloads the client certificate, key and CA when their files changed since they
+  /// were loaded, for the next fresh session (a resume keeps session_tls_). Files that do not
+  /// load are warned about once, and the context loaded before is kept.
+  void RefreshTls();
   void NewMux();
   void Dial();
   void OnReconnectTimer();
@@ -155,7 +165,12 @@ class Client final : public uvglue::ConnectionHandler,
 
   uvglue::Loop& loop_;
   BridgeOptions options_;
+  /// The newest client certificate, key and CA (RefreshTls()), for the next fresh session.
   std::shared_ptr<const TlsContext> tls_;
+  std::string tls_fingerprint_;  ///< The files tls_ was loaded from (TlsFilesFingerprint).
+  /// The context the current session was made with: a resume presents the same certificate,
+  /// since the gateway lets only the key that made a session resume it.
+  std::shared_ptr<const TlsContext> session_tls_;
   /// The session's multiplexer. It outlives connections (streams resume across them) and is
   /// replaced only by Dial(), from the loop: a session given up on may still be inside its
   /// own Feed() (the GOAWAY that refused the resume), so it must not be freed there.
@@ -192,6 +207,14 @@ class Client final : public uvglue::ConnectionHandler,
   uint32_t probe_id_ = 0;
   bool relisted_ = false;         ///< A probe was granted and the export list asked for again.
   std::unique_ptr<Mount> mount_;  ///< Set once the mount starts; lives as long as the client.
+
+  // --progress.
+  std::optional<uvglue::Timer> progress_timer_;
+  bool progress_tty_ = false;  ///< stderr is a terminal: redraw in place.
+  uint64_t progress_start_ms_ = 0;
+  std::optional<uint64_t> progress_total_;  ///< Bytes stdin holds, when it is a regular file.
+  std::pair<uint64_t, uint64_t> progress_last_{0, 0};  ///< Sent (confirmed), received.
+  RateMeter progress_rate_;
 };
 
 }  // namespace pipegate::bridge

@@ -3,6 +3,7 @@
 // Mount (mount.h).
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "pipegate/log.h"
 
 #include "client.h"
+#include "listing.h"
 
 namespace pipegate::bridge {
 
@@ -55,12 +57,14 @@ void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
 }
 
 void Client::PrintListing() {
-  std::string out;
+  std::vector<ListingRow> rows;
+  rows.reserve(listing_.size());
   for (const ListEntry& e : listing_) {
-    out += fmt::format("{}\t{}\t{}\n", SanitizeControlBytes(e.name, kMaxReasonBytes),
-                       ExportKindName(static_cast<ExportKind>(e.kind)),
-                       AccessName(static_cast<Access>(e.access)));
+    rows.push_back({SanitizeControlBytes(e.name, kMaxReasonBytes),
+                    ExportKindName(static_cast<ExportKind>(e.kind)),
+                    AccessName(static_cast<Access>(e.access))});
   }
+  const std::string out = FormatListing(rows, ::isatty(STDOUT_FILENO) == 1);
   if (fwrite(out.data(), 1, out.size(), stdout) != out.size() || fflush(stdout) != 0) {
     Finish(Status(Code::kIo, "cannot write the listing to stdout"));
     return;
@@ -115,6 +119,51 @@ void Client::OnProbeAnswered(uint32_t id, std::optional<ErrorCode> refusal,
   }
   relisted_ = true;
   StartCommand();
+}
+
+// ---- --progress ----
+
+namespace {
+
+constexpr uint64_t kProgressTtyMs = 250;    // Redrawn in place: often enough to look live.
+constexpr uint64_t kProgressLineMs = 5000;  // A line each: a log file should not fill up.
+
+}  // namespace
+
+void Client::StartProgress() {
+  progress_tty_ = ::isatty(STDERR_FILENO) == 1;
+  progress_start_ms_ = loop_.Now();
+  if (options_.command == Command::kWrite || options_.command == Command::kConnect) {
+    struct stat st {};
+    if (::fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode)) {
+      const off_t at = ::lseek(STDIN_FILENO, 0, SEEK_CUR);
+      if (at >= 0 && at <= st.st_size) progress_total_ = static_cast<uint64_t>(st.st_size - at);
+    }
+  }
+  const uint64_t period = progress_tty_ ? kProgressTtyMs : kProgressLineMs;
+  progress_timer_.emplace(loop_, [this] { DrawProgress(/*last=*/false); });
+  progress_timer_->Start(period, period);
+}
+
+void Client::DrawProgress(bool last) {
+  if (!streams_.empty()) progress_last_ = TotalProgress();
+  ProgressSample p;
+  p.sent = progress_last_.first;
+  p.received = progress_last_.second;
+  p.show_sent = options_.command != Command::kCat;
+  p.show_received = options_.command != Command::kWrite;
+  p.total = progress_total_;
+  p.elapsed_s = static_cast<double>(loop_.Now() - progress_start_ms_) / 1000.0;
+  p.rate = progress_rate_.Update(p.sent + p.received, p.elapsed_s);
+  if (last && p.elapsed_s > 0) {
+    p.rate = static_cast<double>(p.sent + p.received) / p.elapsed_s;  // The average, at the end.
+  }
+  // Never on stdout: the meter goes to stderr, in one write so that lines stay whole.
+  std::string text = progress_tty_ ? "\r" + FormatProgress(p) + "\x1b[K"
+                                   : "pipegate: progress: " + FormatProgress(p) + "\n";
+  if (last && progress_tty_) text += "\n";
+  ssize_t rc = ::write(STDERR_FILENO, text.data(), text.size());
+  (void)rc;
 }
 
 }  // namespace pipegate::bridge

@@ -48,6 +48,8 @@ struct Flags {
   double resume_timeout = 0;
   bool verbose = false;
   bool lines = false;
+  bool progress = false;
+  std::string log_format;
 };
 
 struct Subcommands {
@@ -79,6 +81,8 @@ void AddCommonFlags(CLI::App* a, Flags& f) {
                 "the session, 300 s unless configured)")
       ->check(CLI::Range(0.1, 86400.0));
   a->add_flag("-v,--verbose", f.verbose, "Log what happens");
+  a->add_option("--log-format", f.log_format, "Log lines as 'text' (default) or 'json'")
+      ->check(CLI::IsMember({"text", "json"}));
 }
 
 Subcommands AddSubcommands(CLI::App& app, Flags& f) {
@@ -92,6 +96,11 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   write->add_flag("--lines", f.lines, "Records are lines (each whole line in one write)");
   CLI::App* connect = app.add_subcommand("connect", "Connect stdin and stdout to the remote pipe");
   connect->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  for (CLI::App* sub : {cat, write, connect}) {
+    sub->add_flag("--progress", f.progress,
+                  "Show bytes, rate and elapsed time on stderr (and % and ETA when stdin is a "
+                  "file)");
+  }
   CLI::App* mount = app.add_subcommand("mount", "Present the remote pipe at a local path");
   mount->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
   mount->add_option("local_path", f.local, "Where the FIFO or socket appears")->required();
@@ -211,6 +220,7 @@ std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
     options.owner.gid = group->gid;
   }
   options.lines = f.lines;
+  options.progress = f.progress;
   options.wait_ms = static_cast<uint32_t>(std::llround(f.wait * 1000));
   options.keepalive_ms = static_cast<uint64_t>(std::llround(f.keepalive * 1000));
   options.resume_timeout_ms = static_cast<uint64_t>(std::llround(f.resume_timeout * 1000));
@@ -275,6 +285,9 @@ int main(int argc, char** argv) {
   }
   pipegate::InitLogging(flags.verbose ? pipegate::LogLevel::kDebug : pipegate::LogLevel::kWarn,
                         "pipegate");
+  if (pipegate::LogFormat format; pipegate::ParseLogFormat(flags.log_format, &format)) {
+    pipegate::SetLogFormat(format);  // CLI11 has checked the value; unset keeps text.
+  }
 
   BridgeOptions options;
   options.command = sub.ls->parsed()        ? Command::kLs

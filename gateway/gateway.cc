@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <ctime>
 #include <functional>
 #include <thread>
@@ -44,25 +43,9 @@ TlsServerOptions TlsOptionsOf(const GatewayConfig& config) {
   return options;
 }
 
-// What identifies the certificate, key, CA and CRL files as they are now: for each, the file a
-// path leads to (symlinks followed, so a Kubernetes `..data` swap is a change) and its size and
-// times, or the error stat() gives.
+// The certificate, key, CA and CRL files of @p config as they are now (TlsFilesFingerprint).
 std::string CertFingerprint(const GatewayConfig& config) {
-  std::string fp;
-  for (const std::string* path : {&config.cert, &config.key, &config.client_ca, &config.crl}) {
-    if (path->empty()) {
-      fp += "-;";
-      continue;
-    }
-    struct stat st {};
-    if (::stat(path->c_str(), &st) != 0) {
-      fp += fmt::format("errno {};", errno);
-      continue;
-    }
-    fp += fmt::format("{}:{}:{}:{}.{}:{}.{};", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec,
-                      st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
-  }
-  return fp;
+  return TlsFilesFingerprint({config.cert, config.key, config.client_ca, config.crl});
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -523,5 +524,23 @@ std::string SpkiSha256(X509* cert) {
 }
 
 }  // namespace tls_internal
+
+std::string TlsFilesFingerprint(const std::vector<std::string>& paths) {
+  std::string fp;
+  for (const std::string& path : paths) {
+    if (path.empty()) {
+      fp += "-;";
+      continue;
+    }
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      fp += fmt::format("errno {};", errno);
+      continue;
+    }
+    fp += fmt::format("{}:{}:{}:{}.{}:{}.{};", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                      st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+  }
+  return fp;
+}
 
 }  // namespace pipegate

@@ -65,6 +65,13 @@ struct TlsClientOptions {
   std::vector<std::string> pins;
 };
 
+/// @return What identifies the files at @p paths as they are now, to tell when a certificate,
+/// key, CA bundle or CRL has been replaced: for each path the file it leads to (symlinks
+/// followed, so that a Kubernetes Secret volume's `..data` swap counts), its size and times, or
+/// the error stat() gives; an empty path counts as "none". Equal results mean unchanged files.
+/// Thread: any.
+std::string TlsFilesFingerprint(const std::vector<std::string>& paths);
+
 /// @brief Parses a `--pin` value: "sha256:" then the SHA-256 of the gateway's
 /// SubjectPublicKeyInfo in base64 (44 characters, as HPKP and curl write it) or hex (64).
 /// @return The 32 raw digest bytes, or kUsage saying what is wrong.

@@ -10,7 +10,9 @@
 #include "pipegate/config.h"
 #include "pipegate/log.h"
 
+#include "listing.h"
 #include "metrics.h"
+#include "progress.h"
 #include "uv/http_server.h"
 #include <nlohmann/json.hpp>
 
@@ -194,4 +196,63 @@ TEST(OperationsConfig, RefusesBadValuesWithTheirLine) {
 }
 
 }  // namespace
+namespace bridge {
+namespace {
+
+TEST(Progress, HumanUnitsAreBinaryWithThreeSignificantDigits) {
+  EXPECT_EQ(HumanBytes(0), "0 B");
+  EXPECT_EQ(HumanBytes(1023), "1023 B");
+  EXPECT_EQ(HumanBytes(1536), "1.50 KiB");
+  EXPECT_EQ(HumanBytes(16.0 * 1024 * 1024), "16.0 MiB");
+  EXPECT_EQ(HumanBytes(300000), "293 KiB");
+  EXPECT_EQ(HumanBytes(2.0 * 1024 * 1024 * 1024), "2.00 GiB");
+  EXPECT_EQ(HumanDuration(7.4), "0:07");
+  EXPECT_EQ(HumanDuration(754), "12:34");
+  EXPECT_EQ(HumanDuration(3723), "1:02:03");
+}
+
+TEST(Progress, LineHasPercentAndEtaOnlyWhenTheSizeIsKnown) {
+  ProgressSample p;
+  p.sent = 16 << 20;
+  p.show_sent = true;
+  p.total = 32u << 20;
+  p.rate = 8 << 20;
+  p.elapsed_s = 2;
+  EXPECT_EQ(FormatProgress(p), "16.0 MiB sent 50% of 32.0 MiB, 8.00 MiB/s, 0:02 elapsed, ETA 0:02");
+  p.total.reset();
+  EXPECT_EQ(FormatProgress(p), "16.0 MiB sent, 8.00 MiB/s, 0:02 elapsed");
+  p.show_received = true;
+  p.received = 1024;
+  EXPECT_EQ(FormatProgress(p), "16.0 MiB sent, 1.00 KiB received, 8.00 MiB/s, 0:02 elapsed");
+  p.show_sent = false;
+  p.rate = 0;
+  EXPECT_EQ(FormatProgress(p), "1.00 KiB received, 0 B/s, 0:02 elapsed");
+}
+
+TEST(Progress, RateFollowsAStallWithoutJumping) {
+  RateMeter m;
+  EXPECT_DOUBLE_EQ(m.Update(1000, 1.0), 1000);
+  double r = 0;
+  for (int i = 2; i <= 20; ++i) r = m.Update(1000u * static_cast<uint64_t>(i), i);
+  EXPECT_NEAR(r, 1000, 1);
+  const double after_one_stalled_second = m.Update(20000, 21);
+  EXPECT_LT(after_one_stalled_second, r);
+  EXPECT_GT(after_one_stalled_second, 0);
+  for (int i = 22; i <= 40; ++i) r = m.Update(20000, i);
+  EXPECT_LT(r, 1);
+}
+
+TEST(Listing, TableHasAHeaderAndAlignedColumnsTabsHaveNeither) {
+  std::vector<ListingRow> rows = {{"logs", "fifo", "read"}, {"a-longer-name", "unix", "duplex"}};
+  EXPECT_EQ(FormatListing(rows, true),
+            "NAME           KIND  ACCESS\n"
+            "logs           fifo  read\n"
+            "a-longer-name  unix  duplex\n");
+  EXPECT_EQ(FormatListing(rows, false), "logs\tfifo\tread\na-longer-name\tunix\tduplex\n");
+  EXPECT_EQ(FormatListing({}, true), "NAME  KIND  ACCESS\n");
+  EXPECT_EQ(FormatListing({}, false), "");
+}
+
+}  // namespace
+}  // namespace bridge
 }  // namespace pipegate

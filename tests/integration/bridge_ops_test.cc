@@ -1,0 +1,191 @@
+// The bridge for operators: --progress (a meter on stderr, never on stdout), `ls` as a table on
+// a terminal, JSON log lines, and a renewed client certificate picked up at the next fresh
+// session.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/bridge_client.h"
+#include "support/data.h"
+#include "support/fault_relay.h"
+#include "support/files.h"
+#include "support/gateway_fixture.h"
+#include "support/pki.h"
+#include "support/process.h"
+#include "support/timing.h"
+#include <nlohmann/json.hpp>
+
+namespace pipegate::testing {
+namespace {
+
+// 'TEXT' for sh, whatever TEXT holds.
+std::string ShellQuote(const std::string& text) {
+  return "'" + ReplaceAll(text, "'", "'\\''") + "'";
+}
+
+// Runs `pipegate ARGS` with a terminal as its stderr (and stdout, unless @p redirect names a
+// file for it), through script(1); @return everything the terminal showed.
+CommandResult RunOnTerminal(TempDir& dir, const std::vector<std::string>& args,
+                            const std::string& redirect = "") {
+  ProcessOptions options = PipegateOptions(dir, args);
+  std::string command;
+  for (const std::string& a : options.argv) command += ShellQuote(a) + " ";
+  if (!redirect.empty()) command += "> " + ShellQuote(redirect);
+  // script's own output is what the terminal got; -e passes on the exit status.
+  const std::string shown = dir.Unique("terminal", ".txt");
+  options.argv = {"script", "-qec", command, shown};
+  options.stdout_spec = StdioSpec::Null();
+  options.stderr_spec = StdioSpec::Null();
+  Process p(std::move(options));
+  CommandResult r;
+  r.status = p.Wait(Duration(30000));
+  r.out = ReadFile(shown);
+  return r;
+}
+
+TEST(BridgeOps, WriteProgressGoesToStderrWithPercentOfAFile) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoWrite("cmd")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string input = dir.Join("in");
+  const std::string sha = WriteRandomFile(input, 1 << 20, 3);
+  const std::string got = dir.Join("got");
+  Process reader(
+      ProcessOptions::Of({"sh", "-c", "cat \"$0\" > \"$1\"", gw.ExportPath("cmd"), got}));
+  const ClientResult r =
+      RunPipegate(dir, {"write", "--progress", gw.Address("cmd")}, ClientOptions::Stdin(input));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  ASSERT_EQ(reader.Wait(Duration(10000)), 0);
+  EXPECT_EQ(Sha256Hex(got), sha);
+  EXPECT_EQ(r.out, "") << "the meter must never reach stdout";
+  // Not a terminal: whole lines, the last one the summary.
+  const std::vector<std::string> lines = SplitLines(r.err);
+  ASSERT_FALSE(lines.empty()) << r.Describe();
+  EXPECT_TRUE(std::regex_match(
+      lines.back(),
+      std::regex(
+          R"(pipegate: progress: 1\.00 MiB sent 100% of 1\.00 MiB, [0-9.]+ (B|KiB|MiB|GiB)/s, 0:\d\d elapsed)")))
+      << lines.back();
+  EXPECT_EQ(r.err.find('\r'), std::string::npos);
+}
+
+TEST(BridgeOps, CatProgressRedrawsInPlaceOnATerminalAndLeavesStdoutExact) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  // A writer that takes about a second (three parts), so that the meter is drawn while it runs.
+  const std::string data = dir.Join("data");
+  const std::string sha = WriteRandomFile(data, 300000, 5);
+  Process writer(ProcessOptions::Of(
+      {"sh", "-c",
+       "{ head -c 100000 \"$0\"; sleep 0.4; tail -c +100001 \"$0\" | head -c 100000; sleep 0.4; "
+       "tail -c +200001 \"$0\"; } > \"$1\"",
+       data, gw.ExportPath("logs")}));
+  const std::string out = dir.Join("out");
+  const CommandResult r = RunOnTerminal(dir, {"cat", "--progress", gw.Address("logs")}, out);
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(writer.Wait(Duration(10000)), 0);
+  EXPECT_EQ(Sha256Hex(out), sha) << "stdout must hold the stream's bytes and nothing else";
+  // Redrawn: several carriage returns and erase-to-end-of-line, one final newline.
+  size_t redraws = 0;
+  for (size_t at = r.out.find("\r"); at != std::string::npos; at = r.out.find("\r", at + 1)) {
+    if (r.out.compare(at, 2, "\r\n") != 0) ++redraws;
+  }
+  EXPECT_GE(redraws, 2u) << r.out;
+  EXPECT_NE(r.out.find("\x1b[K"), std::string::npos);
+  EXPECT_NE(r.out.find("293 KiB received"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("sent"), std::string::npos) << "cat sends nothing: " << r.out;
+}
+
+TEST(BridgeOps, LsIsAnAlignedTableOnATerminalAndTabsOtherwise) {
+  TempDir dir;
+  GatewayFixture gw(
+      dir, WithExports({ExportSpec::FifoRead("logs"), ExportSpec::FifoWrite("a-longer-name")}));
+  ASSERT_TRUE(gw.Start());
+  const CommandResult tty = RunOnTerminal(dir, {"ls", gw.BaseAddress()});
+  ASSERT_EQ(tty.status, 0) << tty.out;
+  EXPECT_NE(tty.out.find("NAME           KIND  ACCESS\r\n"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("a-longer-name  fifo  write\r\n"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("logs           fifo  read\r\n"), std::string::npos) << tty.out;
+  const ClientResult piped = RunPipegate(dir, {"ls", gw.BaseAddress()});
+  ASSERT_EQ(piped.status, 0);
+  EXPECT_EQ(piped.out, "logs\tfifo\tread\na-longer-name\tfifo\twrite\n");
+}
+
+// The client certificate is a symlink, renewed by pointing it elsewhere. A mount keeps running;
+// its gateway restarts without the session, so the mount starts a fresh one, and that one
+// presents the new certificate (bob's here, so the gateway's audit line tells them apart).
+TEST(BridgeOps, MountPresentsARenewedClientCertificateOnItsNextFreshSession) {
+  TempDir dir;
+  const std::string server = dir.Join("app.sock");
+  Process echo(ProcessOptions::Of({"socat", "UNIX-LISTEN:" + server + ",fork", "EXEC:cat"}));
+  ASSERT_TRUE(WaitFor([&] { return IsSocket(server); }, Duration(10000)));
+  ExportSpec app = ExportSpec::Unix("app", server);
+  app.allow = {"alice", "bob"};
+  GatewayOptions options = WithExports({app});
+  GatewayFixture gw(dir, options);
+  ASSERT_TRUE(gw.Start());
+  FaultRelay relay(gw.port());
+  ASSERT_TRUE(relay.ok());
+
+  const std::string cert = dir.Join("client.crt");
+  const std::string key = dir.Join("client.key");
+  ASSERT_EQ(::symlink(PkiPath("alice.crt").c_str(), cert.c_str()), 0);
+  ASSERT_EQ(::symlink(PkiPath("alice.key").c_str(), key.c_str()), 0);
+  const std::string local = dir.Join("mounted.sock");
+  Identity renewable{cert, key, PkiPath("ca.crt")};
+  Bridge mount(
+      dir,
+      {"mount", "-v", "--log-format", "json", relay.BaseAddress() + "/app", local, "--as", "unix"},
+      StdioSpec::Null(), "", renewable);
+  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
+      << mount.Describe();
+  auto round_trip = [&](const std::string& word) {
+    CommandResult r = RunCommand(
+        {"sh", "-c", "printf '%s' \"$0\" | socat -t 2 - UNIX-CONNECT:\"$1\"", word, local},
+        dir.path());
+    return r.status == 0 && r.out == word;
+  };
+  ASSERT_TRUE(round_trip("first"));
+  EXPECT_NE(gw.Log().find("decision=granted identity=\"alice\""), std::string::npos) << gw.Log();
+
+  // Renewal: the same paths now lead to bob's files.
+  ASSERT_EQ(::unlink(cert.c_str()), 0);
+  ASSERT_EQ(::unlink(key.c_str()), 0);
+  ASSERT_EQ(::symlink(PkiPath("bob.crt").c_str(), cert.c_str()), 0);
+  ASSERT_EQ(::symlink(PkiPath("bob.key").c_str(), key.c_str()), 0);
+  relay.SetTarget(0);
+  gw.Kill();
+  GatewayFixture restarted(dir, options);
+  ASSERT_TRUE(restarted.Start());
+  relay.SetTarget(restarted.port());
+  EXPECT_TRUE(WaitFor([&] { return round_trip("second"); }, Duration(20000), Duration(200)))
+      << mount.Describe();
+  EXPECT_NE(restarted.Log().find("decision=granted identity=\"bob\""), std::string::npos)
+      << restarted.Log();
+  EXPECT_EQ(restarted.Log().find("identity=\"alice\""), std::string::npos) << restarted.Log();
+
+  // The mount said so, in JSON.
+  mount.process().Signal(SIGTERM);
+  ASSERT_TRUE(mount.Wait(Duration(10000)).has_value());
+  bool said = false;
+  for (const std::string& line : SplitLines(mount.Result().err)) {
+    if (line.empty() || line[0] != '{') continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    EXPECT_EQ(j.value("program", ""), "pipegate");
+    if (j.value("msg", "").find("client certificate files changed") != std::string::npos) {
+      said = true;
+    }
+  }
+  EXPECT_TRUE(said) << mount.Describe();
+}
+
+}  // namespace
+}  // namespace pipegate::testing
