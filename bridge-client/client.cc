@@ -269,10 +269,21 @@ void Client::Dial() {
   // A resume carries the detached session over; any other dial starts a fresh one. Dial()
   // runs from Run() or the reconnect timer, never inside a Mux callback, so the Mux replaced
   // here is not in use.
+  RefreshTls();
   if (!resuming_) {
-    RefreshTls();
     session_tls_ = tls_;
     NewMux();
+  } else if (tls_ != session_tls_) {
+    // Renewed files: a certificate for the same key and names may resume the session; any
+    // other may not (the gateway binds a session to both), so it waits for a fresh session.
+    if (tls_->OwnResumeIdentity() == session_tls_->OwnResumeIdentity()) {
+      session_tls_ = tls_;
+      PG_LOG(kInfo, "resuming with the renewed client certificate (same key and names)");
+    } else {
+      PG_LOG(kInfo,
+             "the renewed client certificate has a new key or names: the session resumes "
+             "with the one it began with, and the next session uses the new one");
+    }
   }
   conn_ = Connection::Connect(loop_.native(), options_.address.host, options_.address.port,
                               session_tls_, ConnOptions(), this, mux_.get());

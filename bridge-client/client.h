@@ -145,8 +145,8 @@ class Client final : public uvglue::ConnectionHandler,
   /// @brief Draws the meter: in place on a terminal, a line at a time otherwise; @p last ends
   /// it with a newline.
   void DrawProgress(bool last);
-  /// @brief Reloads the client certificate, key and CA when their files changed since they
-  /// were loaded, for the next fresh session (a resume keeps session_tls_). Files that do not
+  /// @brief Reloads the client certificate, key and CA into tls_ when their files changed
+  /// since they were loaded (Dial() decides whether a resume may use them). Files that do not
   /// load are warned about once, and the context loaded before is kept.
   void RefreshTls();
   void NewMux();
@@ -168,7 +168,7 @@ class Client final : public uvglue::ConnectionHandler,
   /// The newest client certificate, key and CA (RefreshTls()), for the next fresh session.
   std::shared_ptr<const TlsContext> tls_;
   std::string tls_fingerprint_;  ///< The files tls_ was loaded from (TlsFilesFingerprint).
-  /// The context the current session was made with: a resume presents the same certificate,
+  /// The context the current session uses: a resume presents a certificate for the same key,
   /// since the gateway lets only the key that made a session resume it.
   std::shared_ptr<const TlsContext> session_tls_;
   /// The session's multiplexer. It outlives connections (streams resume across them) and is

@@ -525,6 +525,17 @@ std::string SpkiSha256(X509* cert) {
 
 }  // namespace tls_internal
 
+std::string TlsContext::OwnResumeIdentity() const {
+  X509* cert = SSL_CTX_get0_certificate(ctx_.get());
+  if (cert == nullptr) return std::string();
+  std::string out = SpkiSha256(cert);
+  for (const std::string& id : IdentityFromCertificate(cert).All()) {
+    out.push_back('\0');
+    out += id;
+  }
+  return out;
+}
+
 std::string TlsFilesFingerprint(const std::vector<std::string>& paths) {
   std::string fp;
   for (const std::string& path : paths) {

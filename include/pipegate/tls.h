@@ -122,6 +122,11 @@ class TlsContext {
   const std::string& server_name() const noexcept { return server_name_; }
   /// @return The accepted SPKI digests (client), empty when not pinning.
   const std::vector<std::string>& pins() const noexcept { return pins_; }
+  /// @return What a resume is judged by in this context's own certificate: the SHA-256 of its
+  /// SubjectPublicKeyInfo (the key) and every identity it names (PeerIdentity::All()), as one
+  /// string; two contexts with equal results may resume each other's sessions. "" without a
+  /// certificate.
+  std::string OwnResumeIdentity() const;
   /// @return Where handshake refusals are counted (server), or null.
   TlsRefusalCounters* counters() const noexcept { return counters_; }
 

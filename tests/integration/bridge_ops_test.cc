@@ -2,6 +2,7 @@
 // a terminal, JSON log lines, and a renewed client certificate picked up at the next fresh
 // session.
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "support/files.h"
 #include "support/gateway_fixture.h"
 #include "support/pki.h"
+#include "support/proc_stats.h"
 #include "support/process.h"
 #include "support/timing.h"
 #include <nlohmann/json.hpp>
@@ -185,6 +187,83 @@ TEST(BridgeOps, MountPresentsARenewedClientCertificateOnItsNextFreshSession) {
     }
   }
   EXPECT_TRUE(said) << mount.Describe();
+}
+
+// Points the symlink @p link at @p target, replacing it in one rename.
+bool Repoint(const std::string& link, const std::string& target) {
+  const std::string tmp = link + ".new";
+  ::unlink(tmp.c_str());
+  return ::symlink(target.c_str(), tmp.c_str()) == 0 && ::rename(tmp.c_str(), link.c_str()) == 0;
+}
+
+// A session that loses its connection resumes across a renewal: a certificate for the same key
+// and names is presented at once; any other is kept for the next session, since the gateway
+// lets only the key and names that made a session resume it (else the stream would be lost).
+TEST(BridgeOps, CatResumesAcrossRenewalsOfItsCertificate) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  FaultRelay relay(gw.port());
+  ASSERT_TRUE(relay.ok());
+  // alice's key with a new certificate, as a renewal that keeps the key makes it.
+  const std::string ext = dir.Join("ext.cnf");
+  ASSERT_TRUE(WriteFile(ext,
+                        "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n"
+                        "subjectAltName=DNS:alice.example,URI:spiffe://example.org/ci/alice\n"));
+  const std::string csr = dir.Join("renewed.csr");
+  const std::string renewed = dir.Join("renewed.crt");
+  CommandResult req = RunCommand(
+      {"openssl", "req", "-new", "-key", PkiPath("alice.key"), "-subj", "/CN=alice", "-out", csr},
+      dir.path());
+  ASSERT_EQ(req.status, 0) << req.err;
+  CommandResult sign = RunCommand(
+      {"openssl", "x509", "-req", "-in", csr, "-CA", PkiPath("ca.crt"), "-CAkey", PkiPath("ca.key"),
+       "-set_serial", "4242", "-days", "2", "-extfile", ext, "-out", renewed},
+      dir.path());
+  ASSERT_EQ(sign.status, 0) << sign.err;
+
+  const std::string cert = dir.Join("client.crt");
+  const std::string key = dir.Join("client.key");
+  ASSERT_TRUE(Repoint(cert, PkiPath("alice.crt")));
+  ASSERT_TRUE(Repoint(key, PkiPath("alice.key")));
+  const std::string out = dir.Join("out");
+  Bridge cat(dir, {"cat", "-v", relay.BaseAddress() + "/logs"}, StdioSpec::Null(), out,
+             Identity{cert, key, PkiPath("ca.crt")});
+  const std::string fifo = gw.ExportPath("logs");
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
+                      Duration(10000)))
+      << cat.Describe();
+  const int writer = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  auto say = [&](const std::string& line, const std::string& all) {
+    return write(writer, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+           WaitFor([&] { return ReadFile(out) == all; }, Duration(10000));
+  };
+  ASSERT_TRUE(say("one\n", "one\n")) << cat.Describe();
+
+  ASSERT_TRUE(Repoint(cert, renewed));
+  ASSERT_GE(relay.Cut(), 1);
+  EXPECT_TRUE(say("two\n", "one\ntwo\n")) << cat.Describe();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return cat.Result().err.find(
+                   "resuming with the renewed client certificate (same key and names)") !=
+               std::string::npos;
+      },
+      Duration(10000)))
+      << cat.Describe();
+
+  ASSERT_TRUE(Repoint(cert, PkiPath("bob.crt")));
+  ASSERT_TRUE(Repoint(key, PkiPath("bob.key")));
+  ASSERT_GE(relay.Cut(), 1);
+  EXPECT_TRUE(say("three\n", "one\ntwo\nthree\n")) << cat.Describe();
+  EXPECT_NE(cat.Result().err.find("the renewed client certificate has a new key or names"),
+            std::string::npos)
+      << cat.Describe();
+  EXPECT_GE(relay.stats().cuts, 2);
+  close(writer);
+  EXPECT_EQ(cat.Wait(Duration(10000)), 0) << cat.Describe();
+  EXPECT_EQ(gw.Log().find("identity=\"bob\""), std::string::npos) << gw.Log();
 }
 
 }  // namespace
