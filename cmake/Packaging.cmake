@@ -52,7 +52,7 @@ string(JOIN "\n" CPACK_PACKAGE_DESCRIPTION
   "or mounts one as a local FIFO or Unix socket that unmodified programs open."
   "Includes systemd units for the gateway and for mounts, man pages, bash"
   "completion and pipegate-certs, a development PKI script.")
-set(CPACK_PACKAGE_CONTACT "pipegate maintainers")
+set(CPACK_PACKAGE_CONTACT "pipegate maintainers <pipegate@localhost>")
 set(CPACK_GENERATOR "TGZ;DEB")
 # Binaries without their debugging sections, as Debian ships them.
 set(CPACK_STRIP_FILES ON)
