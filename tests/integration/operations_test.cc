@@ -155,6 +155,19 @@ std::map<std::string, double> Scrape(uint16_t port) {
   return samples;
 }
 
+// `pipegate write` of the file @p input into the write export @p name while a local `cat`
+// drains its FIFO. @return What the local reader got ("" with a test failure if either failed).
+std::string WriteThroughExport(TempDir& dir, GatewayFixture& gw, const std::string& name,
+                               const std::string& input) {
+  const std::string got = dir.Unique("got", ".bin");
+  Process reader(ProcessOptions::Of({"sh", "-c", "cat \"$0\" > \"$1\"", gw.ExportPath(name), got}));
+  const ClientResult write =
+      RunPipegate(dir, {"write", gw.Address(name)}, ClientOptions::Stdin(input));
+  EXPECT_EQ(write.status, 0) << write.Describe();
+  EXPECT_EQ(reader.Wait(Duration(20000)), 0);
+  return write.status == 0 ? ReadFile(got) : "";
+}
+
 GatewayOptions WithMetrics(std::vector<ExportSpec> exports) {
   GatewayOptions options = WithExports(std::move(exports));
   options.extra_gateway_toml = "metrics_listen = \"127.0.0.1:0\"\n";
@@ -191,14 +204,7 @@ TEST(Operations, MetricsMoveWithTraffic) {
   const size_t size = 1 << 20;
   const std::string input = dir.Join("in");
   const std::string sent_sha = WriteRandomFile(input, size, 11);
-  const std::string fifo = gw.ExportPath("cmd");
-  const std::string got = dir.Join("got");
-  Process reader(ProcessOptions::Of({"sh", "-c", "cat \"$0\" > \"$1\"", fifo, got}));
-  const ClientResult write =
-      RunPipegate(dir, {"write", gw.Address("cmd")}, ClientOptions::Stdin(input));
-  ASSERT_EQ(write.status, 0) << write.Describe();
-  ASSERT_EQ(reader.Wait(Duration(20000)), 0);
-  ASSERT_EQ(Sha256Hex(got), sent_sha);
+  ASSERT_EQ(Sha256HexOf(WriteThroughExport(dir, gw, "cmd", input)), sent_sha);
 
   // A refused open and a bad certificate show up too.
   const ClientResult denied =
@@ -336,14 +342,7 @@ TEST(Operations, JsonLogLinesCarryTheFieldsAndNeverThePayload) {
   const std::string marker = "PAYLOAD-MARKER-7f3a9c";
   const std::string input = dir.Join("in");
   ASSERT_TRUE(WriteFile(input, marker + "\n"));
-  const std::string fifo = json_gw.ExportPath("cmd");
-  const std::string got = dir.Join("got");
-  Process reader(ProcessOptions::Of({"sh", "-c", "cat \"$0\" > \"$1\"", fifo, got}));
-  const ClientResult write =
-      RunPipegate(dir, {"write", json_gw.Address("cmd")}, ClientOptions::Stdin(input));
-  ASSERT_EQ(write.status, 0) << write.Describe();
-  ASSERT_EQ(reader.Wait(Duration(10000)), 0);
-  EXPECT_EQ(ReadFile(got), marker + "\n");
+  EXPECT_EQ(WriteThroughExport(dir, json_gw, "cmd", input), marker + "\n");
   // A refused open by name, so that a client-chosen string reaches the log.
   const ClientResult refused = RunPipegate(dir, {"cat", json_gw.Address("nosuch")});
   EXPECT_NE(refused.status, 0);
@@ -421,14 +420,6 @@ class SecretVolume {
   int generation_ = 0;
 };
 
-std::string PinOf(TempDir& dir, const std::string& stem) {
-  CommandResult r =
-      RunCommand({"bash", PIPEGATE_CERTS_SCRIPT, "pin", PkiPath(stem + ".crt")}, dir.path());
-  std::string pin = r.out;
-  while (!pin.empty() && pin.back() == '\n') pin.pop_back();
-  return pin;
-}
-
 TEST(Operations, RenewedCertificateIsPickedUpFromASymlinkSwapWithoutASignal) {
   TempDir dir;
   SecretVolume secret(dir);
@@ -438,8 +429,8 @@ TEST(Operations, RenewedCertificateIsPickedUpFromASymlinkSwapWithoutASignal) {
   options.key = secret.key();
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
-  const std::string old_pin = PinOf(dir, "gateway");
-  const std::string new_pin = PinOf(dir, "gateway-rotated");
+  const std::string old_pin = PinOf("gateway");
+  const std::string new_pin = PinOf("gateway-rotated");
   ASSERT_FALSE(old_pin.empty());
   ASSERT_NE(old_pin, new_pin);
   EXPECT_EQ(RunPipegate(dir, {"ls", "--pin", old_pin, gw.BaseAddress()}).status, 0);
@@ -495,8 +486,8 @@ TEST(Operations, WatchCertificatesFalseLeavesReloadsToSighup) {
   gw.Signal(SIGHUP);
   EXPECT_TRUE(WaitFor([&] { return gw.Log().find("reloaded ", mark) != std::string::npos; },
                       Duration(10000)));
-  EXPECT_EQ(
-      RunPipegate(dir, {"ls", "--pin", PinOf(dir, "gateway-rotated"), gw.BaseAddress()}).status, 0);
+  EXPECT_EQ(RunPipegate(dir, {"ls", "--pin", PinOf("gateway-rotated"), gw.BaseAddress()}).status,
+            0);
 }
 
 // A datagram socket standing in for systemd's notify socket.

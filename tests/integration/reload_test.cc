@@ -155,21 +155,13 @@ bool ReloadAndWait(GatewayFixture& gw, const std::string& says = "reloaded ") {
   return WaitFor([&] { return gw.Log().find(says, before) != std::string::npos; }, Duration(10000));
 }
 
-std::string PinOf(TempDir& dir, const std::string& stem) {
-  CommandResult r =
-      RunCommand({"bash", PIPEGATE_CERTS_SCRIPT, "pin", PkiPath(stem + ".crt")}, dir.path());
-  std::string pin = r.out;
-  while (!pin.empty() && pin.back() == '\n') pin.pop_back();
-  return pin;
-}
-
 TEST(ReloadSecurity, RotatedCertificateIsUsedByNewConnectionsWhileStreamsContinue) {
   TempDir dir;
   GatewayOptions options = WithExports({ExportSpec::FifoRead("logs"), ExportSpec::FifoRead("b")});
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
-  const std::string old_pin = PinOf(dir, "gateway");
-  const std::string new_pin = PinOf(dir, "gateway-rotated");
+  const std::string old_pin = PinOf("gateway");
+  const std::string new_pin = PinOf("gateway-rotated");
   LiveCat live(dir, gw, "logs");
   ASSERT_TRUE(live.attached()) << live.bridge().Describe();
   ASSERT_TRUE(live.Say("before"));

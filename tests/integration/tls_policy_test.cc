@@ -74,15 +74,6 @@ CommandResult SClient(TempDir& dir, uint16_t port, std::vector<std::string> extr
   return RunCommand(argv, dir.path(), Duration(10000));
 }
 
-std::string PinOf(TempDir& dir, const std::string& stem) {
-  CommandResult r =
-      RunCommand({"bash", PIPEGATE_CERTS_SCRIPT, "pin", PkiPath(stem + ".crt")}, dir.path());
-  EXPECT_EQ(r.status, 0) << r.err;
-  std::string pin = r.out;
-  while (!pin.empty() && pin.back() == '\n') pin.pop_back();
-  return pin;
-}
-
 // ---- TLS versions, suites and key types ----
 
 TEST(TlsPolicy, Tls12IsRefusedByDefault) {
@@ -150,8 +141,8 @@ TEST(TlsPolicy, PinnedGatewayKey) {
   TempDir dir;
   GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
   ASSERT_TRUE(gw.Start());
-  const std::string right = PinOf(dir, "gateway");
-  const std::string wrong = PinOf(dir, "gateway-rotated");
+  const std::string right = PinOf("gateway");
+  const std::string wrong = PinOf("gateway-rotated");
   ASSERT_EQ(right.rfind("sha256:", 0), 0u) << right;
   EXPECT_TRUE(CatWorks(dir, gw, "logs", {"--pin", right}));
   // Any one of several pins may match (rotation), in base64 or hex.

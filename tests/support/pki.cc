@@ -76,4 +76,14 @@ Identity Identity::Of(const std::string& stem, const std::string& ca) {
   return result;
 }
 
+std::string PinOf(const std::string& stem) {
+  TempDir scratch;
+  CommandResult r =
+      RunCommand({"bash", PIPEGATE_CERTS_SCRIPT, "pin", PkiPath(stem + ".crt")}, scratch.path());
+  EXPECT_EQ(r.status, 0) << r.err;
+  std::string pin = r.status == 0 ? r.out : "";
+  while (!pin.empty() && pin.back() == '\n') pin.pop_back();
+  return pin;
+}
+
 }  // namespace pipegate::testing

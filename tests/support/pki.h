@@ -34,6 +34,10 @@ struct Identity {
   static Identity Of(const std::string& stem, const std::string& ca = "ca.crt");
 };
 
+/// @return The `--pin` of the test PKI's certificate `<stem>.crt` ("sha256:BASE64"), from
+/// `pipegate-certs pin`; a failure to compute it is a test failure (and "" is returned).
+std::string PinOf(const std::string& stem);
+
 /// @return alice (CN alice, DNS alice.example, URI spiffe://example.org/ci/alice).
 inline Identity Alice() { return Identity::Of("alice"); }
 /// @return bob (CN bob).
