@@ -414,6 +414,13 @@ class SecretVolume {
   }
   std::string cert() const { return root_ + "/tls.crt"; }
   std::string key() const { return root_ + "/tls.key"; }
+  /// @return A gateway config with @p exports whose certificate and key are in this volume.
+  GatewayOptions GatewayWith(std::vector<ExportSpec> exports) const {
+    GatewayOptions options = WithExports(std::move(exports));
+    options.cert = cert();
+    options.key = key();
+    return options;
+  }
 
  private:
   std::string root_;
@@ -424,9 +431,7 @@ TEST(Operations, RenewedCertificateIsPickedUpFromASymlinkSwapWithoutASignal) {
   TempDir dir;
   SecretVolume secret(dir);
   ASSERT_TRUE(secret.Publish("gateway"));
-  GatewayOptions options = WithExports({ExportSpec::FifoRead("logs")});
-  options.cert = secret.cert();
-  options.key = secret.key();
+  GatewayOptions options = secret.GatewayWith({ExportSpec::FifoRead("logs")});
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
   const std::string old_pin = PinOf("gateway");
@@ -472,9 +477,7 @@ TEST(Operations, WatchCertificatesFalseLeavesReloadsToSighup) {
   TempDir dir;
   SecretVolume secret(dir);
   ASSERT_TRUE(secret.Publish("gateway"));
-  GatewayOptions options = WithExports({ExportSpec::FifoRead("logs")});
-  options.cert = secret.cert();
-  options.key = secret.key();
+  GatewayOptions options = secret.GatewayWith({ExportSpec::FifoRead("logs")});
   options.extra_gateway_toml = "watch_certificates = false\n";
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
