@@ -23,6 +23,7 @@ struct BridgeOptions {
   uint32_t wait_ms = 0;            ///< --wait, for busy and no reader.
   bool lines = false;              ///< write --lines.
   bool progress = false;           ///< cat, write, connect --progress: a meter on stderr.
+  bool json = false;               ///< ls --json.
   uint64_t keepalive_ms = 0;       ///< --keepalive: PING interval (dead after 3×); 0 = default.
   uint64_t resume_timeout_ms = 0;  ///< --resume-timeout: give up reconnecting after this; 0 =
                                    ///< as long as the gateway keeps the session.

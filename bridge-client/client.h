@@ -123,11 +123,14 @@ class Client final : public uvglue::ConnectionHandler,
   // The commands (commands.cc).
   void StartCommand();
   void StartSingle();
+  /// @brief ls: prints the listing, or with a NAME in the address just that export (probing
+  /// the gateway for why when the listing leaves it out).
+  void ListOrProbe();
   void PrintListing();
   void StartMount();
-  /// @brief Sends an OPEN of a mount's export that the listing left out, only to learn why:
-  /// the gateway refuses it before touching the export (Authorize), with "access denied" or
-  /// "no such pipe".
+  /// @brief Sends an OPEN of the export (of a mount, or of `ls NAME`) that the listing left
+  /// out, only to learn why: the gateway refuses it before touching the export (Authorize),
+  /// with "access denied" or "no such pipe".
   void ProbeRefusal();
   /// @brief The gateway answered the probe: @p refusal (nullopt: granted) and its @p reason.
   void OnProbeAnswered(uint32_t id, std::optional<ErrorCode> refusal, std::string_view reason);

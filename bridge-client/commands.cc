@@ -50,10 +50,26 @@ void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
   listing_.insert(listing_.end(), entries.begin(), entries.end());
   if (more) return;
   if (options_.command == Command::kLs) {
-    PrintListing();
+    ListOrProbe();
   } else {
     StartMount();
   }
+}
+
+void Client::ListOrProbe() {
+  const std::string& name = options_.address.name;
+  if (name.empty()) {
+    PrintListing();
+    return;
+  }
+  // `ls pipe://HOST/NAME`: just that export. One the listing leaves out is either not exported
+  // or not for this identity; the gateway's answer to an OPEN tells which (as for mount).
+  std::erase_if(listing_, [&](const ListEntry& e) { return e.name != name; });
+  if (listing_.empty()) {
+    ProbeRefusal();
+    return;
+  }
+  PrintListing();
 }
 
 void Client::PrintListing() {
@@ -64,7 +80,10 @@ void Client::PrintListing() {
                     ExportKindName(static_cast<ExportKind>(e.kind)),
                     AccessName(static_cast<Access>(e.access))});
   }
-  const std::string out = FormatListing(rows, ::isatty(STDOUT_FILENO) == 1);
+  const std::string out =
+      FormatListing(rows, options_.json                  ? ListingFormat::kJson
+                          : ::isatty(STDOUT_FILENO) == 1 ? ListingFormat::kTable
+                                                         : ListingFormat::kTabs);
   if (fwrite(out.data(), 1, out.size(), stdout) != out.size() || fflush(stdout) != 0) {
     Finish(Status(Code::kIo, "cannot write the listing to stdout"));
     return;

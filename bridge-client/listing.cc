@@ -4,11 +4,20 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 namespace pipegate::bridge {
 
-std::string FormatListing(const std::vector<ListingRow>& rows, bool table) {
+std::string FormatListing(const std::vector<ListingRow>& rows, ListingFormat format) {
   std::string out;
-  if (!table) {
+  if (format == ListingFormat::kJson) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const ListingRow& r : rows) {
+      list.push_back({{"name", r.name}, {"kind", r.kind}, {"access", r.access}});
+    }
+    return list.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+  }
+  if (format == ListingFormat::kTabs) {
     for (const ListingRow& r : rows) out += fmt::format("{}\t{}\t{}\n", r.name, r.kind, r.access);
     return out;
   }

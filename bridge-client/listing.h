@@ -12,9 +12,15 @@ struct ListingRow {
   std::string access;  ///< "read", "write", "duplex".
 };
 
-/// @return The listing: for a terminal (@p table), a header and columns aligned with spaces;
-/// otherwise one `NAME<TAB>KIND<TAB>ACCESS` line per export and no header, for scripts (cut,
-/// awk -F'\t', while read), as SPEC §1 describes it.
-std::string FormatListing(const std::vector<ListingRow>& rows, bool table);
+/// @brief How `ls` prints.
+enum class ListingFormat {
+  kTabs,   ///< One `NAME<TAB>KIND<TAB>ACCESS` line per export, no header: for scripts.
+  kTable,  ///< A header and columns aligned with spaces: for a terminal.
+  kJson,   ///< One JSON array of {"name","kind","access"} objects and a newline (`--json`).
+};
+
+/// @return The listing in @p format. Tabs are what `ls` prints into a pipe (cut, awk -F'\t',
+/// while read), the table what it prints on a terminal.
+std::string FormatListing(const std::vector<ListingRow>& rows, ListingFormat format);
 
 }  // namespace pipegate::bridge

@@ -49,6 +49,7 @@ struct Flags {
   bool verbose = false;
   bool lines = false;
   bool progress = false;
+  bool json = false;
   std::string log_format;
 };
 
@@ -87,7 +88,9 @@ void AddCommonFlags(CLI::App* a, Flags& f) {
 
 Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   CLI::App* ls = app.add_subcommand("ls", "List the exports this identity may use");
-  ls->add_option("address", f.address, "pipe://HOST[:PORT]")->required();
+  ls->add_option("address", f.address, "pipe://HOST[:PORT] (all exports) or pipe://HOST/NAME")
+      ->required();
+  ls->add_flag("--json", f.json, "Print one JSON array of {name, kind, access}");
   CLI::App* cat = app.add_subcommand("cat", "Copy the remote pipe to stdout until EOF");
   cat->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
   CLI::App* write =
@@ -221,6 +224,7 @@ std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
   }
   options.lines = f.lines;
   options.progress = f.progress;
+  options.json = f.json;
   options.wait_ms = static_cast<uint32_t>(std::llround(f.wait * 1000));
   options.keepalive_ms = static_cast<uint64_t>(std::llround(f.keepalive * 1000));
   options.resume_timeout_ms = static_cast<uint64_t>(std::llround(f.resume_timeout * 1000));

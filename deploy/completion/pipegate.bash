@@ -18,7 +18,7 @@ _pipegate_common_opts="--cert --key --ca --servername --pin --wait --keepalive -
 _pipegate_opts() {
   case $1 in
     '') echo "$_pipegate_common_opts --version" ;;
-    ls) echo "$_pipegate_common_opts" ;;
+    ls) echo "$_pipegate_common_opts --json" ;;
     cat | connect) echo "$_pipegate_common_opts --progress" ;;
     write) echo "$_pipegate_common_opts --lines --progress" ;;
     mount) echo "$_pipegate_common_opts --as --lines --mode --owner --group" ;;

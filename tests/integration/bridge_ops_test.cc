@@ -266,5 +266,49 @@ TEST(BridgeOps, CatResumesAcrossRenewalsOfItsCertificate) {
   EXPECT_EQ(gw.Log().find("identity=\"bob\""), std::string::npos) << gw.Log();
 }
 
+TEST(BridgeOps, LsWithANameListsJustThatExportAndSaysWhyNot) {
+  TempDir dir;
+  ExportSpec secret = ExportSpec::FifoRead("secret");
+  secret.allow = {"bob"};
+  GatewayFixture gw(
+      dir, WithExports({ExportSpec::FifoRead("logs"), ExportSpec::FifoWrite("cmd"), secret}));
+  ASSERT_TRUE(gw.Start());
+  const ClientResult one = RunPipegate(dir, {"ls", gw.Address("cmd")});
+  EXPECT_EQ(one.status, 0) << one.Describe();
+  EXPECT_EQ(one.out, "cmd\tfifo\twrite\n");
+  // Left out of alice's listing: the gateway says why, as it would to cat.
+  EXPECT_TRUE(IsError(RunPipegate(dir, {"ls", gw.Address("nosuch")}), 4, gw.Address("nosuch"),
+                      "no such pipe"));
+  EXPECT_TRUE(IsError(RunPipegate(dir, {"ls", gw.Address("secret")}), 3, gw.Address("secret"),
+                      "access denied"));
+  const ClientResult bobs =
+      RunPipegate(dir, {"ls", gw.Address("secret")}, ClientOptions::As(Bob()));
+  EXPECT_EQ(bobs.out, "secret\tfifo\tread\n") << bobs.Describe();
+}
+
+TEST(BridgeOps, LsJsonIsOneArrayAScriptCanParse) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs"), ExportSpec::FifoWrite("cmd")}));
+  ASSERT_TRUE(gw.Start());
+  const ClientResult all = RunPipegate(dir, {"ls", "--json", gw.BaseAddress()});
+  ASSERT_EQ(all.status, 0) << all.Describe();
+  nlohmann::json list = nlohmann::json::parse(all.out, nullptr, false);
+  ASSERT_TRUE(list.is_array()) << all.out;
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0], (nlohmann::json{{"name", "logs"}, {"kind", "fifo"}, {"access", "read"}}));
+  EXPECT_EQ(list[1], (nlohmann::json{{"name", "cmd"}, {"kind", "fifo"}, {"access", "write"}}));
+  const ClientResult one = RunPipegate(dir, {"ls", "--json", gw.Address("logs")});
+  nlohmann::json just = nlohmann::json::parse(one.out, nullptr, false);
+  ASSERT_TRUE(just.is_array()) << one.Describe();
+  ASSERT_EQ(just.size(), 1u);
+  EXPECT_EQ(just[0]["name"], "logs");
+  // On a terminal too: JSON is asked for, so no table.
+  const CommandResult tty = RunOnTerminal(dir, {"ls", "--json", gw.Address("logs")});
+  // (script(1) writes its own header line first.)
+  EXPECT_NE(tty.out.find("\n[{\"name\":\"logs\",\"kind\":\"fifo\",\"access\":\"read\"}]\r\n"),
+            std::string::npos)
+      << tty.out;
+}
+
 }  // namespace
 }  // namespace pipegate::testing

@@ -242,15 +242,20 @@ TEST(Progress, RateFollowsAStallWithoutJumping) {
   EXPECT_LT(r, 1);
 }
 
-TEST(Listing, TableHasAHeaderAndAlignedColumnsTabsHaveNeither) {
+TEST(Listing, TableHasAHeaderAndAlignedColumnsTabsHaveNeitherJsonIsOneArray) {
   std::vector<ListingRow> rows = {{"logs", "fifo", "read"}, {"a-longer-name", "unix", "duplex"}};
-  EXPECT_EQ(FormatListing(rows, true),
+  EXPECT_EQ(FormatListing(rows, ListingFormat::kTable),
             "NAME           KIND  ACCESS\n"
             "logs           fifo  read\n"
             "a-longer-name  unix  duplex\n");
-  EXPECT_EQ(FormatListing(rows, false), "logs\tfifo\tread\na-longer-name\tunix\tduplex\n");
-  EXPECT_EQ(FormatListing({}, true), "NAME  KIND  ACCESS\n");
-  EXPECT_EQ(FormatListing({}, false), "");
+  EXPECT_EQ(FormatListing(rows, ListingFormat::kTabs),
+            "logs\tfifo\tread\na-longer-name\tunix\tduplex\n");
+  EXPECT_EQ(FormatListing({}, ListingFormat::kTable), "NAME  KIND  ACCESS\n");
+  EXPECT_EQ(FormatListing({}, ListingFormat::kTabs), "");
+  EXPECT_EQ(FormatListing(rows, ListingFormat::kJson),
+            "[{\"name\":\"logs\",\"kind\":\"fifo\",\"access\":\"read\"},"
+            "{\"name\":\"a-longer-name\",\"kind\":\"unix\",\"access\":\"duplex\"}]\n");
+  EXPECT_EQ(FormatListing({}, ListingFormat::kJson), "[]\n");
 }
 
 }  // namespace
