@@ -24,6 +24,7 @@ struct BridgeOptions {
   bool lines = false;              ///< write --lines.
   bool progress = false;           ///< cat, write, connect --progress: a meter on stderr.
   bool json = false;               ///< ls --json.
+  bool follow = false;             ///< cat --follow: attached across the writers' EOFs.
   uint64_t keepalive_ms = 0;       ///< --keepalive: PING interval (dead after 3×); 0 = default.
   uint64_t resume_timeout_ms = 0;  ///< --resume-timeout: give up reconnecting after this; 0 =
                                    ///< as long as the gateway keeps the session.

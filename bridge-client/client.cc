@@ -123,7 +123,8 @@ Result<uint32_t> Client::OpenStream(Access access, uvglue::StreamPipes pipes, ui
   OpenPayload open;
   open.access = static_cast<uint8_t>(access);
   open.flags = static_cast<uint8_t>((options_.lines ? kOpenFlagLines : 0) |
-                                    (wait_only_while_busy ? kOpenFlagWaitOnlyWhileBusy : 0));
+                                    (wait_only_while_busy ? kOpenFlagWaitOnlyWhileBusy : 0) |
+                                    (options_.follow ? kOpenFlagFollow : 0));
   open.wait_ms = wait_ms;
   open.name = options_.address.name;
   Result<uint32_t> id = mux_->Open(open);

@@ -50,6 +50,7 @@ struct Flags {
   bool lines = false;
   bool progress = false;
   bool json = false;
+  bool follow = false;
   std::string log_format;
 };
 
@@ -93,6 +94,9 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   ls->add_flag("--json", f.json, "Print one JSON array of {name, kind, access}");
   CLI::App* cat = app.add_subcommand("cat", "Copy the remote pipe to stdout until EOF");
   cat->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  cat->add_flag("--follow", f.follow,
+                "Stay attached across the EOFs of the FIFO's local writers, like tail -f; end "
+                "on a signal");
   CLI::App* write =
       app.add_subcommand("write", "Copy stdin to the remote pipe; exit 0 once delivered");
   write->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
@@ -225,6 +229,7 @@ std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
   options.lines = f.lines;
   options.progress = f.progress;
   options.json = f.json;
+  options.follow = f.follow;
   options.wait_ms = static_cast<uint32_t>(std::llround(f.wait * 1000));
   options.keepalive_ms = static_cast<uint64_t>(std::llround(f.keepalive * 1000));
   options.resume_timeout_ms = static_cast<uint64_t>(std::llround(f.resume_timeout * 1000));

@@ -100,13 +100,16 @@ namespace {
 
 // Opens a FIFO export whose path lstat() found to be @p st. @p rule is checked on the opened
 // file, so a FIFO another user made or opened up is never served, whenever it appeared.
-Result<int> OpenFifo(const ExportConfig& e, const struct stat& st, const AdoptRule* rule) {
+Result<int> OpenFifo(const ExportConfig& e, const struct stat& st, const AdoptRule* rule,
+                     bool follow) {
   if (!S_ISFIFO(st.st_mode)) {
     return Status(Code::kNotFound,
                   fmt::format("pipe '{}' is not available: {} is not a FIFO", e.name, e.path));
   }
-  int flags = (e.access == Access::kRead ? O_RDONLY : O_WRONLY) | O_NONBLOCK | O_CLOEXEC |
-              O_NOFOLLOW | O_NOCTTY;
+  // A follow stream holds a write end too (Linux allows O_RDWR on a FIFO): the pipe then never
+  // reports EOF when its local writers close, and the next writer's open() finds a reader.
+  const int direction = e.access != Access::kRead ? O_WRONLY : follow ? O_RDWR : O_RDONLY;
+  int flags = direction | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY;
   int fd = ::open(e.path.c_str(), flags);
   if (fd < 0) {
     if (errno == ELOOP) return SymlinkRefused(e);
@@ -187,7 +190,7 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
 
 }  // namespace
 
-Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule) {
+Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule, bool follow) {
   struct stat st {};
   if (::lstat(e.path.c_str(), &st) != 0) {
     if (errno == ENOENT) return NotThereYet(e);
@@ -195,7 +198,7 @@ Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule) {
                                                ErrnoText(errno)));
   }
   if (S_ISLNK(st.st_mode)) return SymlinkRefused(e);
-  return e.kind == ExportKind::kFifo ? OpenFifo(e, st, rule) : ConnectSocket(e, st);
+  return e.kind == ExportKind::kFifo ? OpenFifo(e, st, rule, follow) : ConnectSocket(e, st);
 }
 
 // Who may own a `create = true` FIFO found in place: the gateway's effective user now, the user

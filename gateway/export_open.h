@@ -78,10 +78,12 @@ class ExportInstance {
 /// export's direction) or a connection to a Unix socket. The last path component is never
 /// followed when it is a symlink.
 /// @param rule For a `create = true` FIFO, what the opened FIFO must satisfy; else null.
+/// @param follow For a read FIFO export: open it read-write, so that it never reports EOF while
+/// the stream holds it (kOpenFlagFollow); ignored otherwise.
 /// @return The descriptor (the caller owns it), or kNoReader/kBusy (worth retrying while the
 /// client waits; kNoReader also when the path does not exist yet), kNotFound (the path is not
 /// a FIFO or socket, or is a symlink) or kIo.
-Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule);
+Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule, bool follow = false);
 
 /// @brief Who may own a `create = true` FIFO found in place for @p e, and its mode.
 AdoptRule FifoRule(const GatewayConfig& config, const ExportConfig& e);

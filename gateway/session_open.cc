@@ -101,7 +101,7 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     AuditOpen(id, open, Verdict::kBusy, why);
     return Refuse(id, ErrorCode::kBusy, why);
   }
-  Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name));
+  Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name), (open.flags & kOpenFlagFollow) != 0);
   if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
   return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge));
 }

@@ -19,7 +19,8 @@ _pipegate_opts() {
   case $1 in
     '') echo "$_pipegate_common_opts --version" ;;
     ls) echo "$_pipegate_common_opts --json" ;;
-    cat | connect) echo "$_pipegate_common_opts --progress" ;;
+    cat) echo "$_pipegate_common_opts --progress --follow" ;;
+    connect) echo "$_pipegate_common_opts --progress" ;;
     write) echo "$_pipegate_common_opts --lines --progress" ;;
     mount) echo "$_pipegate_common_opts --as --lines --mode --owner --group" ;;
   esac

@@ -99,7 +99,7 @@ Result<FrameHeader> DecodeFrameHeader(const uint8_t* in, uint32_t max_payload);
 // Typed payloads of control frames.
 struct OpenPayload {
   uint8_t access = 0;    ///< Access value (1 read, 2 write, 3 duplex).
-  uint8_t flags = 0;     ///< kOpenFlagLines, kOpenFlagWaitOnlyWhileBusy.
+  uint8_t flags = 0;     ///< kOpenFlagLines, kOpenFlagWaitOnlyWhileBusy, kOpenFlagFollow.
   uint32_t wait_ms = 0;  ///< How long the gateway may wait for busy/no reader.
   std::string name;
 };
@@ -107,6 +107,9 @@ inline constexpr uint8_t kOpenFlagLines = 0x1;
 /// wait_ms covers a busy export only; no reader is answered at once (a mounted socket's
 /// connections: a local connect() to a socket nobody listens on is refused at once too).
 inline constexpr uint8_t kOpenFlagWaitOnlyWhileBusy = 0x2;
+/// A read of a FIFO export stays attached across the EOFs of its local writers (`cat
+/// --follow`, like `tail -f`): the stream ends only when the client ends it.
+inline constexpr uint8_t kOpenFlagFollow = 0x4;
 
 struct OpenOkPayload {
   uint8_t kind = 0;    ///< ExportKind.

@@ -310,5 +310,46 @@ TEST(BridgeOps, LsJsonIsOneArrayAScriptCanParse) {
       << tty.out;
 }
 
+// A log FIFO that programs open, write and close in turn: cat --follow stays attached across
+// their EOFs (tail -f), while plain cat ends at the first.
+TEST(BridgeOps, CatFollowCollectsSuccessiveWriters) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("logs");
+  const std::string out = dir.Join("out");
+  Bridge cat(dir, {"cat", "--follow", gw.Address("logs")}, StdioSpec::Null(), out);
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
+                      Duration(10000)))
+      << cat.Describe();
+  std::string expected;
+  for (int i = 1; i <= 5; ++i) {
+    const std::string line = "writer " + std::to_string(i) + "\n";
+    // Each writer opens the FIFO (blocking: it needs a reader), writes, closes: an EOF.
+    CommandResult w = RunCommand({"sh", "-c", "printf '%s' \"$0\" > \"$1\"", line, fifo},
+                                 dir.path(), Duration(10000));
+    ASSERT_EQ(w.status, 0) << w.err;
+    expected += line;
+    ASSERT_TRUE(
+        WaitFor([&] { return ReadFile(out) == expected || !cat.Running(); }, Duration(10000)))
+        << "after writer " << i << ": '" << ReadFile(out) << "'; " << cat.Describe();
+    ASSERT_TRUE(cat.Running()) << "cat --follow ended at a writer's EOF: " << cat.Describe();
+  }
+  cat.process().Signal(SIGTERM);
+  EXPECT_EQ(cat.Wait(Duration(10000)), 143) << cat.Describe();
+  EXPECT_EQ(ReadFile(out), expected);
+
+  // Without --follow the first writer's EOF ends cat, with exit 0.
+  const std::string once = dir.Join("once");
+  Bridge plain(dir, {"cat", gw.Address("logs")}, StdioSpec::Null(), once);
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !plain.Running(); },
+                      Duration(10000)));
+  CommandResult w =
+      RunCommand({"sh", "-c", "echo only > \"$0\"", fifo}, dir.path(), Duration(10000));
+  ASSERT_EQ(w.status, 0) << w.err;
+  EXPECT_EQ(plain.Wait(Duration(10000)), 0) << plain.Describe();
+  EXPECT_EQ(ReadFile(once), "only\n");
+}
+
 }  // namespace
 }  // namespace pipegate::testing
