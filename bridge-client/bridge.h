@@ -10,21 +10,27 @@
 
 namespace pipegate::bridge {
 
-enum class Command { kLs, kCat, kWrite, kConnect, kMount };
+enum class Command { kLs, kStat, kCat, kWrite, kConnect, kMount };
 
 /// @brief Everything a bridge command needs, already parsed and validated by main.
 struct BridgeOptions {
   Command command = Command::kCat;
   PipeAddress address;
-  std::string local_path;          ///< mount: where the pipe appears.
-  std::string present_as;          ///< mount: "", "unix" or "fifo".
-  uint32_t mode = 0600;            ///< mount --mode: the mounted FIFO's or socket's mode.
-  FileOwner owner;                 ///< mount --owner/--group: who the mounted path is given to.
-  uint32_t wait_ms = 0;            ///< --wait, for busy and no reader.
-  bool lines = false;              ///< write --lines.
-  bool progress = false;           ///< cat, write, connect --progress: a meter on stderr.
-  bool json = false;               ///< ls --json.
-  bool follow = false;             ///< cat --follow: attached across the writers' EOFs.
+  std::string local_path;  ///< mount: where the pipe appears.
+  std::string present_as;  ///< mount: "", "unix" or "fifo".
+  uint32_t mode = 0600;    ///< mount --mode: the mounted FIFO's or socket's mode.
+  FileOwner owner;         ///< mount --owner/--group: who the mounted path is given to.
+  uint32_t wait_ms = 0;    ///< --wait, for busy and no reader.
+  bool lines = false;      ///< write --lines.
+  bool progress = false;   ///< cat, write, connect --progress: a meter on stderr.
+  bool json = false;       ///< ls, stat --json.
+  /// cat --count N / --count-lines N: end (exit 0) after N bytes or N lines; 0 = no limit.
+  uint64_t count = 0;
+  bool count_lines = false;
+  bool follow = false;  ///< cat --follow: attached across the writers' EOFs.
+  /// connect --messages: "" (none), "length" (4-byte big-endian length before each message)
+  /// or "lines" (one message per line), for a message-mode (seqpacket) export.
+  std::string messages;
   uint64_t keepalive_ms = 0;       ///< --keepalive: PING interval (dead after 3×); 0 = default.
   uint64_t resume_timeout_ms = 0;  ///< --resume-timeout: give up reconnecting after this; 0 =
                                    ///< as long as the gateway keeps the session.

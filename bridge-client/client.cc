@@ -176,11 +176,79 @@ void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
   // A fifo export serves one direction; a duplex request gets that one.
   if (ok.access == static_cast<uint8_t>(Access::kRead)) s->DropInput();
   if (ok.access == static_cast<uint8_t>(Access::kWrite)) s->DropOutput();
+  const bool messages = (ok.flags & kExportMessages) != 0 && ok.max_message > 0;
+  if (!options_.messages.empty() && !messages) {
+    Finish(Status(Code::kUsage, fmt::format("--messages needs a message-mode export; '{}' is a "
+                                            "byte stream",
+                                            options_.address.name)));
+    return;
+  }
+  if (messages) {
+    // A mounted socket is a seqpacket socket (Mount::Start); stdio is framed as asked, or
+    // without --messages each read is a message and messages are written back to back.
+    using uvglue::MessageFraming;
+    MessageFraming framing = mount_ != nullptr               ? MessageFraming::kSocket
+                             : options_.messages == "length" ? MessageFraming::kLength
+                             : options_.messages == "lines"  ? MessageFraming::kLines
+                                                             : MessageFraming::kRaw;
+    s->SetMessageMode(framing, framing, ok.max_message);
+  }
   s->StartReading();
 }
 
+void Client::OnStreamMessageEnd(uint32_t id) {
+  if (BridgeStream* s = Find(id)) s->OnMessageEnd();
+}
+
 void Client::OnStreamData(uint32_t id, const uint8_t* data, size_t len) {
-  if (BridgeStream* s = Find(id)) s->OnData(data, len);
+  BridgeStream* s = Find(id);
+  if (s == nullptr) return;
+  if (options_.count == 0 || options_.command != Command::kCat) {
+    s->OnData(data, len);
+    return;
+  }
+  // cat --count: pass bytes up to the count (or to the end of the Nth line), drop the rest.
+  size_t take = 0;
+  if (!s->count_reached) {
+    if (options_.count_lines) {
+      while (take < len && counted_ < options_.count) {
+        const void* nl = std::memchr(data + take, '\n', len - take);
+        if (nl == nullptr) {
+          take = len;
+          break;
+        }
+        take = static_cast<size_t>(static_cast<const uint8_t*>(nl) - data) + 1;
+        ++counted_;
+      }
+    } else {
+      take = static_cast<size_t>(std::min<uint64_t>(len, options_.count - counted_));
+      counted_ += take;
+    }
+  }
+  if (take > 0) {
+    s->OnData(data, take);
+    s = Find(id);
+    if (s == nullptr) return;
+  }
+  if (take < len) {
+    mux_->Consumed(id, len - take);  // Past the count: dropped.
+    FlushSoon();
+  }
+  if (!s->count_reached && counted_ >= options_.count) {
+    s->count_reached = true;
+    s->OnFin();  // The output ends once it has written what it holds (OnLocalWriteDone).
+  }
+}
+
+void BridgeStream::OnLocalWriteDone() {
+  StreamLink::OnLocalWriteDone();
+  if (count_reached) static_cast<Client*>(owner_)->OnCountWritten(id_);
+}
+
+void Client::OnCountWritten(uint32_t id) {
+  // STOP without an error: the gateway lets the export go and the stream ends cleanly.
+  mux_->StopReading(id, ErrorCode::kNoError, "cat --count: done");
+  FlushSoon();
 }
 
 void Client::OnStreamFin(uint32_t id) {
@@ -251,7 +319,7 @@ void Client::OnStreamClosed(uint32_t id) {
 void Client::NewMux() {
   MuxOptions mo;
   mo.is_client = true;
-  mo.resumable = options_.command != Command::kLs;
+  mo.resumable = options_.command != Command::kLs && options_.command != Command::kStat;
   mux_ = std::make_unique<Mux>(mo, this);
   ready_ = false;
 }

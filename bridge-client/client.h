@@ -54,6 +54,10 @@ class BridgeStream final : public uvglue::StreamLink {
   uint64_t confirmed = 0;
   /// @return Bytes waiting unread in the input pipe (0 without one, or if it cannot tell).
   uint64_t UnreadInput() const;
+  /// `cat --count`: the count is reached; once the output has taken the last byte, the client
+  /// stops the stream (Client::OnCountWritten).
+  bool count_reached = false;
+  void OnLocalWriteDone() override;
 };
 
 /// @brief One bridge process: the session with the gateway (one Mux, carried by one
@@ -96,6 +100,9 @@ class Client final : public uvglue::ConnectionHandler,
   void OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) override;
   void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override;
   void OnStreamFin(uint32_t id) override;
+  void OnStreamMessageEnd(uint32_t id) override;
+  /// @brief `cat --count`: stream @p id's output took its last byte: stop reading it.
+  void OnCountWritten(uint32_t id);
   void OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) override;
   void OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reason) override;
   void OnStreamWritable(uint32_t id) override;
@@ -208,6 +215,7 @@ class Client final : public uvglue::ConnectionHandler,
   std::vector<ListEntry> listing_;
   /// The stream ProbeRefusal() opened, until the gateway answers it; 0 when none.
   uint32_t probe_id_ = 0;
+  uint64_t counted_ = 0;          ///< cat --count: bytes (or lines) written so far.
   bool relisted_ = false;         ///< A probe was granted and the export list asked for again.
   std::unique_ptr<Mount> mount_;  ///< Set once the mount starts; lives as long as the client.
 

@@ -21,7 +21,8 @@ namespace pipegate::bridge {
 using uvglue::LocalPipe;
 
 void Client::StartCommand() {
-  if (options_.command == Command::kLs || options_.command == Command::kMount) {
+  if (options_.command == Command::kLs || options_.command == Command::kStat ||
+      options_.command == Command::kMount) {
     listing_.clear();  // Every listing starts afresh (a mount may ask again, below).
     mux_->RequestList();
     conn_->Flush();
@@ -49,7 +50,7 @@ void Client::StartSingle() {
 void Client::OnListReply(const std::vector<ListEntry>& entries, bool more) {
   listing_.insert(listing_.end(), entries.begin(), entries.end());
   if (more) return;
-  if (options_.command == Command::kLs) {
+  if (options_.command == Command::kLs || options_.command == Command::kStat) {
     ListOrProbe();
   } else {
     StartMount();
@@ -76,14 +77,22 @@ void Client::PrintListing() {
   std::vector<ListingRow> rows;
   rows.reserve(listing_.size());
   for (const ListEntry& e : listing_) {
-    rows.push_back({SanitizeControlBytes(e.name, kMaxReasonBytes),
-                    ExportKindName(static_cast<ExportKind>(e.kind)),
-                    AccessName(static_cast<Access>(e.access))});
+    ListingRow row{SanitizeControlBytes(e.name, kMaxReasonBytes),
+                   ExportKindName(static_cast<ExportKind>(e.kind)),
+                   AccessName(static_cast<Access>(e.access))};
+    row.messages = (e.flags & kExportMessages) != 0;
+    row.clients = e.clients;
+    row.max_clients = e.max_clients;
+    row.max_message = e.max_message;
+    rows.push_back(std::move(row));
   }
-  const std::string out =
-      FormatListing(rows, options_.json                  ? ListingFormat::kJson
-                          : ::isatty(STDOUT_FILENO) == 1 ? ListingFormat::kTable
-                                                         : ListingFormat::kTabs);
+  const bool stat = options_.command == Command::kStat;
+  const ListingFormat format =
+      stat            ? (options_.json ? ListingFormat::kJsonObject : ListingFormat::kDetail)
+      : options_.json ? ListingFormat::kJson
+      : ::isatty(STDOUT_FILENO) == 1 ? ListingFormat::kTable
+                                     : ListingFormat::kTabs;
+  const std::string out = FormatListing(rows, format);
   if (fwrite(out.data(), 1, out.size(), stdout) != out.size() || fflush(stdout) != 0) {
     Finish(Status(Code::kIo, "cannot write the listing to stdout"));
     return;

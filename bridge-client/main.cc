@@ -51,11 +51,15 @@ struct Flags {
   bool progress = false;
   bool json = false;
   bool follow = false;
+  uint64_t count = 0;
+  uint64_t count_lines = 0;
+  std::string messages;
   std::string log_format;
 };
 
 struct Subcommands {
   CLI::App* ls;
+  CLI::App* stat;
   CLI::App* cat;
   CLI::App* write;
   CLI::App* connect;
@@ -91,9 +95,18 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   CLI::App* ls = app.add_subcommand("ls", "List the exports this identity may use");
   ls->add_option("address", f.address, "pipe://HOST[:PORT] (all exports) or pipe://HOST/NAME")
       ->required();
-  ls->add_flag("--json", f.json, "Print one JSON array of {name, kind, access}");
+  ls->add_flag("--json", f.json,
+               "Print one JSON array of {name, kind, access, mode, clients, max_clients, "
+               "max_message}");
+  CLI::App* stat = app.add_subcommand("stat", "Show one export in detail");
+  stat->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  stat->add_flag("--json", f.json, "Print one JSON object");
   CLI::App* cat = app.add_subcommand("cat", "Copy the remote pipe to stdout until EOF");
   cat->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  cat->add_option("--count", f.count, "End after N bytes (exit 0)")->check(CLI::PositiveNumber);
+  cat->add_option("--count-lines", f.count_lines, "End after N lines (exit 0)")
+      ->check(CLI::PositiveNumber)
+      ->excludes("--count");
   cat->add_flag("--follow", f.follow,
                 "Stay attached across the EOFs of the FIFO's local writers, like tail -f; end "
                 "on a signal");
@@ -103,6 +116,12 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
   write->add_flag("--lines", f.lines, "Records are lines (each whole line in one write)");
   CLI::App* connect = app.add_subcommand("connect", "Connect stdin and stdout to the remote pipe");
   connect->add_option("address", f.address, "pipe://HOST[:PORT]/NAME")->required();
+  connect
+      ->add_option("--messages", f.messages,
+                   "For a message-mode export: stdin and stdout carry messages, each as a "
+                   "4-byte big-endian length and its bytes ('length') or as one line "
+                   "('lines')")
+      ->check(CLI::IsMember({"length", "lines"}));
   for (CLI::App* sub : {cat, write, connect}) {
     sub->add_flag("--progress", f.progress,
                   "Show bytes, rate and elapsed time on stderr (and % and ETA when stdin is a "
@@ -122,19 +141,19 @@ Subcommands AddSubcommands(CLI::App& app, Flags& f) {
                     "user needs root)");
   mount->add_option("--group", f.group,
                     "Give the FIFO or socket the mount creates to GROUP (a name or a gid)");
-  for (CLI::App* sub : {ls, cat, write, connect, mount}) {
+  for (CLI::App* sub : {ls, stat, cat, write, connect, mount}) {
     AddCommonFlags(sub, f);
   }
-  return {ls, cat, write, connect, mount};
+  return {ls, stat, cat, write, connect, mount};
 }
 
-constexpr const char* kCommands = "ls, cat, write, connect or mount";
+constexpr const char* kCommands = "ls, stat, cat, write, connect or mount";
 
 // Prints a usage error as SPEC §7 wants it, one line `pipegate: ...`, and returns 1. CLI11's own
 // report is two lines, and it calls an unknown command a missing one.
 int UsageError(const CLI::App& app, const Subcommands& sub, const CLI::ParseError& e) {
   const CLI::App* command = nullptr;
-  for (const CLI::App* s : {sub.ls, sub.cat, sub.write, sub.connect, sub.mount}) {
+  for (const CLI::App* s : {sub.ls, sub.stat, sub.cat, sub.write, sub.connect, sub.mount}) {
     if (s->parsed()) command = s;
   }
   std::string what;
@@ -230,6 +249,9 @@ std::optional<int> FillOptions(const Flags& f, BridgeOptions& options) {
   options.progress = f.progress;
   options.json = f.json;
   options.follow = f.follow;
+  options.count = f.count_lines != 0 ? f.count_lines : f.count;
+  options.count_lines = f.count_lines != 0;
+  options.messages = f.messages;
   options.wait_ms = static_cast<uint32_t>(std::llround(f.wait * 1000));
   options.keepalive_ms = static_cast<uint64_t>(std::llround(f.keepalive * 1000));
   options.resume_timeout_ms = static_cast<uint64_t>(std::llround(f.resume_timeout * 1000));
@@ -300,6 +322,7 @@ int main(int argc, char** argv) {
 
   BridgeOptions options;
   options.command = sub.ls->parsed()        ? Command::kLs
+                    : sub.stat->parsed()    ? Command::kStat
                     : sub.cat->parsed()     ? Command::kCat
                     : sub.write->parsed()   ? Command::kWrite
                     : sub.connect->parsed() ? Command::kConnect

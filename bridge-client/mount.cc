@@ -44,6 +44,13 @@ void Mount::Start(const ListEntry& entry) {
     return;
   }
   mode_ = *mode;
+  messages_ = (entry.flags & kExportMessages) != 0;
+  if (messages_ && mode_ != MountMode::kSocket) {
+    host_->Finish(Status(Code::kUsage, fmt::format("'{}' carries messages: it can be mounted as "
+                                                   "a (seqpacket) socket, not as a FIFO",
+                                                   entry.name)));
+    return;
+  }
   Status st = mode_ == MountMode::kSocket ? PrepareSocketPath() : PrepareFifoPath();
   if (!st.ok()) {
     host_->Finish(st);
@@ -143,7 +150,8 @@ void Mount::WarnIfNotAsAsked() const {
 }
 
 Status Mount::PrepareSocketPath() {
-  Result<ListeningSocket> sock = ListenUnixAt(options_.local_path, Rule(), 128, options_.owner);
+  Result<ListeningSocket> sock = ListenUnixAt(options_.local_path, Rule(), 128, options_.owner,
+                                              messages_ ? SOCK_SEQPACKET : SOCK_STREAM);
   if (!sock) return sock.error();
   local_ = sock->path;
   listener_ = *LocalPipe::Open(loop_.native(), sock->fd, LocalPipe::kRead, true, this);

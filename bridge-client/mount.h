@@ -111,6 +111,7 @@ class Mount final : public uvglue::LocalPipeEvents {
   const BridgeOptions& options_;
   MountHost* host_;
   MountMode mode_ = MountMode::kFifoFromWriter;
+  bool messages_ = false;  ///< The export carries messages: the socket is SOCK_SEQPACKET.
   MountState state_ = MountState::kBackoff;
   bool stopped_ = false;
   /// The mounted path, made (or adopted) by Prepare*Path; every later open goes through it.

@@ -159,7 +159,8 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
   }
   std::string via = fmt::format("/proc/self/fd/{}", path_fd);
   if (::access("/proc/self/fd", X_OK) != 0) via = e.path;  // No /proc: the lstat check above.
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int type = e.socket_type == SocketType::kSeqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
+  int fd = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ::close(path_fd);
     return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
@@ -179,6 +180,11 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
     int err = errno;
     ::close(fd);
     if (err == EAGAIN) return Status(Code::kBusy, fmt::format("busy: {} backlog is full", e.path));
+    if (err == EPROTOTYPE) {
+      return Status(Code::kNotFound,
+                    fmt::format("pipe '{}' is not available: {} is not a {} socket", e.name, e.path,
+                                e.socket_type == SocketType::kSeqpacket ? "seqpacket" : "stream"));
+    }
     if (err == ECONNREFUSED || err == ENOENT) {
       return Status(Code::kNoReader,
                     fmt::format("no reader: nothing is listening on '{}'", e.name));

@@ -115,8 +115,16 @@ void Session::OnListRequest() {
   std::vector<ListEntry> entries;
   for (const ExportConfig& e : snap->config.exports) {
     if (!IsAllowed(e.allow, peer_)) continue;  // ls never shows what this identity can't use.
-    entries.push_back(
-        ListEntry{e.name, static_cast<uint8_t>(e.kind), static_cast<uint8_t>(e.access)});
+    ListEntry entry{e.name, static_cast<uint8_t>(e.kind), static_cast<uint8_t>(e.access)};
+    if (e.socket_type == SocketType::kSeqpacket) {
+      entry.flags = kExportMessages;
+      entry.max_message = e.max_message_size;
+    }
+    entry.max_clients = e.max_clients;
+    if (auto slot = snap->slots.find(e.name); slot != snap->slots.end()) {
+      entry.clients = slot->second->in_use.load(std::memory_order_relaxed);
+    }
+    entries.push_back(std::move(entry));
   }
   PG_LOG(kInfo, "audit: decision=listed identity=\"{}\" from={} conn=C{} shown={} of={}",
          peer_.Display(), peer_address_, conn_id_, entries.size(), snap->config.exports.size());

@@ -101,6 +101,9 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   void OnStreamData(uint32_t id, const uint8_t* data, size_t len) override {
     if (ExportStream* s = Find(id)) s->OnData(data, len);
   }
+  void OnStreamMessageEnd(uint32_t id) override {
+    if (ExportStream* s = Find(id)) s->OnMessageEnd();
+  }
   void OnStreamFin(uint32_t id) override {
     if (ExportStream* s = Find(id)) s->OnFin();
   }

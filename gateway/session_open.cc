@@ -179,7 +179,14 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
     pipe->WatchHangup(true);  // A reader that leaves while we are idle is a broken pipe.
   }
   uint8_t granted = static_cast<uint8_t>(e.kind == ExportKind::kFifo ? e.access : Access::kDuplex);
-  mux_->Accept(id, OpenOkPayload{static_cast<uint8_t>(e.kind), granted});
+  OpenOkPayload ok{static_cast<uint8_t>(e.kind), granted};
+  if (e.socket_type == SocketType::kSeqpacket) {
+    ok.flags = kExportMessages;
+    ok.max_message = e.max_message_size;
+    s->SetMessageMode(uvglue::MessageFraming::kSocket, uvglue::MessageFraming::kSocket,
+                      e.max_message_size);
+  }
+  mux_->Accept(id, ok);
   s->StartReading();
   return true;
 }

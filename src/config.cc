@@ -65,8 +65,9 @@ constexpr std::array<std::string_view, 15> kGatewayKeys = {"listen",
                                                            "metrics_listen",
                                                            "log_format",
                                                            "watch_certificates"};
-constexpr std::array<std::string_view, 10> kExportKeys = {
-    "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group"};
+constexpr std::array<std::string_view, 12> kExportKeys = {
+    "name",  "kind",        "access", "path",  "create", "mode",
+    "allow", "max_clients", "owner",  "group", "socket", "max_message_size"};
 constexpr std::array<std::string_view, 20> kLimitKeys = {
     "handshake_timeout",
     "idle_timeout",
@@ -97,6 +98,7 @@ constexpr int64_t kMinFrameSize = 16384;
 constexpr int64_t kMaxFrameSize = (int64_t{1} << 20) - 8;
 constexpr int64_t kMinWindow = 64 * 1024;
 constexpr int64_t kMaxWindow = int64_t{1} << 30;
+constexpr int64_t kMaxMessageSize = int64_t{1} << 20;
 constexpr int64_t kMaxNameLength = 128;
 
 // Walks the parsed document and fills a GatewayConfig, recording every problem found.
@@ -695,6 +697,8 @@ class ConfigValidator {
                              "(create = true)");
     }
 
+    ParseMessageOptions(table, subject, kind, out);
+
     // Default instances (SPEC §3): one reader of a read FIFO, otherwise unlimited.
     out.max_clients = (out.kind == ExportKind::kFifo && out.access == Access::kRead) ? 1 : 0;
     if (std::optional<int64_t> max_clients =
@@ -704,6 +708,37 @@ class ConfigValidator {
 
     // Only a config without errors is returned, so a broken export can be kept here.
     config_.exports.push_back(std::move(out));
+  }
+
+  // `socket = "seqpacket"` makes a unix export carry messages (SOCK_SEQPACKET), each at most
+  // max_message_size bytes. A message is held whole on the receiving side until it can be
+  // written, so it must fit in one stream's window and in its replay allowance.
+  void ParseMessageOptions(const toml::table& table, const std::string& subject,
+                           std::optional<ExportKind> kind, ExportConfig& out) {
+    if (const toml::node* node = table.get("socket")) {
+      std::optional<std::string> text = GetString(table, subject, "socket", /*required=*/false);
+      if (kind == ExportKind::kFifo) {
+        AddError(LineOf(*node), subject + ": socket only applies to unix exports");
+      } else if (text && *text == "seqpacket") {
+        out.socket_type = SocketType::kSeqpacket;
+      } else if (text && *text != "stream") {
+        AddError(LineOf(*node),
+                 subject + ": unknown socket " + Quoted(*text) + " (expected stream or seqpacket)");
+      }
+    }
+    const toml::node* max = table.get("max_message_size");
+    if (max == nullptr) return;
+    if (out.socket_type != SocketType::kSeqpacket) {
+      AddError(LineOf(*max),
+               subject + ": max_message_size only applies to socket = \"seqpacket\" exports");
+      return;
+    }
+    const Limits& l = config_.limits;
+    const int64_t fits = std::min<int64_t>(
+        {kMaxMessageSize, l.max_bytes_in_flight_per_connection, l.max_replay_bytes_per_stream});
+    if (std::optional<uint64_t> v = GetBytes(table, subject, "max_message_size", 1, fits)) {
+      out.max_message_size = static_cast<uint32_t>(*v);
+    }
   }
 
   std::optional<ExportKind> ParseKind(const toml::table& table, const std::string& subject) {

@@ -198,11 +198,12 @@ void AppendOpen(Buffer& out, uint32_t stream_id, const OpenPayload& p) {
 }
 
 void AppendOpenOk(Buffer& out, uint32_t stream_id, const OpenOkPayload& p) {
-  uint8_t* b = AppendHeader(out, FrameType::kOpenOk, 0, stream_id, 4);
+  uint8_t* b = AppendHeader(out, FrameType::kOpenOk, 0, stream_id, 8);
   b[0] = p.kind;
   b[1] = p.access;
-  b[2] = 0;
+  b[2] = p.flags;
   b[3] = 0;
+  PutU32(b + 4, p.max_message);
 }
 
 void AppendCredit(Buffer& out, uint32_t stream_id, const CreditPayload& p) {
@@ -251,7 +252,7 @@ void AppendList(Buffer& out) { AppendHeader(out, FrameType::kList, 0, 0, 0); }
 
 void AppendListReply(Buffer& out, uint8_t flags, const std::vector<ListEntry>& entries) {
   size_t len = 0;
-  for (const ListEntry& e : entries) len += 3 + e.name.size();
+  for (const ListEntry& e : entries) len += kListEntryFixedSize + e.name.size();
   uint8_t* b = AppendHeader(out, FrameType::kListReply, flags, 0, len);
   for (const ListEntry& e : entries) {
     b[0] = static_cast<uint8_t>(e.name.size());
@@ -259,7 +260,11 @@ void AppendListReply(Buffer& out, uint8_t flags, const std::vector<ListEntry>& e
     b += 1 + e.name.size();
     b[0] = e.kind;
     b[1] = e.access;
-    b += 2;
+    b[2] = e.flags;
+    PutU32(b + 3, e.clients);
+    PutU32(b + 7, e.max_clients);
+    PutU32(b + 11, e.max_message);
+    b += kListEntryFixedSize - 1;
   }
 }
 
@@ -371,8 +376,8 @@ Result<OpenPayload> DecodeOpen(const uint8_t* p, size_t n) {
 }
 
 Result<OpenOkPayload> DecodeOpenOk(const uint8_t* p, size_t n) {
-  if (n != 4) return Malformed("OPEN_OK frame must be 4 bytes");
-  return OpenOkPayload{p[0], p[1]};
+  if (n != 8) return Malformed("OPEN_OK frame must be 8 bytes");
+  return OpenOkPayload{p[0], p[1], p[2], GetU32(p + 4)};
 }
 
 Result<CreditPayload> DecodeCredit(const uint8_t* p, size_t n) {
@@ -427,13 +432,20 @@ Result<std::vector<ListEntry>> DecodeListReply(const uint8_t* p, size_t n) {
   size_t i = 0;
   while (i < n) {
     size_t len = p[i];
-    if (i + 1 + len + 2 > n) return Malformed("LIST_REPLY entry runs past the frame");
+    if (i + kListEntryFixedSize + len > n) {
+      return Malformed("LIST_REPLY entry runs past the frame");
+    }
     ListEntry e;
     e.name.assign(reinterpret_cast<const char*>(p + i + 1), len);
-    e.kind = p[i + 1 + len];
-    e.access = p[i + 2 + len];
+    const uint8_t* f = p + i + 1 + len;
+    e.kind = f[0];
+    e.access = f[1];
+    e.flags = f[2];
+    e.clients = GetU32(f + 3);
+    e.max_clients = GetU32(f + 7);
+    e.max_message = GetU32(f + 11);
     out.push_back(std::move(e));
-    i += 3 + len;
+    i += kListEntryFixedSize + len;
   }
   return out;
 }

@@ -321,7 +321,7 @@ Result<sockaddr_un> UnixAddress(const std::string& path) {
 // step on failure: the steps share the descriptor and the temporary path, so they stay in one
 // function (longer than 60 lines for that reason).
 Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog,
-                                     const FileOwner& owner) {
+                                     const FileOwner& owner, int type) {
   Result<sockaddr_un> address = UnixAddress(path);
   if (!address) return std::move(address).error();
   sockaddr_un sun = *address;
@@ -329,7 +329,7 @@ Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& r
   if (::lstat(path.c_str(), &st) == 0) {
     if (Status ok = CheckAdoptable(path, st, /*want_fifo=*/false, rule); !ok.ok()) return ok;
     // A socket nobody answers on is stale (a crashed run): replace it. A live one is not ours.
-    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int probe = ::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     const int rc = ::connect(probe, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
     const int err = errno;
     ::close(probe);
@@ -343,7 +343,7 @@ Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& r
     return Status(Code::kUsage,
                   fmt::format("cannot listen on {}: {}", path, ErrnoText(staging.error())));
   }
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
   auto refuse = [fd, &path](std::string message) {
     ::close(fd);

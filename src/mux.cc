@@ -243,10 +243,17 @@ void Mux::OnDataChunk(const uint8_t* p, size_t n) {
 }
 
 void Mux::OnDataEnd() {
-  if (discard_ || (frame_.flags & kFlagFin) == 0) return;
+  if (discard_) return;
   uint32_t id = frame_.stream_id;
   Stream* s = Find(id);
   if (s == nullptr || s->recv_done) return;
+  if ((frame_.flags & kFlagMsgEnd) != 0) {
+    // A replayed frame wholly below `received` was discarded above: its boundary was reported.
+    cb_->OnStreamMessageEnd(id);
+    s = Find(id);
+    if (s == nullptr || s->recv_done) return;
+  }
+  if ((frame_.flags & kFlagFin) == 0) return;
   s->fin_received = true;
   cb_->OnStreamFin(id);
   s = Find(id);
@@ -557,7 +564,7 @@ uint8_t* Mux::BeginData(uint32_t id, size_t* room) {
   return p + kFrameHeaderSize + kDataPrefixSize;
 }
 
-void Mux::CommitData(uint32_t id, size_t n, bool fin) {
+void Mux::CommitData(uint32_t id, size_t n, bool fin, bool msg_end) {
   Stream* s = Find(id);
   if (s == nullptr || s->send_done || s->fin_sent) return;
   if (n == 0 && !fin) return;
@@ -566,8 +573,9 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin) {
   PG_DCHECK(detached_ || n <= OwnSendWindow(id));
   Buffer& out = Out();
   uint8_t* p = out.Prepare(kFrameHeaderSize + kDataPrefixSize + n);
-  EncodeFrameHeader(p, FrameHeader{FrameType::kData, static_cast<uint8_t>(fin ? kFlagFin : 0), id,
-                                   static_cast<uint32_t>(kDataPrefixSize + n)});
+  const auto flags = static_cast<uint8_t>((fin ? kFlagFin : 0) | (msg_end ? kFlagMsgEnd : 0));
+  EncodeFrameHeader(
+      p, FrameHeader{FrameType::kData, flags, id, static_cast<uint32_t>(kDataPrefixSize + n)});
   PutU64(p + kFrameHeaderSize, s->sent);
   if (options_.resumable && n > 0) {
     s->replay.Append(p + kFrameHeaderSize + kDataPrefixSize, n);  // Kept until acknowledged.
@@ -578,6 +586,7 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin) {
   }
   out.Commit(kFrameHeaderSize + kDataPrefixSize + n);
   s->sent += n;
+  if (options_.resumable && msg_end && n > 0) s->msg_ends.push_back(s->sent);
   session_sent_ += n;
   unacked_ += n;
   if (fin) {
@@ -592,7 +601,7 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin) {
   }
 }
 
-size_t Mux::SendData(uint32_t id, const uint8_t* data, size_t len) {
+size_t Mux::SendData(uint32_t id, const uint8_t* data, size_t len, bool msg_end) {
   size_t total = 0;
   while (total < len) {
     size_t room = 0;
@@ -600,8 +609,8 @@ size_t Mux::SendData(uint32_t id, const uint8_t* data, size_t len) {
     if (p == nullptr) break;
     size_t n = std::min(room, len - total);
     std::memcpy(p, data + total, n);
-    CommitData(id, n, false);
     total += n;
+    CommitData(id, n, false, msg_end && total == len);
   }
   return total;
 }
@@ -767,7 +776,7 @@ void Mux::SendListReply(const std::vector<ListEntry>& entries) {
   std::vector<ListEntry> page;
   size_t bytes = 0;
   for (const ListEntry& e : entries) {
-    size_t need = 3 + e.name.size();
+    size_t need = kListEntryFixedSize + e.name.size();
     if (bytes + need > kMaxControlPayload) {
       AppendListReply(Out(), kFlagMore, page);
       page.clear();

@@ -24,6 +24,7 @@ void Mux::Ack(Stream& s, uint64_t delivered) {
     s.replay.ShrinkIfEmpty();
     ReleaseReplay(n);
   }
+  while (!s.msg_ends.empty() && s.msg_ends.front() <= delivered) s.msg_ends.pop_front();
   unacked_ -= std::min(unacked_, delivered - s.acked);
   s.acked = delivered;
 }
@@ -81,9 +82,13 @@ void Mux::SendRecorded(uint32_t id, Stream& s) {
 void Mux::ResendData(uint32_t id, Stream& s, uint64_t from) {
   uint64_t pos = from;
   size_t max = peer_max_payload_ - kDataPrefixSize;
+  auto next_end = s.msg_ends.begin();  // Message boundaries are replayed where they were.
   while (pos < s.sent) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(s.sent - pos, max));
-    AppendData(Out(), id, 0, pos, s.replay.data() + (pos - s.acked), n);
+    while (next_end != s.msg_ends.end() && *next_end <= pos) ++next_end;
+    uint64_t stop = next_end != s.msg_ends.end() ? std::min(*next_end, s.sent) : s.sent;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(stop - pos, max));
+    const bool msg_end = next_end != s.msg_ends.end() && pos + n == *next_end;
+    AppendData(Out(), id, msg_end ? kFlagMsgEnd : 0, pos, s.replay.data() + (pos - s.acked), n);
     pos += n;
     session_sent_ += n;
     session_send_limit_ += n;  // The peer widened its window by the same amount.

@@ -18,9 +18,9 @@ _pipegate_common_opts="--cert --key --ca --servername --pin --wait --keepalive -
 _pipegate_opts() {
   case $1 in
     '') echo "$_pipegate_common_opts --version" ;;
-    ls) echo "$_pipegate_common_opts --json" ;;
-    cat) echo "$_pipegate_common_opts --progress --follow" ;;
-    connect) echo "$_pipegate_common_opts --progress" ;;
+    ls | stat) echo "$_pipegate_common_opts --json" ;;
+    cat) echo "$_pipegate_common_opts --progress --follow --count --count-lines" ;;
+    connect) echo "$_pipegate_common_opts --progress --messages" ;;
     write) echo "$_pipegate_common_opts --lines --progress" ;;
     mount) echo "$_pipegate_common_opts --as --lines --mode --owner --group" ;;
   esac
@@ -47,6 +47,7 @@ _pipegate_value() {
     --cert | --key | --ca | --config | -c | --check-config) _pipegate_files "$2" ;;
     --as) _pipegate_words "unix fifo" "$2" ;;
     --log-format) _pipegate_words "text json" "$2" ;;
+    --messages) _pipegate_words "length lines" "$2" ;;
     --mode) _pipegate_words "0600 0640 0660 0666" "$2" ;;
     --owner)
       local IFS=$'\n'
@@ -58,7 +59,9 @@ _pipegate_value() {
       # shellcheck disable=SC2207
       COMPREPLY=($(compgen -g -- "$2"))
       ;;
-    --servername | --pin | --wait | --keepalive | --resume-timeout) COMPREPLY=() ;;
+    --servername | --pin | --wait | --keepalive | --resume-timeout | --count | --count-lines)
+      COMPREPLY=()
+      ;;
     *) return 1 ;;
   esac
   return 0
@@ -132,7 +135,7 @@ _pipegate() {
     case $arg in
       --*=*) ;;
       --cert | --key | --ca | --servername | --pin | --wait | --keepalive | --resume-timeout | \
-        --log-format | --as | --mode | --owner | --group)
+        --log-format | --as | --mode | --owner | --group | --messages | --count | --count-lines)
         expect_value=$arg
         ;;
       -*) ;;
@@ -153,8 +156,8 @@ _pipegate() {
   elif [[ $cur == -* ]]; then
     _pipegate_words "$(_pipegate_opts "$command")" "$cur"
   elif [[ -z $command ]]; then
-    _pipegate_words "ls cat write connect mount" "$cur"
-  elif [[ ! $command =~ ^(ls|cat|write|connect|mount)$ ]]; then
+    _pipegate_words "ls stat cat write connect mount" "$cur"
+  elif [[ ! $command =~ ^(ls|stat|cat|write|connect|mount)$ ]]; then
     :  # Not a command: nothing sensible to offer.
   elif ((positional == 0)); then
     # The address: only its scheme is known here.

@@ -15,6 +15,9 @@ namespace pipegate {
 /// @brief What an export is backed by. Room is left for kUnixSeqpacket and kExec.
 enum class ExportKind : uint8_t { kFifo = 1, kUnix = 2 };
 
+/// @brief The socket type of a `unix` export: a byte stream, or messages (SOCK_SEQPACKET).
+enum class SocketType : uint8_t { kStream = 0, kSeqpacket = 1 };
+
 /// @brief What a remote client may do with an export.
 enum class Access : uint8_t { kRead = 1, kWrite = 2, kDuplex = 3 };
 
@@ -33,7 +36,10 @@ struct ExportConfig {
   uint32_t max_clients = 0;        ///< 0 = unlimited. Default 1 for fifo/read, else unlimited.
   std::string owner;               ///< Owner of a created FIFO (user name or uid); "" = default.
   std::string group;               ///< Group of a created FIFO (group name or gid); "" = default.
-  int line = 0;                    ///< Line of the `[[export]]` header, for messages.
+  /// unix exports: `socket = "seqpacket"` carries messages, each kept whole end to end.
+  SocketType socket_type = SocketType::kStream;
+  uint32_t max_message_size = 65536;  ///< seqpacket: the largest message, either way.
+  int line = 0;                       ///< Line of the `[[export]]` header, for messages.
 };
 
 /// @brief Lowest TLS version the gateway accepts (`tls_min_version`).

@@ -42,10 +42,11 @@ enum class FrameType : uint8_t {
 inline constexpr uint8_t kMaxFrameType = 0xD;
 
 // Flags.
-inline constexpr uint8_t kFlagFin = 0x1;     ///< DATA: last byte of this direction.
-inline constexpr uint8_t kFlagMsgEnd = 0x2;  ///< DATA: a message ends here (message mode, later).
-inline constexpr uint8_t kFlagAck = 0x1;     ///< PING: this is the answer.
-inline constexpr uint8_t kFlagMore = 0x1;    ///< LIST_REPLY: more entries follow.
+inline constexpr uint8_t kFlagFin = 0x1;  ///< DATA: last byte of this direction.
+/// DATA: a message ends with this frame's last byte (message mode: SOCK_SEQPACKET exports).
+inline constexpr uint8_t kFlagMsgEnd = 0x2;
+inline constexpr uint8_t kFlagAck = 0x1;   ///< PING: this is the answer.
+inline constexpr uint8_t kFlagMore = 0x1;  ///< LIST_REPLY: more entries follow.
 
 /// @brief Error codes carried by RESET, STOP and GOAWAY.
 enum class ErrorCode : uint32_t {
@@ -112,9 +113,14 @@ inline constexpr uint8_t kOpenFlagWaitOnlyWhileBusy = 0x2;
 inline constexpr uint8_t kOpenFlagFollow = 0x4;
 
 struct OpenOkPayload {
-  uint8_t kind = 0;    ///< ExportKind.
-  uint8_t access = 0;  ///< Access granted.
+  uint8_t kind = 0;          ///< ExportKind.
+  uint8_t access = 0;        ///< Access granted.
+  uint8_t flags = 0;         ///< kExportMessages.
+  uint32_t max_message = 0;  ///< Message mode: the largest message either side may send.
 };
+/// OPEN_OK and LIST_REPLY: the export carries messages (DATA frames mark where each ends with
+/// kFlagMsgEnd), not a byte stream.
+inline constexpr uint8_t kExportMessages = 0x1;
 
 struct CreditPayload {
   uint64_t delivered = 0;  ///< Bytes written into the local pipe (the acknowledgement).
@@ -181,7 +187,14 @@ struct ListEntry {
   std::string name;
   uint8_t kind = 0;
   uint8_t access = 0;
+  uint8_t flags = 0;         ///< kExportMessages.
+  uint32_t clients = 0;      ///< Streams attached to the export now (all clients).
+  uint32_t max_clients = 0;  ///< Its max_clients; 0 = unlimited.
+  uint32_t max_message = 0;  ///< Message mode: the largest message; else 0.
 };
+/// Bytes of one LIST_REPLY entry besides its name: name length u8, kind u8, access u8,
+/// flags u8, clients u32, max_clients u32, max_message u32.
+inline constexpr size_t kListEntryFixedSize = 16;
 
 // Encoders append a whole frame (header and payload) to @p out.
 void AppendOpen(Buffer& out, uint32_t stream_id, const OpenPayload& p);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -160,7 +161,8 @@ struct ListeningSocket {
 /// @p rule.owners owns it; a live one, another owner's, a symlink or any other file is refused.
 /// @return The socket (its LocalPath records the final owner), or kUsage naming the path and
 /// the cause.
+/// @param type SOCK_STREAM, or SOCK_SEQPACKET for a message-mode export.
 Result<ListeningSocket> ListenUnixAt(const std::string& path, const AdoptRule& rule, int backlog,
-                                     const FileOwner& owner = {});
+                                     const FileOwner& owner = {}, int type = SOCK_STREAM);
 
 }  // namespace pipegate

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -73,6 +74,9 @@ class MuxCallbacks {
   /// @brief Bytes of a stream arrived. @p data is valid only during the call; report delivery
   /// with Consumed() once the bytes are in the local pipe.
   virtual void OnStreamData(uint32_t id, const uint8_t* data, size_t len) = 0;
+  /// @brief Message mode: the bytes delivered by OnStreamData so far end a message (the DATA
+  /// frame carried kFlagMsgEnd). Called once per message, also across a resume.
+  virtual void OnStreamMessageEnd(uint32_t id) { (void)id; }
   /// @brief The peer will send no more bytes on this stream.
   virtual void OnStreamFin(uint32_t id) = 0;
   /// @brief The peer aborted its direction (or refused an Open); no more data will come.
@@ -156,9 +160,12 @@ class Mux {
   /// how many bytes fit (never 0 unless nullptr is returned). Follow with CommitData().
   uint8_t* BeginData(uint32_t id, size_t* room);
   /// @brief Finishes the frame begun by BeginData() with @p n bytes (n may be 0 with fin).
-  void CommitData(uint32_t id, size_t n, bool fin);
+  /// @param msg_end Message mode: a message ends with this frame (kFlagMsgEnd); the boundary
+  /// is kept with the replay bytes, so a resume replays it too.
+  void CommitData(uint32_t id, size_t n, bool fin, bool msg_end = false);
   /// @brief Copies up to the window of @p data into DATA frames; returns bytes taken.
-  size_t SendData(uint32_t id, const uint8_t* data, size_t len);
+  /// @param msg_end The last byte of @p data ends a message: marked when all of it is taken.
+  size_t SendData(uint32_t id, const uint8_t* data, size_t len, bool msg_end = false);
   /// @brief Ends our direction after the bytes sent so far.
   void SendFin(uint32_t id);
   /// @brief The app delivered @p n more received bytes into the local pipe.
@@ -244,6 +251,10 @@ class Mux {
     OpenPayload open;  ///< Client: the OPEN, for replay after a reconnect.
     OpenOkPayload ok;  ///< Server: the OPEN_OK, for replay after a reconnect.
     Buffer replay;     ///< Resumable: bytes [acked, sent) kept until acknowledged.
+    /// Resumable: stream offsets in (acked, sent] where a message ends (message mode), oldest
+    /// first, so that a replay marks them again. Bounded by the replay bytes (one per byte at
+    /// worst; a message is never empty).
+    std::deque<uint64_t> msg_ends;
     bool reset_sent = false;
     ResetPayload reset;
     bool stop_sent = false;

@@ -139,8 +139,36 @@ ssize_t LocalPipe::Read(uint8_t* p, size_t n) {
   return r >= 0 ? r : -errno;
 }
 
+ssize_t LocalPipe::ReadMessage(uint8_t* p, size_t n) {
+  ssize_t r;
+  do {
+    r = ::recv(fd_, p, n, MSG_TRUNC | MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  return r >= 0 ? r : -errno;
+}
+
+ssize_t LocalPipe::SendMessage(const uint8_t* p, size_t n) {
+  ssize_t r;
+  do {
+    r = ::send(fd_, p, n, MSG_NOSIGNAL | MSG_DONTWAIT | MSG_EOR);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return -errno;
+  written_ += static_cast<uint64_t>(r);
+  return r;
+}
+
 ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
   held_ = false;
+  if (record_mode_ == RecordMode::kMessages) {
+    // Whole queued messages, one send() each: a seqpacket send is all or nothing.
+    size_t total = 0;
+    for (size_t i = 0; i < message_lengths_.size() && total < n; ++i) {
+      ssize_t r = SendMessage(p + total, message_lengths_[i]);
+      if (r < 0) return total > 0 ? static_cast<ssize_t>(total) : r;
+      total += static_cast<size_t>(r);
+    }
+    return static_cast<ssize_t>(total);
+  }
   size_t total = 0;
   while (total < n) {
     const uint8_t* q = p + total;
@@ -148,6 +176,7 @@ ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
     size_t len = left;
     switch (record_mode_) {
       case RecordMode::kStream:
+      case RecordMode::kMessages:  // Handled above.
         break;
       case RecordMode::kBlocks: {
         size_t block_left = kPipeBuf - static_cast<size_t>(written_ % kPipeBuf);
@@ -200,6 +229,16 @@ ssize_t LocalPipe::WriteSome(const uint8_t* p, size_t n, bool final) {
 ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
   if (closing_ || write_ended_) return -EPIPE;
   if (n == 0) return 0;
+  if (record_mode_ == RecordMode::kMessages) {
+    if (queue_.empty()) {
+      ssize_t r = SendMessage(p, n);
+      if (r != -EAGAIN) return r;
+    }
+    queue_.Append(p, n);
+    message_lengths_.push_back(n);
+    UpdatePoll();
+    return 0;
+  }
   if (!queue_.empty()) {
     queue_.Append(p, n);
     // The new bytes may complete a held record: poll again. The hold measures a pause in the
@@ -248,12 +287,17 @@ void LocalPipe::FlushQueue() {
     if (r > 0) {
       queue_.Consume(static_cast<size_t>(r));
       reported += static_cast<size_t>(r);
+      for (size_t left = static_cast<size_t>(r); left > 0 && !message_lengths_.empty();) {
+        left -= message_lengths_.front();  // Whole messages only (see WriteSome).
+        message_lengths_.pop_front();
+      }
     }
     holding_partial_ = held_ && !queue_.empty();
     if (r == -EAGAIN || r == 0 || holding_partial_) break;
     if (r < 0) {
       write_ended_ = true;
       queue_.Clear();
+      message_lengths_.clear();
       UpdatePoll();
       if (events_ != nullptr) {
         events_->OnLocalWriteError(r == -EPIPE

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 
 #include <uv.h>
@@ -20,6 +21,9 @@ enum class RecordMode {
   kStream,  ///< Write as much as fits.
   kBlocks,  ///< Each write() is one 4096-byte block aligned to the stream offset (or less).
   kLines,   ///< Each write() holds whole lines, ≤ 4096 bytes, unless a line is longer.
+  /// Each Write() is one message, sent with one send() (a SOCK_SEQPACKET socket); queued
+  /// messages keep their boundaries.
+  kMessages,
 };
 
 inline constexpr size_t kPipeBuf = 4096;  // PIPE_BUF on Linux.
@@ -72,6 +76,10 @@ class LocalPipe {
   void WantRead(bool on);
   /// @brief Reads up to @p n bytes: >0 bytes, 0 at EOF, -EAGAIN if none now, else -errno.
   ssize_t Read(uint8_t* p, size_t n);
+  /// @brief Reads one message of a SOCK_SEQPACKET socket into @p p: its whole length (more
+  /// than @p n when it did not fit: the message is then consumed and lost), 0 at EOF (or an
+  /// empty message, which a seqpacket socket cannot tell apart), -EAGAIN, else -errno.
+  ssize_t ReadMessage(uint8_t* p, size_t n);
 
   /// @brief Writes @p n bytes in record mode; returns how many reached the fd now (or -errno
   /// if writing failed, e.g. -EPIPE). The rest is queued (copied) and reported by
@@ -118,6 +126,8 @@ class LocalPipe {
   static void OnHoldTimer(uv_timer_t* handle) noexcept;
   void ArmHoldTimer();
 
+  /// @brief One send() of a whole message; returns its length or -errno.
+  ssize_t SendMessage(const uint8_t* p, size_t n);
   /// @brief Writes from @p p as the record mode allows; returns bytes written, or -errno.
   ssize_t WriteSome(const uint8_t* p, size_t n, bool final);
   void FlushQueue();
@@ -148,6 +158,7 @@ class LocalPipe {
   RecordMode record_mode_ = RecordMode::kStream;
   uint64_t written_ = 0;  ///< Stream offset of the next byte to write (for block alignment).
   Buffer queue_;
+  std::deque<size_t> message_lengths_;  ///< RecordMode::kMessages: the messages in queue_.
 };
 
 using LocalPipePtr = LocalPipe::Ptr;

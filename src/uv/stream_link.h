@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "pipegate/status.h"
 
@@ -47,6 +49,16 @@ struct StreamPipes {
   static StreamPipes Duplex(LocalPipePtr pipe) { return {std::move(pipe), nullptr, true}; }
 };
 
+/// @brief How one side of a message-mode stream (an export with `socket = "seqpacket"`) meets
+/// its local pipe. Each local message travels as DATA frames whose last carries kFlagMsgEnd.
+enum class MessageFraming : uint8_t {
+  kNone,    ///< A byte stream (not message mode).
+  kSocket,  ///< A SOCK_SEQPACKET socket: one send()/recv() per message.
+  kRaw,     ///< In: each read() is one message (up to the maximum); out: messages back to back.
+  kLength,  ///< stdio: each message preceded by its length, 4 bytes big-endian.
+  kLines,   ///< stdio: each line (without its newline) is one message; out: message + '\n'.
+};
+
 /// @brief Moves bytes between one mux stream and its local pipes: local reads go straight into
 /// DATA frames (BeginData/Read/CommitData, no copy), stream data goes into the local write queue
 /// and is acknowledged (Consumed) only once it reached the fd. Shared by the gateway's export
@@ -82,6 +94,13 @@ class StreamLink : public LocalPipeEvents {
   void EndInput();
   /// @brief Stream bytes arrived: write them locally.
   void OnData(const uint8_t* p, size_t n);
+  /// @brief Message mode: the bytes since the last boundary are one message: write it.
+  void OnMessageEnd();
+  /// @brief Makes this a message-mode stream (before StartReading): local reads become
+  /// messages as @p in says, messages are written locally as @p out says, and a message longer
+  /// than @p max_message either way ends the stream with a kLimit error, never split.
+  void SetMessageMode(MessageFraming in, MessageFraming out, uint32_t max_message);
+  bool message_mode() const noexcept { return max_message_ != 0; }
   /// @brief The peer's FIN: end the local write side once the queue drains.
   void OnFin();
 
@@ -119,6 +138,33 @@ class StreamLink : public LocalPipeEvents {
   uint64_t bytes_received_ = 0;
   StreamByteTotals* totals_ = nullptr;
   Status local_error_;
+
+ private:
+  void ReadMessages();
+  /// @brief Sends what is left of the staged message; false while credit is short.
+  bool SendStaged();
+  /// @brief Takes the next complete message out of parse_ (kLength, kLines); at EOF also an
+  /// unfinished last line. @return kTaken, kNeedMore, or kTooLong / kTruncated (errors).
+  enum class Parse { kTaken, kNeedMore, kTooLong, kTruncated };
+  Parse ParseMessage(bool eof);
+  void MessageError(std::string why, bool sending);
+  /// @brief Acknowledges written local bytes of framed messages to the mux.
+  void CountWritten(size_t n);
+
+  // Message mode (max_message_ != 0). Bounded: each buffer holds at most one message (plus a
+  // read's worth in parse_); received bytes are acknowledged only once written locally.
+  MessageFraming in_framing_ = MessageFraming::kNone;
+  MessageFraming out_framing_ = MessageFraming::kNone;
+  uint32_t max_message_ = 0;
+  std::vector<uint8_t> staged_;  ///< A local message being sent.
+  size_t staged_sent_ = 0;       ///< Of staged_, bytes already in DATA frames.
+  bool has_staged_ = false;
+  std::vector<uint8_t> parse_;  ///< kLength/kLines: bytes read, not yet a message.
+  size_t parse_pos_ = 0;        ///< Of parse_, bytes already taken.
+  bool parse_eof_ = false;
+  std::vector<uint8_t> incoming_;  ///< The message arriving from the stream.
+  /// Framed messages handed to the local pipe: {local bytes left, stream bytes}.
+  std::deque<std::pair<size_t, size_t>> written_;
 };
 
 }  // namespace pipegate::uvglue

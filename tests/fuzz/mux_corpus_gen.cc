@@ -88,9 +88,11 @@ int main(int argc, char** argv) {
     AppendOpenOk(b, 1, OpenOkPayload{1, 3});
     Data(b, 1, 0, "from the gateway");
     AppendOpenOk(b, 3, OpenOkPayload{2, 2});
+    AppendOpenOk(b, 5, OpenOkPayload{2, 3, kExportMessages, 65536});
     AppendReset(b, 5, ResetPayload{ErrorCode::kNotFound, 0, "no such pipe"});
     AppendStop(b, 3, StopPayload{ErrorCode::kBrokenPipe, "reader gone"});
-    AppendListReply(b, kFlagMore, {{"logs", 1, 1}, {"docker", 2, 3}});
+    AppendListReply(b, kFlagMore,
+                    {{"logs", 1, 1, 0, 1, 1, 0}, {"events", 2, 3, kExportMessages, 2, 0, 65536}});
     AppendListReply(b, 0, {});
     AppendGoaway(b, GoawayPayload{0, ErrorCode::kShutdown, "restart"});
     ok &= Write(dir, "gateway_answers", b);

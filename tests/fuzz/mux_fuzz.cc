@@ -72,8 +72,9 @@ void FuzzDecoders(const uint8_t* data, size_t size) {
   if (Result<OpenOkPayload> ok = DecodeOpenOk(p, n)) {
     Buffer b;
     AppendOpenOk(b, 1, *ok);
-    Result<OpenOkPayload> again = DecodeOpenOk(b.data() + kFrameHeaderSize, 4);
-    FUZZ_CHECK(again && again->kind == ok->kind && again->access == ok->access);
+    Result<OpenOkPayload> again = DecodeOpenOk(b.data() + kFrameHeaderSize, 8);
+    FUZZ_CHECK(again && again->kind == ok->kind && again->access == ok->access &&
+               again->flags == ok->flags && again->max_message == ok->max_message);
   }
   if (Result<CreditPayload> c = DecodeCredit(p, n)) {
     FUZZ_CHECK(c->delivered <= c->limit);

@@ -112,12 +112,15 @@ TEST(BridgeOps, LsIsAnAlignedTableOnATerminalAndTabsOtherwise) {
   ASSERT_TRUE(gw.Start());
   const CommandResult tty = RunOnTerminal(dir, {"ls", gw.BaseAddress()});
   ASSERT_EQ(tty.status, 0) << tty.out;
-  EXPECT_NE(tty.out.find("NAME           KIND  ACCESS\r\n"), std::string::npos) << tty.out;
-  EXPECT_NE(tty.out.find("a-longer-name  fifo  write\r\n"), std::string::npos) << tty.out;
-  EXPECT_NE(tty.out.find("logs           fifo  read\r\n"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("NAME           KIND  ACCESS  MODE   CLIENTS  MAX\r\n"), std::string::npos)
+      << tty.out;
+  EXPECT_NE(tty.out.find("a-longer-name  fifo  write   bytes        0  -\r\n"), std::string::npos)
+      << tty.out;
+  EXPECT_NE(tty.out.find("logs           fifo  read    bytes        0  1\r\n"), std::string::npos)
+      << tty.out;
   const ClientResult piped = RunPipegate(dir, {"ls", gw.BaseAddress()});
   ASSERT_EQ(piped.status, 0);
-  EXPECT_EQ(piped.out, "logs\tfifo\tread\na-longer-name\tfifo\twrite\n");
+  EXPECT_EQ(piped.out, "logs\tfifo\tread\tbytes\t0\t1\na-longer-name\tfifo\twrite\tbytes\t0\t-\n");
 }
 
 // The client certificate is a symlink, renewed by pointing it elsewhere. A mount keeps running;
@@ -275,7 +278,7 @@ TEST(BridgeOps, LsWithANameListsJustThatExportAndSaysWhyNot) {
   ASSERT_TRUE(gw.Start());
   const ClientResult one = RunPipegate(dir, {"ls", gw.Address("cmd")});
   EXPECT_EQ(one.status, 0) << one.Describe();
-  EXPECT_EQ(one.out, "cmd\tfifo\twrite\n");
+  EXPECT_EQ(one.out, "cmd\tfifo\twrite\tbytes\t0\t-\n");
   // Left out of alice's listing: the gateway says why, as it would to cat.
   EXPECT_TRUE(IsError(RunPipegate(dir, {"ls", gw.Address("nosuch")}), 4, gw.Address("nosuch"),
                       "no such pipe"));
@@ -283,7 +286,7 @@ TEST(BridgeOps, LsWithANameListsJustThatExportAndSaysWhyNot) {
                       "access denied"));
   const ClientResult bobs =
       RunPipegate(dir, {"ls", gw.Address("secret")}, ClientOptions::As(Bob()));
-  EXPECT_EQ(bobs.out, "secret\tfifo\tread\n") << bobs.Describe();
+  EXPECT_EQ(bobs.out, "secret\tfifo\tread\tbytes\t0\t1\n") << bobs.Describe();
 }
 
 TEST(BridgeOps, LsJsonIsOneArrayAScriptCanParse) {
@@ -295,8 +298,18 @@ TEST(BridgeOps, LsJsonIsOneArrayAScriptCanParse) {
   nlohmann::json list = nlohmann::json::parse(all.out, nullptr, false);
   ASSERT_TRUE(list.is_array()) << all.out;
   ASSERT_EQ(list.size(), 2u);
-  EXPECT_EQ(list[0], (nlohmann::json{{"name", "logs"}, {"kind", "fifo"}, {"access", "read"}}));
-  EXPECT_EQ(list[1], (nlohmann::json{{"name", "cmd"}, {"kind", "fifo"}, {"access", "write"}}));
+  EXPECT_EQ(list[0], (nlohmann::json{{"name", "logs"},
+                                     {"kind", "fifo"},
+                                     {"access", "read"},
+                                     {"mode", "bytes"},
+                                     {"clients", 0},
+                                     {"max_clients", 1}}));
+  EXPECT_EQ(list[1], (nlohmann::json{{"name", "cmd"},
+                                     {"kind", "fifo"},
+                                     {"access", "write"},
+                                     {"mode", "bytes"},
+                                     {"clients", 0},
+                                     {"max_clients", nullptr}}));
   const ClientResult one = RunPipegate(dir, {"ls", "--json", gw.Address("logs")});
   nlohmann::json just = nlohmann::json::parse(one.out, nullptr, false);
   ASSERT_TRUE(just.is_array()) << one.Describe();
@@ -305,7 +318,8 @@ TEST(BridgeOps, LsJsonIsOneArrayAScriptCanParse) {
   // On a terminal too: JSON is asked for, so no table.
   const CommandResult tty = RunOnTerminal(dir, {"ls", "--json", gw.Address("logs")});
   // (script(1) writes its own header line first.)
-  EXPECT_NE(tty.out.find("\n[{\"name\":\"logs\",\"kind\":\"fifo\",\"access\":\"read\"}]\r\n"),
+  EXPECT_NE(tty.out.find("\n[{\"name\":\"logs\",\"kind\":\"fifo\",\"access\":\"read\","
+                         "\"mode\":\"bytes\",\"clients\":0,\"max_clients\":1}]\r\n"),
             std::string::npos)
       << tty.out;
 }
@@ -349,6 +363,69 @@ TEST(BridgeOps, CatFollowCollectsSuccessiveWriters) {
   ASSERT_EQ(w.status, 0) << w.err;
   EXPECT_EQ(plain.Wait(Duration(10000)), 0) << plain.Describe();
   EXPECT_EQ(ReadFile(once), "only\n");
+}
+
+// `stat` shows one export; it and `ls` count the clients attached now (every client's).
+TEST(BridgeOps, StatAndLsShowModeAndAttachedClients) {
+  TempDir dir;
+  ExportSpec events = ExportSpec::Unix("events", dir.Join("events.sock"));
+  events.extra_toml = "socket = \"seqpacket\"\nmax_message_size = 4096\n";
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs"), events}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("logs");
+  Bridge reader(dir, {"cat", "--follow", gw.Address("logs")}, StdioSpec::Null(), dir.Join("out"));
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !reader.Running(); },
+                      Duration(10000)))
+      << reader.Describe();
+  const ClientResult stat = RunPipegate(dir, {"stat", gw.Address("logs")});
+  ASSERT_EQ(stat.status, 0) << stat.Describe();
+  EXPECT_EQ(stat.out,
+            "name:     logs\nkind:     fifo\naccess:   read\nmode:     byte stream\n"
+            "clients:  1 attached (at most 1)\n");
+  const ClientResult json = RunPipegate(dir, {"stat", "--json", gw.Address("events")});
+  ASSERT_EQ(json.status, 0) << json.Describe();
+  nlohmann::json one = nlohmann::json::parse(json.out, nullptr, false);
+  ASSERT_TRUE(one.is_object()) << json.out;
+  EXPECT_EQ(one["mode"], "messages");
+  EXPECT_EQ(one["max_message"], 4096);
+  EXPECT_EQ(one["clients"], 0);
+  EXPECT_TRUE(one["max_clients"].is_null());
+  const ClientResult ls = RunPipegate(dir, {"ls", gw.BaseAddress()});
+  EXPECT_EQ(ls.out, "logs\tfifo\tread\tbytes\t1\t1\nevents\tunix\tduplex\tmessages\t0\t-\n")
+      << ls.Describe();
+  EXPECT_TRUE(IsError(RunPipegate(dir, {"stat", gw.Address("nosuch")}), 4, gw.Address("nosuch"),
+                      "no such pipe"));
+  const ClientResult bare = RunPipegate(dir, {"stat", gw.BaseAddress()});
+  EXPECT_EQ(bare.status, 1) << bare.Describe();  // stat names one export.
+  reader.process().Signal(SIGTERM);
+  EXPECT_EQ(reader.Wait(Duration(10000)), 143);
+}
+
+// `cat --count N` ends (exit 0) after N bytes, `--count-lines N` after N lines, even on a
+// --follow stream that would otherwise never end.
+TEST(BridgeOps, CatCountEndsAfterNBytesOrLines) {
+  TempDir dir;
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("logs")}));
+  ASSERT_TRUE(gw.Start());
+  const std::string fifo = gw.ExportPath("logs");
+  const std::string text = "one\ntwo\nthree\nfour\nfive\n";
+  for (const auto& [args, want] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"cat", "--count", "10", gw.Address("logs")}, text.substr(0, 10)},
+           {{"cat", "--follow", "--count-lines", "3", gw.Address("logs")}, "one\ntwo\nthree\n"}}) {
+    SCOPED_TRACE(args[1]);
+    const std::string out = dir.Join("count-" + args[1]);
+    Bridge cat(dir, args, StdioSpec::Null(), out);
+    ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
+                        Duration(10000)))
+        << cat.Describe();
+    // One write of every line; the reader may be gone before the writer closes (EPIPE is fine).
+    RunCommand({"sh", "-c", "printf '%s' \"$0\" > \"$1\"", text, fifo}, dir.path(),
+               Duration(10000));
+    EXPECT_EQ(cat.Wait(Duration(10000)), 0) << cat.Describe();
+    EXPECT_EQ(ReadFile(out), want);
+    // The export is free again: the stream ended, it did not linger.
+    ASSERT_TRUE(WaitFor([&] { return !ProcessHasFileOpen(gw.pid(), fifo); }, Duration(10000)));
+  }
 }
 
 }  // namespace

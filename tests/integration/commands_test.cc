@@ -56,10 +56,11 @@ class LsTest : public ::testing::Test {
 TEST_F(LsTest, ListsOnlyTheExportsAliceMayUse) {
   const ClientResult result = RunPipegate(dir_, {"ls", gw_->BaseAddress()});
   ASSERT_EQ(result.status, 0) << result.Describe();
-  EXPECT_EQ(
-      SortedLines(result.out),
-      (std::vector<std::string>{"anyone\tfifo\tread", "by-cn\tfifo\tread", "by-dns\tfifo\twrite",
-                                "by-uri\tfifo\tread", "sock\tunix\tduplex"}))
+  EXPECT_EQ(SortedLines(result.out),
+            (std::vector<std::string>{
+                "anyone\tfifo\tread\tbytes\t0\t1", "by-cn\tfifo\tread\tbytes\t0\t1",
+                "by-dns\tfifo\twrite\tbytes\t0\t-", "by-uri\tfifo\tread\tbytes\t0\t1",
+                "sock\tunix\tduplex\tbytes\t0\t-"}))
       << result.Describe();
 }
 
@@ -67,9 +68,9 @@ TEST_F(LsTest, ListsOnlyTheExportsBobMayUse) {
   const ClientResult result =
       RunPipegate(dir_, {"ls", gw_->BaseAddress()}, ClientOptions::As(Bob()));
   ASSERT_EQ(result.status, 0) << result.Describe();
-  EXPECT_EQ(
-      SortedLines(result.out),
-      (std::vector<std::string>{"anyone\tfifo\tread", "bobs\tfifo\twrite", "sock\tunix\tduplex"}))
+  EXPECT_EQ(SortedLines(result.out), (std::vector<std::string>{"anyone\tfifo\tread\tbytes\t0\t1",
+                                                               "bobs\tfifo\twrite\tbytes\t0\t-",
+                                                               "sock\tunix\tduplex\tbytes\t0\t-"}))
       << result.Describe();
 }
 

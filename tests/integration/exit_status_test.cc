@@ -176,9 +176,10 @@ struct UsageCase {
 TEST(UsageExit, BridgeUsageErrorsAreOneLineWithStatusOne) {
   TempDir dir;
   const std::vector<UsageCase> cases = {
-      {{}, "a command is required \\(expected ls, cat, write, connect or mount\\)"},
+      {{}, "a command is required \\(expected ls, stat, cat, write, connect or mount\\)"},
       {{"frobnicate", "pipe://127.0.0.1:1/x"},
-       "^pipegate: unknown command 'frobnicate' \\(expected ls, cat, write, connect or mount\\)$"},
+       "^pipegate: unknown command 'frobnicate' \\(expected ls, stat, cat, write, connect or "
+       "mount\\)$"},
       {{"-v", "frobnicate"}, "unknown command 'frobnicate'"},
       {{"cat"}, "address"},
       {{"cat", "pipe://127.0.0.1:1/x", "extra-argument"}, "extra-argument"},

@@ -267,7 +267,8 @@ expect_completion() {
     fail "completing '${*:2}' gave [$(tr '\n' ' ' <<<"$got")], expected [$want]"
 }
 mkdir -p "$TMP/pki" && : >"$TMP/pki/client.crt" && : >"$TMP/pki/client.key" && : >"$TMP/pki/ca.crt"
-expect_completion "cat connect ls mount write" _pipegate pipegate ""
+expect_completion "cat connect ls mount stat write" _pipegate pipegate ""
+expect_completion "length lines" _pipegate pipegate connect --messages ""
 expect_completion "cat connect" _pipegate pipegate c
 expect_completion "fifo unix" _pipegate pipegate mount --as ""
 expect_completion "fifo" _pipegate pipegate mount --as = f

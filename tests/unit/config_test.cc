@@ -387,6 +387,39 @@ TEST(ParseGatewayConfig, ValidatesMaxClientsAndWorkers) {
   EXPECT_EQ(MustParse(std::string(kGatewayHeader) + "workers = 256\n").workers, 256u);
 }
 
+TEST(ParseGatewayConfig, SeqpacketExportsCarryMessagesOfABoundedSize) {
+  const std::string base = "name = \"ev\"\nkind = \"unix\"\npath = \"/s\"\nallow = [\"x\"]\n";
+  GatewayConfig plain = MustParse(WithExport(base));
+  EXPECT_EQ(plain.exports[0].socket_type, SocketType::kStream);
+  GatewayConfig messages = MustParse(WithExport(base + "socket = \"seqpacket\"\n"));
+  EXPECT_EQ(messages.exports[0].socket_type, SocketType::kSeqpacket);
+  EXPECT_EQ(messages.exports[0].max_message_size, 65536u);
+  EXPECT_EQ(MustParse(WithExport(base + "socket = \"seqpacket\"\nmax_message_size = \"1M\"\n"))
+                .exports[0]
+                .max_message_size,
+            1u << 20);
+
+  const std::string unknown = WithExport(base + "socket = \"dgram\"\n");
+  ExpectOneError(unknown, LineOf(unknown, "socket"),
+                 "unknown socket \"dgram\" (expected stream or seqpacket)");
+  const std::string on_fifo = WithExport(
+      "name = \"f\"\nkind = \"fifo\"\naccess = \"read\"\npath = \"/f\"\nallow = [\"x\"]\n"
+      "socket = \"seqpacket\"\n");
+  ExpectOneError(on_fifo, LineOf(on_fifo, "socket"), "socket only applies to unix exports");
+  const std::string without = WithExport(base + "max_message_size = 100\n");
+  ExpectOneError(without, LineOf(without, "max_message_size"),
+                 "max_message_size only applies to socket = \"seqpacket\" exports");
+  const std::string too_big =
+      WithExport(base + "socket = \"seqpacket\"\nmax_message_size = \"2M\"\n");
+  ExpectOneError(too_big, LineOf(too_big, "max_message_size"), "max_message_size must be from 1");
+  // A message is held whole by its receiver: it must fit one stream's window.
+  const std::string past_window = std::string(kGatewayHeader) +
+                                  "[limits]\nmax_replay_bytes_per_stream = \"64K\"\n[[export]]\n" +
+                                  base + "socket = \"seqpacket\"\nmax_message_size = \"128K\"\n";
+  ExpectOneError(past_window, LineOf(past_window, "max_message_size"),
+                 "max_message_size must be from 1");
+}
+
 // The gateway binds listen addresses without resolving names (gateway/listeners.cc), so a
 // name must fail the check, not the startup that --check-config vouched for.
 TEST(ParseGatewayConfig, RefusesHostNamesInListen) {

@@ -138,17 +138,20 @@ TEST(FrameGolden, Open) {
   EXPECT_FALSE(DecodeOpen(longer.data(), longer.size()));
 }
 
-// OPEN_OK (0x3): kind u8 | access u8 | reserved u16.
+// OPEN_OK (0x3): kind u8 | access u8 | flags u8 (MESSAGES 0x1) | reserved u8 | max_message u32.
 TEST(FrameGolden, OpenOk) {
-  const std::vector<uint8_t> golden = Hex("03 | 00 | 0000 | 00000007 | 00000004 | 02 | 03 | 0000");
+  const std::vector<uint8_t> golden =
+      Hex("03 | 00 | 0000 | 00000007 | 00000008 | 02 | 03 | 01 | 00 | 00010000");
   Buffer b;
-  AppendOpenOk(b, 7, OpenOkPayload{2, 3});
+  AppendOpenOk(b, 7, OpenOkPayload{2, 3, kExportMessages, 65536});
   EXPECT_EQ(Bytes(b), golden);
   std::vector<uint8_t> p = Payload(golden, FrameType::kOpenOk, 0, 7);
   Result<OpenOkPayload> ok = DecodeOpenOk(p.data(), p.size());
   ASSERT_TRUE(ok) << ok.error().message();
   EXPECT_EQ(ok->kind, 2);
   EXPECT_EQ(ok->access, 3);
+  EXPECT_EQ(ok->flags, kExportMessages);
+  EXPECT_EQ(ok->max_message, 65536u);
 }
 
 // RESET (0x4): error u32 | final_offset u64 | reason.
@@ -231,23 +234,30 @@ TEST(FrameGolden, Goaway) {
   EXPECT_EQ(g->reason, "bye");
 }
 
-// LIST (0xA): empty; LIST_REPLY (0xB): (name_len u8 | name | kind u8 | access u8)*, MORE 0x1.
+// LIST (0xA): empty; LIST_REPLY (0xB): (name_len u8 | name | kind u8 | access u8 | flags u8 |
+// clients u32 | max_clients u32 | max_message u32)*, MORE 0x1.
 TEST(FrameGolden, ListAndListReply) {
   Buffer list;
   AppendList(list);
   EXPECT_EQ(Bytes(list), Hex("0a | 00 | 0000 | 00000000 | 00000000"));
 
   const std::vector<uint8_t> golden =
-      Hex("0b | 01 | 0000 | 00000000 | 00000010 | 04 " + HexOf("logs") + " 01 01 | 06 " +
-          HexOf("docker") + " 02 03");
+      Hex("0b | 01 | 0000 | 00000000 | 0000002a | 04 " + HexOf("logs") +
+          " 01 01 00 00000001 00000001 00000000 | 06 " + HexOf("docker") +
+          " 02 03 01 00000002 00000000 00001000");
   Buffer b;
-  AppendListReply(b, kFlagMore, {{"logs", 1, 1}, {"docker", 2, 3}});
+  AppendListReply(b, kFlagMore,
+                  {{"logs", 1, 1, 0, 1, 1, 0}, {"docker", 2, 3, kExportMessages, 2, 0, 4096}});
   EXPECT_EQ(Bytes(b), golden);
   std::vector<uint8_t> p = Payload(golden, FrameType::kListReply, kFlagMore, 0);
   Result<std::vector<ListEntry>> entries = DecodeListReply(p.data(), p.size());
   ASSERT_TRUE(entries) << entries.error().message();
   ASSERT_EQ(entries->size(), 2u);
   EXPECT_EQ((*entries)[1].name, "docker");
+  EXPECT_EQ((*entries)[1].flags, kExportMessages);
+  EXPECT_EQ((*entries)[1].clients, 2u);
+  EXPECT_EQ((*entries)[1].max_message, 4096u);
+  EXPECT_EQ((*entries)[0].max_clients, 1u);
   EXPECT_EQ((*entries)[1].kind, 2);
   EXPECT_EQ((*entries)[1].access, 3);
 }

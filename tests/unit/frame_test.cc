@@ -261,7 +261,7 @@ TEST(FrameOpenOk, RoundTrips) {
   FrameHeader h = HeaderOf(b);
   EXPECT_EQ(h.type, FrameType::kOpenOk);
   EXPECT_EQ(h.stream_id, 9u);
-  EXPECT_THAT(Bytes(b), ElementsAre(0x3, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4, 2, 3, 0, 0));
+  EXPECT_THAT(Bytes(b), ElementsAre(0x3, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 8, 2, 3, 0, 0, 0, 0, 0, 0));
   Result<OpenOkPayload> ok = DecodeOpenOk(PayloadOf(b), PayloadSize(b));
   ASSERT_TRUE(ok.has_value());
   EXPECT_EQ(ok->kind, 2);
@@ -269,12 +269,12 @@ TEST(FrameOpenOk, RoundTrips) {
 }
 
 TEST(FrameOpenOk, RejectsBadLengths) {
-  uint8_t p[8] = {};
-  for (size_t n : {0, 3, 5, 8}) {
+  uint8_t p[12] = {};
+  for (size_t n : {0, 3, 4, 7, 9, 12}) {
     SCOPED_TRACE(n);
     Result<OpenOkPayload> ok = DecodeOpenOk(p, n);
     ASSERT_FALSE(ok.has_value());
-    ExpectMalformed(ok.error(), "OPEN_OK frame must be 4 bytes");
+    ExpectMalformed(ok.error(), "OPEN_OK frame must be 8 bytes");
   }
 }
 
@@ -494,7 +494,7 @@ TEST(FrameListReply, RoundTrips) {
   FrameHeader h = HeaderOf(b);
   EXPECT_EQ(h.type, FrameType::kListReply);
   EXPECT_EQ(h.flags, kFlagMore);
-  EXPECT_EQ(h.length, (3u + 4u) + 3u + (3u + 255u));
+  EXPECT_EQ(h.length, 3 * kListEntryFixedSize + 4u + 255u);
   Result<std::vector<ListEntry>> d = DecodeListReply(PayloadOf(b), PayloadSize(b));
   ASSERT_TRUE(d.has_value());
   ASSERT_EQ(d->size(), 3u);
@@ -510,8 +510,8 @@ TEST(FrameListReply, RoundTrips) {
 }
 
 TEST(FrameListReply, RejectsEntriesThatRunPastTheFrame) {
-  // name length 4, "logs", kind, access: 7 bytes.
-  const uint8_t ok[] = {4, 'l', 'o', 'g', 's', 1, 1};
+  // name length 4, "logs", kind, access, flags, clients, max_clients, max_message: 20 bytes.
+  const uint8_t ok[] = {4, 'l', 'o', 'g', 's', 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0};
   ASSERT_TRUE(DecodeListReply(ok, sizeof ok).has_value());
   for (size_t n = 1; n < sizeof ok; ++n) {
     SCOPED_TRACE(n);

@@ -675,7 +675,7 @@ TEST(MuxOpen, OpenOkIsForClientsOnlyAndCountsOnce) {
     c.Handshake();
     ASSERT_EQ(*c.mux.Open(OpenPayload{1, 0, 0, "p"}), 1u);
     ExpectConnectionError(c.Feed(Wire().Raw(0x3, 0, 1, {1, 2, 3})),
-                          "OPEN_OK frame must be 4 bytes");
+                          "OPEN_OK frame must be 8 bytes");
   }
   {
     // A client may not answer its own open: the gateway would think it had accepted.
@@ -1449,9 +1449,9 @@ TEST(MuxSession, ListGoesOnlyFromClientToServer) {
 
 TEST(MuxSession, ListReplyIsPagedBelowTheControlLimit) {
   std::unique_ptr<Endpoint> e(Server());
-  // 128 entries of 3 + 125 bytes fill a frame exactly.
+  // 128 entries of 16 + 112 bytes fill a frame exactly.
   std::vector<ListEntry> exact;
-  for (int i = 0; i < 129; ++i) exact.push_back({std::string(125, 'a'), 1, 1});
+  for (int i = 0; i < 129; ++i) exact.push_back({std::string(112, 'a'), 1, 1});
   e->mux.SendListReply(std::vector<ListEntry>(exact.begin(), exact.begin() + 128));
   EXPECT_THAT(Sent(e->mux), ElementsAre("LIST_REPLY 128"));
   e->mux.SendListReply(exact);
@@ -2025,9 +2025,9 @@ TEST_P(MuxPairTest, ListIsPaged) {
     entries.push_back({name, static_cast<uint8_t>(1 + i % 2), static_cast<uint8_t>(1 + i % 3)});
   }
   p->server.SendListReply(entries);
-  EXPECT_THAT(Describe(p->server.output()), ElementsAre("LIST_REPLY 159 MORE", "LIST_REPLY 41"));
+  EXPECT_THAT(Describe(p->server.output()), ElementsAre("LIST_REPLY 141 MORE", "LIST_REPLY 59"));
   ASSERT_TRUE(p->Pump());
-  EXPECT_THAT(p->client_cb.Take(), ElementsAre("list_reply 159 more", "list_reply 41"));
+  EXPECT_THAT(p->client_cb.Take(), ElementsAre("list_reply 141 more", "list_reply 59"));
   ASSERT_EQ(p->client_cb.listing.size(), entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     EXPECT_EQ(p->client_cb.listing[i].name, entries[i].name);

@@ -243,19 +243,44 @@ TEST(Progress, RateFollowsAStallWithoutJumping) {
 }
 
 TEST(Listing, TableHasAHeaderAndAlignedColumnsTabsHaveNeitherJsonIsOneArray) {
-  std::vector<ListingRow> rows = {{"logs", "fifo", "read"}, {"a-longer-name", "unix", "duplex"}};
+  ListingRow events{"a-longer-name", "unix", "duplex", true, 12, 16, 65536};
+  std::vector<ListingRow> rows = {{"logs", "fifo", "read", false, 1, 1, 0}, events};
   EXPECT_EQ(FormatListing(rows, ListingFormat::kTable),
-            "NAME           KIND  ACCESS\n"
-            "logs           fifo  read\n"
-            "a-longer-name  unix  duplex\n");
+            "NAME           KIND  ACCESS  MODE      CLIENTS  MAX\n"
+            "logs           fifo  read    bytes           1  1\n"
+            "a-longer-name  unix  duplex  messages       12  16\n");
   EXPECT_EQ(FormatListing(rows, ListingFormat::kTabs),
-            "logs\tfifo\tread\na-longer-name\tunix\tduplex\n");
-  EXPECT_EQ(FormatListing({}, ListingFormat::kTable), "NAME  KIND  ACCESS\n");
+            "logs\tfifo\tread\tbytes\t1\t1\n"
+            "a-longer-name\tunix\tduplex\tmessages\t12\t16\n");
+  EXPECT_EQ(FormatListing({}, ListingFormat::kTable), "NAME  KIND  ACCESS  MODE  CLIENTS  MAX\n");
   EXPECT_EQ(FormatListing({}, ListingFormat::kTabs), "");
+  EXPECT_EQ(FormatListing({{"any", "unix", "duplex"}}, ListingFormat::kTabs),
+            "any\tunix\tduplex\tbytes\t0\t-\n");  // No maximum.
   EXPECT_EQ(FormatListing(rows, ListingFormat::kJson),
-            "[{\"name\":\"logs\",\"kind\":\"fifo\",\"access\":\"read\"},"
-            "{\"name\":\"a-longer-name\",\"kind\":\"unix\",\"access\":\"duplex\"}]\n");
+            "[{\"name\":\"logs\",\"kind\":\"fifo\",\"access\":\"read\",\"mode\":\"bytes\","
+            "\"clients\":1,\"max_clients\":1},"
+            "{\"name\":\"a-longer-name\",\"kind\":\"unix\",\"access\":\"duplex\","
+            "\"mode\":\"messages\",\"clients\":12,\"max_clients\":16,\"max_message\":65536}]\n");
   EXPECT_EQ(FormatListing({}, ListingFormat::kJson), "[]\n");
+}
+
+TEST(Listing, StatShowsOneExportInDetailOrAsOneJsonObject) {
+  ListingRow events{"events", "unix", "duplex", true, 2, 0, 4096};
+  EXPECT_EQ(FormatListing({events}, ListingFormat::kDetail),
+            "name:     events\n"
+            "kind:     unix\n"
+            "access:   duplex\n"
+            "mode:     messages, at most 4096 bytes each\n"
+            "clients:  2 attached (no maximum)\n");
+  EXPECT_EQ(FormatListing({{"logs", "fifo", "read", false, 0, 1, 0}}, ListingFormat::kDetail),
+            "name:     logs\n"
+            "kind:     fifo\n"
+            "access:   read\n"
+            "mode:     byte stream\n"
+            "clients:  0 attached (at most 1)\n");
+  EXPECT_EQ(FormatListing({events}, ListingFormat::kJsonObject),
+            "{\"name\":\"events\",\"kind\":\"unix\",\"access\":\"duplex\",\"mode\":\"messages\","
+            "\"clients\":2,\"max_clients\":null,\"max_message\":4096}\n");
 }
 
 }  // namespace
