@@ -290,6 +290,7 @@ StreamLink::Parse StreamLink::ParseMessage(bool eof) {
     staged_.assign(p + 4, p + 4 + len);
     parse_pos_ += 4 + len;
   } else {
+    if (have == 0) return Parse::kNeedMore;  // memchr must not see a null pointer.
     const void* nl = std::memchr(p, '\n', have);
     size_t len = nl != nullptr ? static_cast<size_t>(static_cast<const uint8_t*>(nl) - p) : have;
     if (len > max_message_) return Parse::kTooLong;
