@@ -69,6 +69,7 @@ void Audit(const AuditEvent& e) {
       SanitizeForLog(e.export_name), e.access.empty() ? "-" : e.access,
       e.address.empty() ? "?" : e.address, e.connection_id);
   if (e.stream_id != 0) line += fmt::format(" stream=S{}", e.stream_id);
+  if (!e.as.empty()) line += fmt::format(" as=\"{}\"", SanitizeForLog(e.as, 128));
   if (e.hidden) line += " answered=no-such-pipe";
   if (!e.detail.empty()) line += fmt::format(" why=\"{}\"", SanitizeForLog(e.detail, 200));
   LogWrite(granted ? LogLevel::kInfo : LogLevel::kWarn, line);

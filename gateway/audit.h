@@ -35,6 +35,7 @@ struct AuditEvent {
   uint32_t stream_id = 0;
   std::string_view detail;  ///< Why, in words (optional).
   bool hidden = false;      ///< hide_existence made the client see "no such pipe".
+  std::string_view as;      ///< Identity mapping: the local account (MappedAccount::Display).
 };
 
 /// @brief Writes one `audit:` line (at info level, or warn for refusals): every access

@@ -13,6 +13,7 @@
 
 #include "pipegate/address.h"
 
+#include "identity_helper.h"
 #include "privilege.h"
 
 namespace pipegate::gateway {
@@ -35,6 +36,14 @@ Status SymlinkRefused(const ExportConfig& e) {
 // "no reader" (SPEC §7), which a client's --wait waits out like any other missing reader.
 Status NotThereYet(const ExportConfig& e) {
   return Status(Code::kNoReader, fmt::format("no reader: {} does not exist (yet)", e.path));
+}
+
+// The mapped account may not open the local pipe: the local permissions said no, which is
+// "access denied" for the client (exit 3), naming the account but not the path.
+Status MappedDenied(const ExportConfig& e, const MappedAccount& as, int err) {
+  return Status(Code::kAccessDenied,
+                fmt::format("access denied: local account '{}' may not open '{}' ({})", as.user,
+                            e.name, ErrnoText(err)));
 }
 
 OpenDecision Refused(Verdict verdict, ErrorCode error, std::string reason, std::string audit_detail,
@@ -82,6 +91,22 @@ OpenDecision Authorize(const Snapshot& snap, const PeerIdentity& peer, const Ope
     return Refused(Verdict::kWrongAccess, ErrorCode::kAccessDenied, why, why);
   }
   OpenDecision granted;
+  if (!e->identity_map.empty()) {
+    std::optional<MappedAccount> account = MapIdentity(*e, peer);
+    if (!account) {
+      OpenDecision d =
+          snap.config.hide_existence
+              ? Refused(Verdict::kAccessDenied, ErrorCode::kNotFound, std::move(no_such_pipe),
+                        "no identity map entry matches", /*hidden=*/true)
+              : Refused(Verdict::kAccessDenied, ErrorCode::kAccessDenied,
+                        fmt::format("access denied for '{}': no local account is mapped to it",
+                                    peer.Display()),
+                        "no identity map entry matches");
+      d.unmapped = true;
+      return d;
+    }
+    granted.account = std::move(*account);
+  }
   granted.export_config = e;
   return granted;
 }
@@ -101,7 +126,7 @@ namespace {
 // Opens a FIFO export whose path lstat() found to be @p st. @p rule is checked on the opened
 // file, so a FIFO another user made or opened up is never served, whenever it appeared.
 Result<int> OpenFifo(const ExportConfig& e, const struct stat& st, const AdoptRule* rule,
-                     bool follow) {
+                     bool follow, const MappedAccount* as) {
   if (!S_ISFIFO(st.st_mode)) {
     return Status(Code::kNotFound,
                   fmt::format("pipe '{}' is not available: {} is not a FIFO", e.name, e.path));
@@ -118,26 +143,14 @@ Result<int> OpenFifo(const ExportConfig& e, const struct stat& st, const AdoptRu
       return Status(Code::kNoReader,
                     fmt::format("no reader: nothing has '{}' open for reading", e.name));
     }
+    if (as != nullptr && (errno == EACCES || errno == EPERM)) return MappedDenied(e, *as, errno);
     return Status(Code::kIo, fmt::format("cannot open {}: {}", e.path, ErrnoText(errno)));
   }
-  struct stat fst {};
-  if (::fstat(fd, &fst) != 0 || !S_ISFIFO(fst.st_mode)) {
-    ::close(fd);
-    return Status(Code::kNotFound, fmt::format("{} is not a FIFO", e.path));
-  }
-  if (rule != nullptr) {
-    if (Status ok = CheckAdoptable(e.path, fst, /*want_fifo=*/true, *rule); !ok.ok()) {
-      ::close(fd);
-      return Status(Code::kNotFound,
-                    fmt::format("pipe '{}' is not available: {}", e.name, ok.message()));
-    }
-  }
-  (void)fcntl(fd, F_SETPIPE_SZ, kFifoPipeSize);  // Best effort; the default 64 KiB works.
-  return fd;
+  return CheckOpenedFifo(e, fd, rule);
 }
 
 // Connects to a Unix socket export whose path lstat() found to be @p st.
-Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
+Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st, const MappedAccount* as) {
   if (!S_ISSOCK(st.st_mode)) {
     return Status(Code::kNotFound,
                   fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
@@ -189,6 +202,7 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
       return Status(Code::kNoReader,
                     fmt::format("no reader: nothing is listening on '{}'", e.name));
     }
+    if (as != nullptr && (err == EACCES || err == EPERM)) return MappedDenied(e, *as, err);
     return Status(Code::kIo, fmt::format("cannot connect to {}: {}", e.path, ErrnoText(err)));
   }
   return fd;
@@ -196,15 +210,57 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st) {
 
 }  // namespace
 
-Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule, bool follow) {
+Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule, bool follow,
+                       const MappedAccount* as) {
   struct stat st {};
   if (::lstat(e.path.c_str(), &st) != 0) {
     if (errno == ENOENT) return NotThereYet(e);
+    if (as != nullptr && errno == EACCES) return MappedDenied(e, *as, errno);
     return Status(Code::kNotFound, fmt::format("pipe '{}' is not available: {}: {}", e.name, e.path,
                                                ErrnoText(errno)));
   }
   if (S_ISLNK(st.st_mode)) return SymlinkRefused(e);
-  return e.kind == ExportKind::kFifo ? OpenFifo(e, st, rule, follow) : ConnectSocket(e, st);
+  return e.kind == ExportKind::kFifo ? OpenFifo(e, st, rule, follow, as) : ConnectSocket(e, st, as);
+}
+
+Result<int> CheckOpenedFifo(const ExportConfig& e, int fd, const AdoptRule* rule) {
+  struct stat fst {};
+  if (::fstat(fd, &fst) != 0 || !S_ISFIFO(fst.st_mode)) {
+    ::close(fd);
+    return Status(Code::kNotFound, fmt::format("{} is not a FIFO", e.path));
+  }
+  if (rule != nullptr) {
+    if (Status ok = CheckAdoptable(e.path, fst, /*want_fifo=*/true, *rule); !ok.ok()) {
+      ::close(fd);
+      return Status(Code::kNotFound,
+                    fmt::format("pipe '{}' is not available: {}", e.name, ok.message()));
+    }
+  }
+  (void)fcntl(fd, F_SETPIPE_SZ, kFifoPipeSize);  // Best effort; the default 64 KiB works.
+  return fd;
+}
+
+Result<int> OpenExportAs(const ExportConfig& e, const AdoptRule* rule, bool follow,
+                         const MappedAccount& as, const MappedAccount& own,
+                         IdentityHelper* helper) {
+  if (!NeedsHelper(as, own)) return OpenExport(e, rule, follow, &as);
+  if (helper == nullptr) {
+    // The loader refuses such a map when no helper runs; this is the belt to those braces.
+    return Status(Code::kIo, fmt::format("pipe '{}' is not available: no identity helper runs "
+                                         "to open it as {}",
+                                         e.name, as.Display()));
+  }
+  Result<int> fd = helper->Open(e, as, follow);
+  if (!fd) return fd;
+  // What the helper sent is checked here again: the right kind of file, and for a created
+  // FIFO the adoption rule, as for an open the gateway made itself.
+  if (e.kind == ExportKind::kFifo) return CheckOpenedFifo(e, *fd, rule);
+  struct stat st {};
+  if (::fstat(*fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    ::close(*fd);
+    return Status(Code::kIo, fmt::format("pipe '{}': the identity helper sent no socket", e.name));
+  }
+  return fd;
 }
 
 // Who may own a `create = true` FIFO found in place: the gateway's effective user now, the user

@@ -12,9 +12,12 @@
 #include "pipegate/status.h"
 
 #include "audit.h"
+#include "identity_map.h"
 #include "snapshot.h"
 
 namespace pipegate::gateway {
+
+class IdentityHelper;
 
 /// @brief What the configuration says about one OPEN request, before any file is touched.
 struct OpenDecision {
@@ -26,6 +29,9 @@ struct OpenDecision {
   ErrorCode error = ErrorCode::kNoError;  ///< The code the refusal sends (when refused).
   std::string reason;                     ///< The text the refusal sends (when refused).
   std::string audit_detail;               ///< What the audit line adds.
+  /// Identity mapping: the account to open as when granted (nullopt: as the gateway itself).
+  std::optional<MappedAccount> account;
+  bool unmapped = false;  ///< Refused because no identity map entry matches.
 
   bool granted() const noexcept { return export_config != nullptr; }
 };
@@ -83,7 +89,23 @@ class ExportInstance {
 /// @return The descriptor (the caller owns it), or kNoReader/kBusy (worth retrying while the
 /// client waits; kNoReader also when the path does not exist yet), kNotFound (the path is not
 /// a FIFO or socket, or is a symlink) or kIo.
-Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule, bool follow = false);
+/// @param as When opening as a mapped account: a refusal by the local permissions (EACCES,
+/// EPERM) is then kAccessDenied naming the account, instead of kIo. The caller (or the identity
+/// helper) has switched to that account already.
+Result<int> OpenExport(const ExportConfig& e, const AdoptRule* rule, bool follow = false,
+                       const MappedAccount* as = nullptr);
+
+/// @brief Opens export @p e as the mapped account @p as: itself when @p as is the gateway's own
+/// account @p own, else through the identity @p helper (which may be null when none runs: then
+/// it fails). Blocks the calling worker for at most the helper's reply timeout.
+/// @return As OpenExport, plus kAccessDenied when the local permissions refuse @p as, and kIo
+/// when the helper is gone or does not answer.
+Result<int> OpenExportAs(const ExportConfig& e, const AdoptRule* rule, bool follow,
+                         const MappedAccount& as, const MappedAccount& own, IdentityHelper* helper);
+
+/// @brief Checks a FIFO descriptor opened for export @p e: still a FIFO, and for a created
+/// FIFO the adoption @p rule; sets its pipe size. Closes @p fd when refusing.
+Result<int> CheckOpenedFifo(const ExportConfig& e, int fd, const AdoptRule* rule);
 
 /// @brief Who may own a `create = true` FIFO found in place for @p e, and its mode.
 AdoptRule FifoRule(const GatewayConfig& config, const ExportConfig& e);

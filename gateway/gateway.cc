@@ -50,7 +50,7 @@ std::string CertFingerprint(const GatewayConfig& config) {
 
 }  // namespace
 
-std::vector<ConfigError> Gateway::CheckConfig(const GatewayConfig& config) {
+std::vector<ConfigError> Gateway::CheckConfig(const GatewayConfig& config, bool identity_helper) {
   std::vector<ConfigError> errors;
   auto line_of = [&config](const std::string& key) {
     auto it = config.gateway_key_lines.find(key);
@@ -65,6 +65,17 @@ std::vector<ConfigError> Gateway::CheckConfig(const GatewayConfig& config) {
       errors.push_back({0, fmt::format("export '{}': {}", e.name, a.error().message())});
     }
   }
+  // Identity maps: the accounts exist and are not root, and can be opened as.
+  GatewayConfig resolved = config;
+  std::vector<ConfigError> map_errors = ResolveIdentityMaps(resolved);
+  if (map_errors.empty()) {
+    map_errors = CheckMappingsPossible(
+        resolved, identity_helper,
+        ::geteuid() != 0 ? fmt::format("pipegated runs as uid {}, not as root", ::geteuid())
+                         : "no identity helper runs (pipegated starts one only when the "
+                           "configuration it starts with needs it; restart pipegated)");
+  }
+  errors.insert(errors.end(), map_errors.begin(), map_errors.end());
   for (const TlsContext::FileProblem& p : TlsContext::CheckServerFiles(TlsOptionsOf(config))) {
     errors.push_back({line_of(p.key), "gateway: " + p.key + ": " + p.status.message()});
   }
@@ -93,11 +104,13 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
   }
   // What --check-config checks beyond parsing (accounts, every TLS file), reported the same
   // way: every problem, each with its line.
-  if (std::vector<ConfigError> errors = CheckConfig(snap->config); !errors.empty()) {
+  const bool helper = snapshot() ? identity_helper_ != nullptr : ::geteuid() == 0;
+  if (std::vector<ConfigError> errors = CheckConfig(snap->config, helper); !errors.empty()) {
     std::string text = FormatConfigErrors(config_path_, errors);
     if (!text.empty() && text.back() == '\n') text.pop_back();
     return Status(Code::kUsage, text);
   }
+  (void)ResolveIdentityMaps(snap->config);  // CheckConfig found no error in it.
   TlsServerOptions tls_options = TlsOptionsOf(snap->config);
   tls_options.counters = &counters_.tls_refused;
   Result<std::shared_ptr<const TlsContext>> tls = TlsContext::NewServer(tls_options);
@@ -177,6 +190,16 @@ void Gateway::Reload() {
     sd_notify(0, "READY=1");
     return;
   }
+  // The helper reads the file too, and serves only what its own reading maps.
+  if (identity_helper_ != nullptr) {
+    if (Status helper = identity_helper_->Reload(); !helper.ok()) {
+      counters_.reload_failures++;
+      PG_LOG(kError, "reload failed, keeping the running configuration: identity helper: {}",
+             helper.message());
+      sd_notify(0, "READY=1");
+      return;
+    }
+  }
   PrepareFifos(**next);
   std::shared_ptr<const Snapshot> previous;
   {
@@ -227,12 +250,25 @@ int Gateway::Run() {
   cert_fingerprint_ = CertFingerprint(snapshot_->config);
   // FIFOs first: once "listening on" is logged, local programs may open them.
   PrepareFifos(*snapshot_);
+  // The identity helper is started while still root and single-threaded, before the drop.
+  own_account_ = GatewayAccount(snapshot_->config);
+  if (::geteuid() == 0 && AnyMappingNeedsHelper(snapshot_->config)) {
+    Result<std::unique_ptr<IdentityHelper>> helper =
+        IdentityHelper::Start(config_path_, &counters_.identity_helper_failures);
+    if (!helper) {
+      PG_LOG(kError, "{}", helper.error().message());
+      RemoveCreatedFifos();
+      return 1;
+    }
+    identity_helper_ = std::move(*helper);
+  }
   if (int status = BindAndDropPrivileges(); status != 0) {
     RemoveCreatedFifos();  // A failed start leaves nothing behind.
     return status;
   }
   StartWorkers();
   ServeUntilStopped();
+  identity_helper_.reset();  // The workers are joined: nobody asks it anything any more.
   RemoveCreatedFifos();
   LogFinalCounters();
   return 0;

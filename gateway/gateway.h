@@ -1,5 +1,7 @@
 #pragma once
 
+#include <unistd.h>
+
 #include <atomic>
 #include <map>
 #include <memory>
@@ -15,6 +17,8 @@
 
 #include "connection_limits.h"
 #include "counters.h"
+#include "identity_helper.h"
+#include "identity_map.h"
 #include "listeners.h"
 #include "session_registry.h"
 #include "snapshot.h"
@@ -45,7 +49,10 @@ class Gateway {
   /// @brief What `--check-config` (and every load) adds to parsing: the accounts exist, and
   /// the certificate, key, CA bundle and CRL load (permissions included).
   /// @return Every problem, with the line of the [gateway] key it concerns (0 for exports).
-  static std::vector<ConfigError> CheckConfig(const GatewayConfig& config);
+  /// @param identity_helper Whether an identity helper runs or will (started as root): without
+  /// one, identity maps may only name the gateway's own account.
+  static std::vector<ConfigError> CheckConfig(const GatewayConfig& config,
+                                              bool identity_helper = ::geteuid() == 0);
   /// @brief Connection admission (max_connections, per source, bytes in flight).
   ConnectionLimiter& limiter() noexcept { return limiter_; }
   /// @brief The sessions clients may resume, shared by the workers.
@@ -57,6 +64,11 @@ class Gateway {
   /// @brief Log in @p format whatever the file's log_format says (the command line wins).
   /// Call before Run().
   void OverrideLogFormat(LogFormat format) { log_format_override_ = format; }
+  /// @return The identity helper, or null when none runs (no map needs one, or not root).
+  /// Set before the workers start and kept until they are joined (thread-safe to use).
+  IdentityHelper* identity_helper() const noexcept { return identity_helper_.get(); }
+  /// @return The account the workers run as (mapped opens to it need no helper).
+  const MappedAccount& own_account() const noexcept { return own_account_; }
   /// @return Every metric of /metrics, rendered (thread-safe).
   std::string RenderMetrics() const;
 
@@ -99,6 +111,9 @@ class Gateway {
   // seen once, which must be seen again unchanged a period later before it is loaded.
   std::string cert_fingerprint_;
   std::string pending_fingerprint_;
+  // Identity mapping: set in Run() before the workers start, constant while they run.
+  std::unique_ptr<IdentityHelper> identity_helper_;
+  MappedAccount own_account_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<std::string, LocalPath> created_;  ///< FIFOs made here, by path; removed at exit.
 };

@@ -10,6 +10,7 @@
 #include "pipegate/log.h"
 
 #include "gateway.h"
+#include "identity_helper.h"
 #include <CLI/CLI.hpp>
 
 int main(int argc, char** argv) {
@@ -20,7 +21,10 @@ int main(int argc, char** argv) {
   bool verbose = false;
   bool quiet = false;
   std::string log_format;
+  bool identity_helper = false;
   app.add_option("--config,-c", config, "Serve this TOML configuration file");
+  // Internal: pipegated re-executes itself with this flag as its identity helper.
+  app.add_flag("--identity-helper", identity_helper)->group("");
   app.add_option("--check-config", check, "Validate a configuration file and exit");
   app.add_flag("-v,--verbose", verbose, "Log debug messages (categories: PIPEGATE_DEBUG)");
   app.add_flag("-q,--quiet", quiet, "Log warnings and errors only");
@@ -46,12 +50,13 @@ int main(int argc, char** argv) {
   pipegate::InitLogging(verbose ? pipegate::LogLevel::kDebug
                         : quiet ? pipegate::LogLevel::kWarn
                                 : pipegate::LogLevel::kInfo,
-                        "pipegated");
+                        identity_helper ? "pipegated-helper" : "pipegated");
   pipegate::LogFormat format = pipegate::LogFormat::kText;
   if (!log_format.empty()) {
     pipegate::ParseLogFormat(log_format, &format);  // CLI11 has checked the value.
     pipegate::SetLogFormat(format);
   }
+  if (identity_helper) return pipegate::gateway::RunIdentityHelper(config);
   if (!check.empty()) {
     pipegate::ConfigParseResult parsed = pipegate::LoadGatewayConfig(check);
     if (!parsed.config) {

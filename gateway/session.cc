@@ -145,8 +145,8 @@ bool Session::RevokeIfCertificateRefused(const Snapshot& snap) {
   counters().connections_revoked++;
   for (auto& [id, s] : streams_) {
     counters().streams_revoked++;
-    Audit(AuditEvent{Verdict::kRevoked, &peer_, s->name(), "", peer_address_, conn_id_, id, reason,
-                     false});
+    Audit(AuditEvent{
+        Verdict::kRevoked, &peer_, s->name(), "", peer_address_, conn_id_, id, reason, false, {}});
   }
   PG_CONN_LOG(kWarn, conn_id_, "ending the session of '{}' from {}: {}", peer_.Display(),
               peer_address_, reason);
@@ -181,8 +181,16 @@ void Session::RevokeUnallowed(const Snapshot& snap) {
     ExportStream* s = Find(id);
     if (s == nullptr) continue;
     counters().streams_revoked++;
-    Audit(AuditEvent{Verdict::kRevoked, &peer_, s->name(), "", peer_address_, conn_id_, id,
-                     "removed from the allow list by a reload", false});
+    Audit(AuditEvent{Verdict::kRevoked,
+                     &peer_,
+                     s->name(),
+                     "",
+                     peer_address_,
+                     conn_id_,
+                     id,
+                     "removed from the allow list by a reload",
+                     false,
+                     {}});
     mux_->Abort(id, ErrorCode::kAccessDenied, why);  // May delete the stream (OnStreamClosed).
   }
   if (!victims.empty()) FlushSoon();

@@ -142,12 +142,14 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   std::optional<StreamCharge> ChargeStream(uint32_t id, const OpenPayload& open,
                                            const Limits& limits);
   /// @brief Answers an open whose local end could not be opened; false to retry later.
-  bool RefuseUnopened(uint32_t id, const OpenPayload& open, const Status& error, bool last_try);
+  /// @param as The mapped account the open was tried as (for the audit line), or "".
+  bool RefuseUnopened(uint32_t id, const OpenPayload& open, const Status& error, bool last_try,
+                      std::string_view as = {});
   /// @brief Wraps the opened @p fd in a stream, accepts the open and starts reading.
   bool StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
-                   ExportInstance instance, StreamCharge charge);
+                   ExportInstance instance, StreamCharge charge, std::string_view as = {});
   void AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict, std::string_view detail,
-                 bool hidden = false);
+                 bool hidden = false, std::string_view as = {});
   bool Refuse(uint32_t id, ErrorCode code, std::string_view reason) {
     mux_->Reject(id, code, reason);
     return true;

@@ -8,6 +8,7 @@
 
 #include "export_open.h"
 #include "gateway.h"
+#include "identity_helper.h"
 #include "session.h"
 #include "uv/local_pipe.h"
 #include "worker.h"
@@ -71,9 +72,9 @@ void Session::OnRetry() {
 
 // Every decision below leaves one audit line (identity, export, address, verdict).
 void Session::AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict,
-                        std::string_view detail, bool hidden) {
+                        std::string_view detail, bool hidden, std::string_view as) {
   Audit(AuditEvent{verdict, &peer_, open.name, AccessName(static_cast<Access>(open.access)),
-                   peer_address_, conn_id_, id, detail, hidden});
+                   peer_address_, conn_id_, id, detail, hidden, as});
 }
 
 bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
@@ -81,7 +82,8 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
   OpenDecision decision = Authorize(*snap, peer_, open);
   if (!decision.granted()) {
     Counters& k = counters();
-    (decision.verdict == Verdict::kInvalidName   ? k.invalid_names
+    (decision.unmapped                           ? k.mapping_refused
+     : decision.verdict == Verdict::kInvalidName ? k.invalid_names
      : decision.verdict == Verdict::kNoSuchPipe  ? k.not_found
      : decision.verdict == Verdict::kWrongAccess ? k.wrong_access
                                                  : k.acl_denied)++;
@@ -101,9 +103,25 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     AuditOpen(id, open, Verdict::kBusy, why);
     return Refuse(id, ErrorCode::kBusy, why);
   }
-  Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name), (open.flags & kOpenFlagFollow) != 0);
-  if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
-  return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge));
+  const bool follow = (open.flags & kOpenFlagFollow) != 0;
+  if (!decision.account) {
+    Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name), follow);
+    if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
+    return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge));
+  }
+  // Identity mapping: opened as the mapped account, by the identity helper unless that is the
+  // gateway's own account. This blocks the worker for one helper round trip (tens of
+  // microseconds; at most IdentityHelper::kReplyTimeoutMs).
+  Gateway* gateway = worker_->gateway();
+  const std::string as = decision.account->Display();
+  Result<int> fd = OpenExportAs(e, snap->FifoRuleFor(e.name), follow, *decision.account,
+                                gateway->own_account(), gateway->identity_helper());
+  if (!fd) {
+    if (fd.error().code() == Code::kAccessDenied) counters().mapped_denied++;
+    return RefuseUnopened(id, open, fd.error(), last_try, as);
+  }
+  counters().mapped_opens++;
+  return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge), as);
 }
 
 std::optional<StreamCharge> Session::ChargeStream(uint32_t id, const OpenPayload& open,
@@ -127,25 +145,29 @@ std::optional<StreamCharge> Session::ChargeStream(uint32_t id, const OpenPayload
 }
 
 bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status& error,
-                             bool last_try) {
+                             bool last_try, std::string_view as) {
   const Code code = error.code();
   const bool waits_for_it = code == Code::kBusy ||
                             (code == Code::kNoReader && !(open.flags & kOpenFlagWaitOnlyWhileBusy));
   if (waits_for_it && !last_try) return false;
   // Each refusal is counted once: a missing file is no_reader (it may yet appear), a file of the
   // wrong kind or a local error is unavailable; not_found stays "no such export name".
+  // (A mapped account refused by the local permissions is counted as mapped_denied.)
   if (code == Code::kNoReader) counters().no_reader++;
-  if (code != Code::kNoReader && code != Code::kBusy) counters().unavailable++;
+  if (code != Code::kNoReader && code != Code::kBusy && code != Code::kAccessDenied) {
+    counters().unavailable++;
+  }
   AuditOpen(id, open,
-            code == Code::kNoReader ? Verdict::kNoReader
-            : code == Code::kBusy   ? Verdict::kBusy
-                                    : Verdict::kUnavailable,
-            error.message());
+            code == Code::kNoReader       ? Verdict::kNoReader
+            : code == Code::kBusy         ? Verdict::kBusy
+            : code == Code::kAccessDenied ? Verdict::kAccessDenied
+                                          : Verdict::kUnavailable,
+            error.message(), /*hidden=*/false, as);
   return Refuse(id, ErrorForCode(code), error.message());
 }
 
 bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
-                          ExportInstance instance, StreamCharge charge) {
+                          ExportInstance instance, StreamCharge charge, std::string_view as) {
   unsigned dirs = e.kind == ExportKind::kUnix ? (LocalPipe::kRead | LocalPipe::kWrite)
                   : e.access == Access::kRead ? LocalPipe::kRead
                                               : LocalPipe::kWrite;
@@ -157,7 +179,7 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
       LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
   if (!opened) {
     stream.reset();
-    AuditOpen(id, open, Verdict::kUnavailable, opened.error().message());
+    AuditOpen(id, open, Verdict::kUnavailable, opened.error().message(), false, as);
     return Refuse(id, ErrorCode::kInternal, opened.error().message());
   }
   LocalPipe* pipe = opened->get();  // Owned by the stream from here on.
@@ -172,7 +194,7 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
   streams_[id] = std::move(stream);
   counters().streams_opened++;
   if (ExportSlot* slot = s->slot()) slot->streams_opened.fetch_add(1, std::memory_order_relaxed);
-  AuditOpen(id, open, Verdict::kGranted, "");
+  AuditOpen(id, open, Verdict::kGranted, "", /*hidden=*/false, as);
   if (e.kind == ExportKind::kFifo && e.access == Access::kWrite) {
     pipe->set_record_mode((open.flags & kOpenFlagLines) != 0 ? uvglue::RecordMode::kLines
                                                              : uvglue::RecordMode::kBlocks);

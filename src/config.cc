@@ -65,9 +65,11 @@ constexpr std::array<std::string_view, 15> kGatewayKeys = {"listen",
                                                            "metrics_listen",
                                                            "log_format",
                                                            "watch_certificates"};
-constexpr std::array<std::string_view, 12> kExportKeys = {
-    "name",  "kind",        "access", "path",  "create", "mode",
-    "allow", "max_clients", "owner",  "group", "socket", "max_message_size"};
+constexpr std::array<std::string_view, 14> kExportKeys = {
+    "name",        "kind",  "access", "path",   "create",           "mode",       "allow",
+    "max_clients", "owner", "group",  "socket", "max_message_size", "connect_as", "map"};
+// Keys of one [[export.map]] entry (identity mapping).
+constexpr std::array<std::string_view, 3> kMapKeys = {"identity", "user", "group"};
 constexpr std::array<std::string_view, 20> kLimitKeys = {
     "handshake_timeout",
     "idle_timeout",
@@ -706,6 +708,8 @@ class ConfigValidator {
       out.max_clients = static_cast<uint32_t>(*max_clients);
     }
 
+    ParseIdentityMap(table, subject, out);
+
     // Only a config without errors is returned, so a broken export can be kept here.
     config_.exports.push_back(std::move(out));
   }
@@ -909,6 +913,95 @@ class ConfigValidator {
       }
       out.allow.push_back(text);
     }
+  }
+
+  // Identity mapping (docs/security.md §11): `connect_as = "user[:group]"` maps every client to
+  // one account; `[[export.map]]` entries {identity, user, group} map by allow-entry pattern,
+  // first match wins. The accounts are resolved later, by the gateway (they are not text).
+  void ParseIdentityMap(const toml::table& table, const std::string& subject, ExportConfig& out) {
+    const toml::node* connect_as = table.get("connect_as");
+    const toml::node* map = table.get("map");
+    if (connect_as != nullptr && map != nullptr) {
+      AddError(LineOf(*connect_as), subject + ": connect_as and [[export.map]] exclude each " +
+                                        "other (write connect_as as a map entry with identity " +
+                                        "\"*\")");
+      return;
+    }
+    if (connect_as != nullptr) {
+      if (!CheckType(subject, "connect_as", *connect_as, toml::node_type::string)) return;
+      const std::string& text = connect_as->as_string()->get();
+      const size_t colon = text.find(':');
+      IdentityMapping m;
+      m.identity = "*";
+      m.user = text.substr(0, colon);
+      m.group = colon == std::string::npos ? "" : text.substr(colon + 1);
+      m.line = LineOf(*connect_as);
+      if (!IsAccountName(m.user) || (colon != std::string::npos && !IsAccountName(m.group))) {
+        AddError(m.line, subject + ": connect_as " + Quoted(text) +
+                             " is not \"user\" or \"user:group\" (names or numeric ids)");
+        return;
+      }
+      out.identity_map.push_back(std::move(m));
+      return;
+    }
+    if (map == nullptr) return;
+    const toml::array* array = map->as_array();
+    if (array == nullptr || !array->is_array_of_tables()) {
+      AddError(LineOf(*map), subject + ": map must be an array of tables: write [[export.map]] " +
+                                 "entries with identity, user and group");
+      return;
+    }
+    if (array->empty()) {
+      AddError(LineOf(*map), subject + ": map must not be empty");
+      return;
+    }
+    int index = 0;
+    for (const toml::node& element : *array) {
+      ++index;
+      const toml::table& entry = *element.as_table();
+      const std::string where = subject + ": map entry #" + std::to_string(index);
+      CheckKeys(entry, where, kMapKeys);
+      IdentityMapping m;
+      m.line = LineOf(entry) != 0 ? LineOf(entry) : LineOf(*map);
+      std::optional<std::string> identity = GetString(entry, where, "identity", /*required=*/true);
+      if (identity) {
+        // Written as in `allow` (docs/security.md §3), and checked the same way.
+        if (identity->empty() || HasSurroundingSpace(*identity) ||
+            identity->find('\0') != std::string::npos) {
+          AddError(m.line, where + ": identity " + Quoted(*identity) +
+                               " is empty or has surrounding white space or a NUL character");
+          identity.reset();
+        } else if (Result<AllowEntry> parsed = ParseAllowEntry(*identity); !parsed) {
+          AddError(m.line, where + ": " + parsed.error().message());
+          identity.reset();
+        }
+      }
+      std::optional<std::string> user = GetString(entry, where, "user", /*required=*/true);
+      if (user && !IsAccountName(*user)) {
+        AddError(m.line, where + ": user " + Quoted(*user) + " is not a user name or a numeric id");
+        user.reset();
+      }
+      std::optional<std::string> group = GetString(entry, where, "group", /*required=*/false);
+      if (group && !IsAccountName(*group)) {
+        AddError(m.line,
+                 where + ": group " + Quoted(*group) + " is not a group name or a numeric id");
+        group.reset();
+      }
+      if (!identity || !user) continue;
+      m.identity = std::move(*identity);
+      m.user = std::move(*user);
+      m.group = group.value_or("");
+      out.identity_map.push_back(std::move(m));
+    }
+  }
+
+  // The account names GetAccountName accepts: portable user and group names, or numbers.
+  static bool IsAccountName(const std::string& value) {
+    return !value.empty() && value.size() <= 32 && value[0] != '-' &&
+           std::all_of(value.begin(), value.end(), [](char c) {
+             return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
+           });
   }
 
   std::string base_dir_;

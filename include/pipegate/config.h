@@ -24,6 +24,21 @@ enum class Access : uint8_t { kRead = 1, kWrite = 2, kDuplex = 3 };
 const char* ExportKindName(ExportKind kind) noexcept;
 const char* AccessName(Access access) noexcept;
 
+/// @brief One entry of an export's identity map (`connect_as`, `[[export.map]]`;
+/// docs/security.md §11): clients matching `identity` open the export as `user`/`group`.
+struct IdentityMapping {
+  std::string identity;  ///< An allow-entry pattern (acl.h); `connect_as` is "*".
+  std::string user;      ///< Local user name or uid.
+  std::string group;     ///< Local group name or gid; "" = the user's primary group.
+  int line = 0;          ///< Line of the entry (or of `connect_as`), for messages.
+  // Filled by the gateway when it loads the file (ResolveIdentityMaps, gateway/identity_map.h);
+  // the parser leaves them unset.
+  bool resolved = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> groups;  ///< Supplementary groups: the user's entries in the group file.
+};
+
 /// @brief One `[[export]]` table (SPEC §3, §4).
 struct ExportConfig {
   std::string name;
@@ -40,6 +55,10 @@ struct ExportConfig {
   SocketType socket_type = SocketType::kStream;
   uint32_t max_message_size = 65536;  ///< seqpacket: the largest message, either way.
   int line = 0;                       ///< Line of the `[[export]]` header, for messages.
+  /// Identity mapping: opens are made as the account of the first entry whose identity matches
+  /// the client; no match is "access denied". Empty = opens are made as the gateway itself.
+  /// `connect_as = "user[:group]"` is one entry for "*".
+  std::vector<IdentityMapping> identity_map;
 };
 
 /// @brief Lowest TLS version the gateway accepts (`tls_min_version`).

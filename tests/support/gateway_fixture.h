@@ -27,7 +27,9 @@ struct ExportSpec {
   std::string mode;            ///< e.g. "0600"; empty omits the key.
   std::vector<std::string> allow = {"alice"};
   std::optional<int> max_clients;  ///< Emitted only when set.
-  std::string extra_toml;          ///< Raw `key = value` lines appended to the table.
+  /// Raw lines appended to the end of the `[[export]]` table (e.g. `connect_as = ...`, or
+  /// `[[export.map]]` entries, which must come last).
+  std::string extra_toml;
 
   /// @brief A `fifo`/`read` export that creates its FIFO (mode 0600), allowed to alice.
   static ExportSpec FifoRead(std::string name);

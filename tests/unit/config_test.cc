@@ -701,6 +701,60 @@ TEST(ParseGatewayConfig, NonAsciiInStringsAndCommentsIsFine) {
   EXPECT_EQ(c.exports[0].path, "/run/\xc3\xa9\xcb\x9a.fifo");
 }
 
+// Identity mapping: connect_as = "user[:group]", or [[export.map]] entries matched in order.
+constexpr std::string_view kUnixExport = R"(name = "db"
+kind = "unix"
+path = "/run/pg.sock"
+allow = ["*"]
+)";
+
+TEST(ParseGatewayConfig, ReadsConnectAsAsOneEntryForAnyone) {
+  GatewayConfig c =
+      MustParse(WithExport(std::string(kUnixExport) + "connect_as = \"postgres:ssl-cert\"\n"));
+  ASSERT_EQ(c.exports.size(), 1u);
+  ASSERT_EQ(c.exports[0].identity_map.size(), 1u);
+  const IdentityMapping& m = c.exports[0].identity_map[0];
+  EXPECT_EQ(m.identity, "*");
+  EXPECT_EQ(m.user, "postgres");
+  EXPECT_EQ(m.group, "ssl-cert");
+  EXPECT_FALSE(m.resolved);  // Accounts are the gateway's to resolve, not the parser's.
+}
+
+TEST(ParseGatewayConfig, ReadsMapEntriesInOrder) {
+  const std::string text = WithExport(std::string(kUnixExport) +
+                                      "[[export.map]]\nidentity = \"uri:spiffe://x/ci/*\"\n"
+                                      "user = \"ci\"\n"
+                                      "[[export.map]]\nidentity = \"alice\"\nuser = \"1001\"\n"
+                                      "group = \"100\"\n");
+  GatewayConfig c = MustParse(text);
+  ASSERT_EQ(c.exports[0].identity_map.size(), 2u);
+  EXPECT_EQ(c.exports[0].identity_map[0].identity, "uri:spiffe://x/ci/*");
+  EXPECT_EQ(c.exports[0].identity_map[0].group, "");
+  EXPECT_EQ(c.exports[0].identity_map[1].user, "1001");
+  EXPECT_EQ(c.exports[0].identity_map[1].line, LineOf(text, "identity = \"alice\"") - 1);
+}
+
+TEST(ParseGatewayConfig, RefusesBadIdentityMaps) {
+  const std::string both = WithExport(std::string(kUnixExport) + "connect_as = \"pg\"\n" +
+                                      "[[export.map]]\nidentity = \"a\"\nuser = \"pg\"\n");
+  ExpectOneError(both, LineOf(both, "connect_as"), "exclude each other");
+  const std::string bad_user = WithExport(std::string(kUnixExport) + "connect_as = \"pg;rm\"\n");
+  ExpectOneError(bad_user, LineOf(bad_user, "connect_as"), "is not \"user\" or \"user:group\"");
+  const std::string bad_identity = WithExport(std::string(kUnixExport) +
+                                              "[[export.map]]\nidentity = \"urn:x\"\n"
+                                              "user = \"pg\"\n");
+  ExpectOneError(bad_identity, LineOf(bad_identity, "[[export.map]]"), "map entry #1");
+  const std::string no_user =
+      WithExport(std::string(kUnixExport) + "[[export.map]]\nidentity = \"alice\"\n");
+  ExpectOneError(no_user, LineOf(no_user, "[[export.map]]"), "missing required key \"user\"");
+  const std::string typo = WithExport(std::string(kUnixExport) +
+                                      "[[export.map]]\nidentity = \"alice\"\nuser = \"pg\"\n"
+                                      "gruop = \"pg\"\n");
+  ExpectOneError(typo, LineOf(typo, "gruop"), "unknown key \"gruop\"");
+  const std::string not_tables = WithExport(std::string(kUnixExport) + "map = [\"alice\"]\n");
+  ExpectOneError(not_tables, LineOf(not_tables, "map ="), "array of tables");
+}
+
 }  // namespace
 }  // namespace pipegate
 
