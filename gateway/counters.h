@@ -43,7 +43,8 @@ namespace pipegate::gateway {
   X(refused_streams_identity, "opens over max_streams_per_identity")                      \
   X(refused_streams_gateway, "opens over max_streams")                                    \
   X(refused_pending_opens, "waiting opens over max_pending_opens_per_connection")         \
-  X(opens_waited, "opens that began to wait (--wait) for a busy export or a reader")
+  X(opens_waited, "opens that began to wait (--wait) for a busy export or a reader")      \
+  X(fanout_dropped, "fan-out readers dropped for falling more than fanout_lag behind")
 
 /// @brief Counters of every class of event that opens, closes or refuses something.
 ///

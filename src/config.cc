@@ -65,8 +65,10 @@ constexpr std::array<std::string_view, 15> kGatewayKeys = {"listen",
                                                            "metrics_listen",
                                                            "log_format",
                                                            "watch_certificates"};
-constexpr std::array<std::string_view, 10> kExportKeys = {
-    "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group"};
+constexpr std::array<std::string_view, 13> kExportKeys = {
+    "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group",
+    // Fan-out.
+    "fanout", "fanout_lag", "fanout_policy"};
 constexpr std::array<std::string_view, 20> kLimitKeys = {
     "handshake_timeout",
     "idle_timeout",
@@ -701,9 +703,58 @@ class ConfigValidator {
             GetInteger(table, subject, "max_clients", 0, std::numeric_limits<uint32_t>::max())) {
       out.max_clients = static_cast<uint32_t>(*max_clients);
     }
+    ParseFanout(table, subject, kind, out);
 
     // Only a config without errors is returned, so a broken export can be kept here.
     config_.exports.push_back(std::move(out));
+  }
+
+  // `fanout`, `fanout_lag` and `fanout_policy`. Fan-out shares one reader of a FIFO, so it fits
+  // only a fifo export read by clients. Its reader count is always capped: max_clients defaults
+  // to 64 and may not be 0 (unlimited), as every reader holds two descriptors and a stream.
+  void ParseFanout(const toml::table& table, const std::string& subject,
+                   std::optional<ExportKind> kind, ExportConfig& out) {
+    if (std::optional<bool> fanout = GetBool(table, subject, "fanout")) {
+      out.fanout = *fanout;
+      if (out.fanout && kind && (out.kind != ExportKind::kFifo || out.access != Access::kRead)) {
+        AddError(LineOf(*table.get("fanout")),
+                 subject + ": fanout only applies to a fifo export with access = \"read\"");
+        out.fanout = false;
+      }
+    }
+    if (std::optional<uint64_t> lag =
+            GetBytes(table, subject, "fanout_lag", ExportConfig::kMinFanoutLag,
+                     ExportConfig::kMaxFanoutLag)) {
+      out.fanout_lag = *lag;
+    }
+    if (std::optional<std::string> policy =
+            GetString(table, subject, "fanout_policy", /*required=*/false)) {
+      if (*policy == "drop") {
+        out.fanout_policy = FanoutPolicy::kDrop;
+      } else if (*policy == "block") {
+        out.fanout_policy = FanoutPolicy::kBlock;
+      } else {
+        AddError(LineOf(*table.get("fanout_policy")), subject + ": unknown fanout_policy " +
+                                                          Quoted(*policy) +
+                                                          " (expected drop or block)");
+      }
+    }
+    if (!out.fanout) {
+      for (std::string_view key : {std::string_view("fanout_lag"), std::string_view("fanout_policy")}) {
+        if (const toml::node* node = table.get(key)) {
+          AddError(LineOf(*node), subject + ": " + std::string(key) + " only applies with fanout = true");
+        }
+      }
+      return;
+    }
+    if (table.get("max_clients") == nullptr) {
+      out.max_clients = ExportConfig::kDefaultFanoutMaxClients;
+    } else if (out.max_clients == 0 || out.max_clients > ExportConfig::kMaxFanoutMaxClients) {
+      AddError(LineOf(*table.get("max_clients")),
+               subject + ": max_clients must be from 1 to " +
+                   std::to_string(ExportConfig::kMaxFanoutMaxClients) +
+                   " for a fanout export (every reader holds descriptors and a stream)");
+    }
   }
 
   std::optional<ExportKind> ParseKind(const toml::table& table, const std::string& subject) {

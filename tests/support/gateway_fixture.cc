@@ -136,6 +136,7 @@ std::string GatewayFixture::ConfigToml() const {
     if (spec.max_clients) {
       toml << "max_clients = " << *spec.max_clients << "\n";
     }
+    toml << spec.extra_toml;
   }
   return toml.str();
 }

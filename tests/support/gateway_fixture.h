@@ -27,6 +27,7 @@ struct ExportSpec {
   std::string mode;            ///< e.g. "0600"; empty omits the key.
   std::vector<std::string> allow = {"alice"};
   std::optional<int> max_clients;  ///< Emitted only when set.
+  std::string extra_toml;          ///< Raw lines appended to the export's table.
 
   /// @brief A `fifo`/`read` export that creates its FIFO (mode 0600), allowed to alice.
   static ExportSpec FifoRead(std::string name);
