@@ -48,7 +48,7 @@ class ExportStream final : public uvglue::StreamLink {
  private:
   Counters* counters_;  ///< The gateway's; outlives every stream.
   StreamCharge charge_;
-  ExportInstance instance_;  ///< Released after the subscription, before the charge.
+  ExportInstance instance_;       ///< Released after the subscription, before the charge.
   FanoutSubscriptionPtr fanout_;  ///< Declared last: detaches first.
 };
 

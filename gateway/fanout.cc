@@ -93,8 +93,8 @@ Result<FanoutAttachment> FanoutHub::Attach(const ExportConfig& e, const AdoptRul
   r.pos = head_;
   r.follow = follow;
   r.verdict = std::make_shared<FanoutVerdict>();
-  FanoutAttachment attachment{pair[1], std::make_unique<FanoutSubscription>(shared_from_this(),
-                                                                            r.id, r.verdict)};
+  FanoutAttachment attachment{
+      pair[1], std::make_unique<FanoutSubscription>(shared_from_this(), r.id, r.verdict)};
   readers_.push_back(std::move(r));
   if (!running_) {
     // The last thread ended when its last reader left (it needs mu_ no more): reap it.

@@ -116,12 +116,12 @@ class FanoutHub : public std::enable_shared_from_this<FanoutHub> {
   };
   struct Reader {
     uint64_t id = 0;
-    int fd = -1;           ///< The hub's end of the socket pair.
-    uint64_t pos = 0;      ///< Offset of the next byte to send.
-    bool follow = false;   ///< Stays across the FIFO's end of file.
-    bool ending = false;   ///< Gets bytes up to `end`, then end of file.
-    uint64_t end = 0;      ///< Valid when ending.
-    bool done = false;     ///< To be closed and erased (EraseDone).
+    int fd = -1;          ///< The hub's end of the socket pair.
+    uint64_t pos = 0;     ///< Offset of the next byte to send.
+    bool follow = false;  ///< Stays across the FIFO's end of file.
+    bool ending = false;  ///< Gets bytes up to `end`, then end of file.
+    uint64_t end = 0;     ///< Valid when ending.
+    bool done = false;    ///< To be closed and erased (EraseDone).
     std::shared_ptr<FanoutVerdict> verdict;
   };
 
@@ -149,7 +149,7 @@ class FanoutHub : public std::enable_shared_from_this<FanoutHub> {
 
   std::mutex mu_;
   // Guarded by mu_.
-  ExportConfig export_;          ///< For reopening after an end of file.
+  ExportConfig export_;  ///< For reopening after an end of file.
   std::optional<AdoptRule> rule_;
   uint64_t lag_;
   FanoutPolicy policy_;

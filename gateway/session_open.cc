@@ -102,8 +102,9 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     return Refuse(id, ErrorCode::kBusy, why);
   }
   const bool follow = (open.flags & kOpenFlagFollow) != 0;
-  if (e.fanout) return StartFanoutStream(id, open, e, *snap, follow, std::move(*instance),
-                                         std::move(*charge), last_try);
+  if (e.fanout)
+    return StartFanoutStream(id, open, e, *snap, follow, std::move(*instance), std::move(*charge),
+                             last_try);
   Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name), follow);
   if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
   return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge));

@@ -734,15 +734,17 @@ class ConfigValidator {
       } else if (*policy == "block") {
         out.fanout_policy = FanoutPolicy::kBlock;
       } else {
-        AddError(LineOf(*table.get("fanout_policy")), subject + ": unknown fanout_policy " +
-                                                          Quoted(*policy) +
-                                                          " (expected drop or block)");
+        AddError(
+            LineOf(*table.get("fanout_policy")),
+            subject + ": unknown fanout_policy " + Quoted(*policy) + " (expected drop or block)");
       }
     }
     if (!out.fanout) {
-      for (std::string_view key : {std::string_view("fanout_lag"), std::string_view("fanout_policy")}) {
+      for (std::string_view key :
+           {std::string_view("fanout_lag"), std::string_view("fanout_policy")}) {
         if (const toml::node* node = table.get(key)) {
-          AddError(LineOf(*node), subject + ": " + std::string(key) + " only applies with fanout = true");
+          AddError(LineOf(*node),
+                   subject + ": " + std::string(key) + " only applies with fanout = true");
         }
       }
       return;

@@ -47,8 +47,8 @@ struct ExportConfig {
   static constexpr uint64_t kMaxFanoutLag = uint64_t{64} << 20;
   static constexpr uint32_t kDefaultFanoutMaxClients = 64;
   static constexpr uint32_t kMaxFanoutMaxClients = 1024;
-  bool fanout = false;                          ///< One FIFO reader shared by every stream.
-  uint64_t fanout_lag = kDefaultFanoutLag;      ///< Bytes a reader may trail the newest read.
+  bool fanout = false;                               ///< One FIFO reader shared by every stream.
+  uint64_t fanout_lag = kDefaultFanoutLag;           ///< Bytes a reader may trail the newest read.
   FanoutPolicy fanout_policy = FanoutPolicy::kDrop;  ///< What happens past fanout_lag.
 };
 

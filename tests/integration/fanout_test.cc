@@ -146,8 +146,8 @@ TEST_P(FanoutIdentical, FourReadersGetTheWholeStream) {
   ASSERT_TRUE(gw.Start());
   std::vector<std::unique_ptr<HashingReader>> readers;
   for (int i = 0; i < 4; ++i) {
-    readers.push_back(std::make_unique<HashingReader>(dir, gw.Address("logs"),
-                                                      "r" + std::to_string(i), false));
+    readers.push_back(
+        std::make_unique<HashingReader>(dir, gw.Address("logs"), "r" + std::to_string(i), false));
   }
   ASSERT_TRUE(WaitForGrants(gw, 4));
   std::unique_ptr<StreamFeeder> writer = StartWriter(gw.ExportPath("logs"), size);
@@ -161,8 +161,8 @@ TEST_P(FanoutIdentical, FourReadersGetTheWholeStream) {
     EXPECT_EQ(r->Sha256(), want) << r->Err();
   }
   const double seconds = static_cast<double>(Since(start).count()) / 1000.0;
-  std::cout << "fan-out of " << size / kMiB << " MiB to 4 readers (" << GetParam()
-            << "): " << seconds << " s\n";
+  std::cout << "fan-out of " << size / kMiB << " MiB to 4 readers ("
+            << GetParam().substr(0, GetParam().size() - 1) << "): " << seconds << " s\n";
   EXPECT_EQ(Counter(gw, "fanout_dropped"), 0);
 }
 
@@ -183,8 +183,8 @@ TEST(Fanout, DropPolicyDropsAReaderThatStopsReading) {
   ASSERT_TRUE(gw.Start());
   std::vector<std::unique_ptr<HashingReader>> readers;
   for (int i = 0; i < 3; ++i) {
-    readers.push_back(std::make_unique<HashingReader>(dir, gw.Address("logs"),
-                                                      "r" + std::to_string(i), false));
+    readers.push_back(
+        std::make_unique<HashingReader>(dir, gw.Address("logs"), "r" + std::to_string(i), false));
   }
   HashingReader stalled(dir, gw.Address("logs"), "stalled", /*gated=*/true);
   ASSERT_TRUE(WaitForGrants(gw, 4));
@@ -217,16 +217,16 @@ TEST(Fanout, BlockPolicyHoldsTheWriterBackUntilTheSlowReaderReads) {
   ASSERT_TRUE(gw.Start());
   std::vector<std::unique_ptr<HashingReader>> readers;
   for (int i = 0; i < 2; ++i) {
-    readers.push_back(std::make_unique<HashingReader>(dir, gw.Address("logs"),
-                                                      "r" + std::to_string(i), false));
+    readers.push_back(
+        std::make_unique<HashingReader>(dir, gw.Address("logs"), "r" + std::to_string(i), false));
   }
   HashingReader slow(dir, gw.Address("logs"), "slow", /*gated=*/true);
   ASSERT_TRUE(WaitForGrants(gw, 3));
   std::unique_ptr<StreamFeeder> writer = StartWriter(gw.ExportPath("logs"), size);
   ASSERT_TRUE(writer);
   // Held back: no progress for a while, far from the end.
-  ASSERT_TRUE(WaitFor([&] { return Since(writer->last_progress()) > Duration(500); },
-                      Duration(20000)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Since(writer->last_progress()) > Duration(500); }, Duration(20000)));
   EXPECT_FALSE(writer->done());
   EXPECT_LT(writer->written(), size / 2) << "the writer was not held back";
   std::cout << "block policy held the writer at " << writer->written() / kKiB << " KiB\n";
