@@ -47,7 +47,8 @@ namespace pipegate::gateway {
   X(mapped_opens, "streams opened as a mapped local account (identity mapping)")          \
   X(mapping_refused, "opens refused: the identity maps to no local account")              \
   X(mapped_denied, "opens refused: the mapped account may not open the local pipe")       \
-  X(identity_helper_failures, "mapped opens failed: the identity helper gone or stuck")
+  X(identity_helper_failures, "mapped opens failed: the identity helper gone or stuck")   \
+  X(fanout_dropped, "fan-out readers dropped for falling more than fanout_lag behind")
 
 /// @brief Counters of every class of event that opens, closes or refuses something.
 ///

@@ -7,6 +7,7 @@
 
 #include "counters.h"
 #include "export_open.h"
+#include "fanout.h"
 #include "replay_budget.h"
 #include "uv/stream_link.h"
 
@@ -37,11 +38,18 @@ class ExportStream final : public uvglue::StreamLink {
 
   /// @return The export's live state, shared by its streams.
   ExportSlot* slot() const noexcept { return instance_.slot(); }
+  /// @brief Makes this stream a reader of a fan-out hub, whose socket pair is its input.
+  void set_fanout(FanoutSubscriptionPtr subscription) { fanout_ = std::move(subscription); }
+
+ protected:
+  /// A fan-out reader that the hub dropped ends with the hub's reason, not a plain EOF.
+  Status InputEndStatus() const override { return fanout_ ? fanout_->status() : Status(); }
 
  private:
   Counters* counters_;  ///< The gateway's; outlives every stream.
   StreamCharge charge_;
-  ExportInstance instance_;  ///< Declared last: released first, before the charge.
+  ExportInstance instance_;       ///< Released after the subscription, before the charge.
+  FanoutSubscriptionPtr fanout_;  ///< Declared last: detaches first.
 };
 
 using ExportStreamPtr = std::unique_ptr<ExportStream>;

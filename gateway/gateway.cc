@@ -24,7 +24,12 @@ namespace pipegate::gateway {
 
 Gateway::Gateway(std::string config_path) : config_path_(std::move(config_path)) {}
 
-Gateway::~Gateway() = default;
+Gateway::~Gateway() {
+  // The snapshot's fan-out hubs count into counters_: they go (and their threads are joined)
+  // before the members they use, here or, for hubs that streams still hold, with the workers.
+  std::lock_guard<std::mutex> lock(mu_);
+  snapshot_.reset();
+}
 
 std::shared_ptr<const Snapshot> Gateway::snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -123,6 +128,9 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Load() {
       auto it = old->slots.find(e.name);
       if (it != old->slots.end()) slot = it->second;
     }
+    // A fan-out hub takes the new lag and policy at once; one whose export changed path or
+    // stopped fanning out is let go here and serves its readers until they leave.
+    if (slot) slot->fanout.Update(e);
     snap->slots[e.name] = slot ? slot : std::make_shared<ExportSlot>();
     if (e.kind == ExportKind::kFifo && e.create)
       snap->fifo_rules[e.name] = FifoRule(snap->config, e);

@@ -146,8 +146,15 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   bool RefuseUnopened(uint32_t id, const OpenPayload& open, const Status& error, bool last_try,
                       std::string_view as = {});
   /// @brief Wraps the opened @p fd in a stream, accepts the open and starts reading.
+  /// @param fanout For a fan-out export, the reader whose socket pair @p fd is one end of.
   bool StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
-                   ExportInstance instance, StreamCharge charge, std::string_view as = {});
+                   ExportInstance instance, StreamCharge charge, std::string_view as = {},
+                   FanoutSubscriptionPtr fanout = nullptr);
+  /// @brief Attaches the stream to the export's fan-out hub (which opens the FIFO for its first
+  /// reader), then StartStream; refuses as RefuseUnopened does.
+  bool StartFanoutStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
+                         const Snapshot& snap, bool follow, ExportInstance instance,
+                         StreamCharge charge, bool last_try);
   void AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict, std::string_view detail,
                  bool hidden = false, std::string_view as = {});
   bool Refuse(uint32_t id, ErrorCode code, std::string_view reason) {

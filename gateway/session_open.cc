@@ -104,6 +104,9 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     return Refuse(id, ErrorCode::kBusy, why);
   }
   const bool follow = (open.flags & kOpenFlagFollow) != 0;
+  if (e.fanout)
+    return StartFanoutStream(id, open, e, *snap, follow, std::move(*instance), std::move(*charge),
+                             last_try);
   if (!decision.account) {
     Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name), follow);
     if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
@@ -122,6 +125,17 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
   }
   counters().mapped_opens++;
   return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge), as);
+}
+
+bool Session::StartFanoutStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
+                                const Snapshot& snap, bool follow, ExportInstance instance,
+                                StreamCharge charge, bool last_try) {
+  Result<std::shared_ptr<FanoutHub>> hub = snap.slots.at(e.name)->fanout.HubFor(e, &counters());
+  if (!hub) return RefuseUnopened(id, open, hub.error(), last_try);
+  Result<FanoutAttachment> attached = (*hub)->Attach(e, snap.FifoRuleFor(e.name), follow);
+  if (!attached) return RefuseUnopened(id, open, attached.error(), last_try);
+  return StartStream(id, open, e, attached->fd, std::move(instance), std::move(charge), {},
+                     std::move(attached->subscription));
 }
 
 std::optional<StreamCharge> Session::ChargeStream(uint32_t id, const OpenPayload& open,
@@ -167,7 +181,8 @@ bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status&
 }
 
 bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
-                          ExportInstance instance, StreamCharge charge, std::string_view as) {
+                          ExportInstance instance, StreamCharge charge, std::string_view as,
+                          FanoutSubscriptionPtr fanout) {
   unsigned dirs = e.kind == ExportKind::kUnix ? (LocalPipe::kRead | LocalPipe::kWrite)
                   : e.access == Access::kRead ? LocalPipe::kRead
                                               : LocalPipe::kWrite;
@@ -175,6 +190,7 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
   // attached, the local pipe.
   auto stream = std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
                                                std::move(charge));
+  if (fanout) stream->set_fanout(std::move(fanout));
   Result<LocalPipePtr> opened =
       LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
   if (!opened) {

@@ -10,6 +10,7 @@
 #include "pipegate/local_path.h"
 #include "pipegate/tls.h"
 
+#include "fanout.h"
 #include "uv/stream_link.h"
 
 namespace pipegate::gateway {
@@ -21,6 +22,7 @@ struct ExportSlot {
   std::atomic<uint32_t> in_use{0};          ///< Streams open on the export now.
   std::atomic<uint64_t> streams_opened{0};  ///< Streams granted since the export appeared.
   uvglue::StreamByteTotals bytes;           ///< Bytes its streams moved, as they move.
+  FanoutSlot fanout;                        ///< The FIFO reader of a fan-out export.
 };
 
 /// @brief An immutable view of the configuration that workers serve from. A reload builds a new

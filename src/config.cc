@@ -65,9 +65,11 @@ constexpr std::array<std::string_view, 15> kGatewayKeys = {"listen",
                                                            "metrics_listen",
                                                            "log_format",
                                                            "watch_certificates"};
-constexpr std::array<std::string_view, 14> kExportKeys = {
-    "name",        "kind",  "access", "path",   "create",           "mode",       "allow",
-    "max_clients", "owner", "group",  "socket", "max_message_size", "connect_as", "map"};
+constexpr std::array<std::string_view, 17> kExportKeys = {
+    "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group",
+    "socket", "max_message_size", "connect_as", "map",
+    // Fan-out.
+    "fanout", "fanout_lag", "fanout_policy"};
 // Keys of one [[export.map]] entry (identity mapping).
 constexpr std::array<std::string_view, 3> kMapKeys = {"identity", "user", "group"};
 constexpr std::array<std::string_view, 20> kLimitKeys = {
@@ -707,6 +709,7 @@ class ConfigValidator {
             GetInteger(table, subject, "max_clients", 0, std::numeric_limits<uint32_t>::max())) {
       out.max_clients = static_cast<uint32_t>(*max_clients);
     }
+    ParseFanout(table, subject, kind, out);
 
     ParseIdentityMap(table, subject, out);
 
@@ -742,6 +745,56 @@ class ConfigValidator {
         {kMaxMessageSize, l.max_bytes_in_flight_per_connection, l.max_replay_bytes_per_stream});
     if (std::optional<uint64_t> v = GetBytes(table, subject, "max_message_size", 1, fits)) {
       out.max_message_size = static_cast<uint32_t>(*v);
+    }
+  }
+
+  // `fanout`, `fanout_lag` and `fanout_policy`. Fan-out shares one reader of a FIFO, so it fits
+  // only a fifo export read by clients. Its reader count is always capped: max_clients defaults
+  // to 64 and may not be 0 (unlimited), as every reader holds two descriptors and a stream.
+  void ParseFanout(const toml::table& table, const std::string& subject,
+                   std::optional<ExportKind> kind, ExportConfig& out) {
+    if (std::optional<bool> fanout = GetBool(table, subject, "fanout")) {
+      out.fanout = *fanout;
+      if (out.fanout && kind && (out.kind != ExportKind::kFifo || out.access != Access::kRead)) {
+        AddError(LineOf(*table.get("fanout")),
+                 subject + ": fanout only applies to a fifo export with access = \"read\"");
+        out.fanout = false;
+      }
+    }
+    if (std::optional<uint64_t> lag =
+            GetBytes(table, subject, "fanout_lag", ExportConfig::kMinFanoutLag,
+                     ExportConfig::kMaxFanoutLag)) {
+      out.fanout_lag = *lag;
+    }
+    if (std::optional<std::string> policy =
+            GetString(table, subject, "fanout_policy", /*required=*/false)) {
+      if (*policy == "drop") {
+        out.fanout_policy = FanoutPolicy::kDrop;
+      } else if (*policy == "block") {
+        out.fanout_policy = FanoutPolicy::kBlock;
+      } else {
+        AddError(
+            LineOf(*table.get("fanout_policy")),
+            subject + ": unknown fanout_policy " + Quoted(*policy) + " (expected drop or block)");
+      }
+    }
+    if (!out.fanout) {
+      for (std::string_view key :
+           {std::string_view("fanout_lag"), std::string_view("fanout_policy")}) {
+        if (const toml::node* node = table.get(key)) {
+          AddError(LineOf(*node),
+                   subject + ": " + std::string(key) + " only applies with fanout = true");
+        }
+      }
+      return;
+    }
+    if (table.get("max_clients") == nullptr) {
+      out.max_clients = ExportConfig::kDefaultFanoutMaxClients;
+    } else if (out.max_clients == 0 || out.max_clients > ExportConfig::kMaxFanoutMaxClients) {
+      AddError(LineOf(*table.get("max_clients")),
+               subject + ": max_clients must be from 1 to " +
+                   std::to_string(ExportConfig::kMaxFanoutMaxClients) +
+                   " for a fanout export (every reader holds descriptors and a stream)");
     }
   }
 
@@ -925,6 +978,16 @@ class ConfigValidator {
       AddError(LineOf(*connect_as), subject + ": connect_as and [[export.map]] exclude each " +
                                         "other (write connect_as as a map entry with identity " +
                                         "\"*\")");
+      return;
+    }
+    // A fan-out export's FIFO is opened once, by its hub, for every reader: there is no open per
+    // client that could be made as that client's account.
+    if (out.fanout && (connect_as != nullptr || map != nullptr)) {
+      const toml::node& node = connect_as != nullptr ? *connect_as : *map;
+      AddError(LineOf(node), subject + ": " +
+                                 (connect_as != nullptr ? "connect_as" : "[[export.map]]") +
+                                 " does not apply to a fanout export (its FIFO has one reader, "
+                                 "the gateway)");
       return;
     }
     if (connect_as != nullptr) {

@@ -39,6 +39,12 @@ struct IdentityMapping {
   std::vector<uint32_t> groups;  ///< Supplementary groups: the user's entries in the group file.
 };
 
+/// @brief What a fan-out export does with a reader that falls more than `fanout_lag` behind.
+enum class FanoutPolicy : uint8_t {
+  kDrop = 0,   ///< "drop", the default: the reader's stream ends with an error.
+  kBlock = 1,  ///< "block": the gateway stops reading the FIFO until the reader catches up.
+};
+
 /// @brief One `[[export]]` table (SPEC §3, §4).
 struct ExportConfig {
   std::string name;
@@ -59,6 +65,16 @@ struct ExportConfig {
   /// the client; no match is "access denied". Empty = opens are made as the gateway itself.
   /// `connect_as = "user[:group]"` is one entry for "*".
   std::vector<IdentityMapping> identity_map;
+
+  // Fan-out (fifo + read only): every attached reader gets every byte (docs/decisions.md).
+  static constexpr uint64_t kDefaultFanoutLag = uint64_t{1} << 20;
+  static constexpr uint64_t kMinFanoutLag = uint64_t{64} << 10;
+  static constexpr uint64_t kMaxFanoutLag = uint64_t{64} << 20;
+  static constexpr uint32_t kDefaultFanoutMaxClients = 64;
+  static constexpr uint32_t kMaxFanoutMaxClients = 1024;
+  bool fanout = false;                               ///< One FIFO reader shared by every stream.
+  uint64_t fanout_lag = kDefaultFanoutLag;           ///< Bytes a reader may trail the newest read.
+  FanoutPolicy fanout_policy = FanoutPolicy::kDrop;  ///< What happens past fanout_lag.
 };
 
 /// @brief Lowest TLS version the gateway accepts (`tls_min_version`).

@@ -118,7 +118,14 @@ void StreamLink::OnLocalReadable() {
     if (r == -EAGAIN) break;
     reading_ = false;
     in_->WantRead(false);
-    if (r == 0) {
+    if (r == 0 && !InputEndStatus().ok()) {
+      // The source gave up on this stream (a fan-out reader that was dropped): the client must
+      // not take what it got for the whole stream.
+      local_error_ = InputEndStatus();
+      const std::string why = local_error_.message();  // This link may be gone after the reset.
+      DropInput();
+      mux.ResetSending(id, ErrorForCode(local_error_.code()), why);
+    } else if (r == 0) {
       local_eof_ = true;
       // Nothing more comes this way: a FIFO's read end is let go at once, so that a writer
       // who opens it next blocks (or gets ENXIO) instead of writing into a pipe nobody reads.

@@ -124,6 +124,11 @@ class StreamLink : public LocalPipeEvents {
   void OnLocalWriteDone() override;
 
  protected:
+  /// @brief What the end of file of the input means: OK for a plain end (FIN), or why the
+  /// stream is cut short, sent as a RESET with the status's code and message instead. Called
+  /// once, on the loop thread, when the input reads end of file.
+  virtual Status InputEndStatus() const { return Status(); }
+
   StreamLinkOwner* owner_;
   uint32_t id_;
   std::string name_;

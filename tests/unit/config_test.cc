@@ -813,5 +813,93 @@ TEST(ClientDefaults, RelativePathsResolveAgainstTheFilesDirectory) {
   EXPECT_EQ(d->ca, "/etc/ca.crt");
 }
 
+// ---- Fan-out exports (fanout, fanout_lag, fanout_policy) ----
+
+constexpr std::string_view kFifoReadBody =
+    "name = \"logs\"\nkind = \"fifo\"\naccess = \"read\"\npath = \"/f\"\nallow = [\"x\"]\n";
+
+TEST(ParseGatewayConfig, FanoutDefaults) {
+  const ExportConfig plain = MustParse(WithExport(kFifoReadBody)).exports[0];
+  EXPECT_FALSE(plain.fanout);
+  EXPECT_EQ(plain.max_clients, 1u);
+  const ExportConfig e =
+      MustParse(WithExport(std::string(kFifoReadBody) + "fanout = true\n")).exports[0];
+  EXPECT_TRUE(e.fanout);
+  EXPECT_EQ(e.fanout_lag, uint64_t{1} << 20);
+  EXPECT_EQ(e.fanout_policy, FanoutPolicy::kDrop);
+  EXPECT_EQ(e.max_clients, 64u);  // A finite cap on readers by default.
+}
+
+TEST(ParseGatewayConfig, FanoutReadsLagPolicyAndMaxClients) {
+  const ExportConfig e = MustParse(WithExport(std::string(kFifoReadBody) +
+                                              "fanout = true\nfanout_lag = \"4M\"\n"
+                                              "fanout_policy = \"block\"\nmax_clients = 8\n"))
+                             .exports[0];
+  EXPECT_EQ(e.fanout_lag, uint64_t{4} << 20);
+  EXPECT_EQ(e.fanout_policy, FanoutPolicy::kBlock);
+  EXPECT_EQ(e.max_clients, 8u);
+  EXPECT_EQ(MustParse(WithExport(std::string(kFifoReadBody) +
+                                 "fanout = true\nfanout_policy = \"drop\"\n"))
+                .exports[0]
+                .fanout_policy,
+            FanoutPolicy::kDrop);
+}
+
+TEST(ParseGatewayConfig, FanoutOnlyForFifoRead) {
+  const std::string write = WithExport(
+      "name = \"cmd\"\nkind = \"fifo\"\naccess = \"write\"\npath = \"/f\"\nallow = [\"x\"]\n"
+      "fanout = true\n");
+  ExpectOneError(write, LineOf(write, "fanout ="),
+                 "export \"cmd\": fanout only applies to a fifo export with access = \"read\"");
+  const std::string unix_export =
+      WithExport("name = \"s\"\nkind = \"unix\"\npath = \"/s\"\nallow = [\"x\"]\nfanout = true\n");
+  ExpectOneError(unix_export, LineOf(unix_export, "fanout ="), "fanout only applies to a fifo");
+  // Explicitly off is fine anywhere.
+  EXPECT_FALSE(MustParse(WithExport("name = \"s\"\nkind = \"unix\"\npath = \"/s\"\nallow = "
+                                    "[\"x\"]\nfanout = false\n"))
+                   .exports[0]
+                   .fanout);
+}
+
+TEST(ParseGatewayConfig, FanoutValidatesItsKeys) {
+  const std::string base = std::string(kFifoReadBody) + "fanout = true\n";
+  const std::string small = WithExport(base + "fanout_lag = 1000\n");
+  ExpectOneError(small, LineOf(small, "fanout_lag"),
+                 "export \"logs\": fanout_lag must be from 65536 to 67108864 bytes, not 1000");
+  const std::string big = WithExport(base + "fanout_lag = \"1G\"\n");
+  ExpectOneError(big, LineOf(big, "fanout_lag"), "fanout_lag must be from 65536");
+  const std::string policy = WithExport(base + "fanout_policy = \"wait\"\n");
+  ExpectOneError(policy, LineOf(policy, "fanout_policy"),
+                 "export \"logs\": unknown fanout_policy \"wait\" (expected drop or block)");
+  const std::string type = WithExport(std::string(kFifoReadBody) + "fanout = \"yes\"\n");
+  ExpectOneError(type, LineOf(type, "fanout ="), "fanout");
+  const std::string unlimited = WithExport(base + "max_clients = 0\n");
+  ExpectOneError(unlimited, LineOf(unlimited, "max_clients"),
+                 "max_clients must be from 1 to 1024 for a fanout export");
+  const std::string many = WithExport(base + "max_clients = 1025\n");
+  ExpectOneError(many, LineOf(many, "max_clients"), "max_clients must be from 1 to 1024");
+}
+
+TEST(ParseGatewayConfig, FanoutExcludesIdentityMapping) {
+  const std::string base = std::string(kFifoReadBody) + "fanout = true\n";
+  const std::string as = WithExport(base + "connect_as = \"nobody\"\n");
+  ExpectOneError(as, LineOf(as, "connect_as"),
+                 "export \"logs\": connect_as does not apply to a fanout export");
+  const std::string map =
+      WithExport(base + "[[export.map]]\nidentity = \"*\"\nuser = \"nobody\"\n");
+  ExpectOneError(map, LineOf(map, "[[export.map]]"),
+                 "[[export.map]] does not apply to a fanout export");
+}
+
+TEST(ParseGatewayConfig, FanoutKeysNeedFanout) {
+  const std::string lag = WithExport(std::string(kFifoReadBody) + "fanout_lag = \"2M\"\n");
+  ExpectOneError(lag, LineOf(lag, "fanout_lag"),
+                 "export \"logs\": fanout_lag only applies with fanout = true");
+  const std::string policy =
+      WithExport(std::string(kFifoReadBody) + "fanout = false\nfanout_policy = \"block\"\n");
+  ExpectOneError(policy, LineOf(policy, "fanout_policy"),
+                 "fanout_policy only applies with fanout = true");
+}
+
 }  // namespace
 }  // namespace pipegate
