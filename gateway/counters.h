@@ -43,7 +43,12 @@ namespace pipegate::gateway {
   X(refused_streams_identity, "opens over max_streams_per_identity")                      \
   X(refused_streams_gateway, "opens over max_streams")                                    \
   X(refused_pending_opens, "waiting opens over max_pending_opens_per_connection")         \
-  X(opens_waited, "opens that began to wait (--wait) for a busy export or a reader")
+  X(opens_waited, "opens that began to wait (--wait) for a busy export or a reader")      \
+  X(exec_started, "processes started for exec exports")                                   \
+  X(exec_failed, "exec processes that could not be started")                              \
+  X(refused_exec_processes, "exec opens over max_exec_processes")                         \
+  X(exec_timeouts, "exec processes killed by their export's timeout")                     \
+  X(exec_killed, "exec processes killed because their stream ended first")
 
 /// @brief Counters of every class of event that opens, closes or refuses something.
 ///

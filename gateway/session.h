@@ -143,6 +143,13 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   /// @brief Wraps the opened @p fd in a stream, accepts the open and starts reading.
   bool StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
                    ExportInstance instance, StreamCharge charge);
+  /// @brief As above with the stream made already; it takes @p fd as its local pipe.
+  bool StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
+                   ExportStreamPtr stream);
+  /// @brief An exec export: takes a process slot (max_exec_processes), starts the process
+  /// and its stream, or refuses the open.
+  bool StartExecStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
+                       const Limits& limits, ExportInstance instance, StreamCharge charge);
   void AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict, std::string_view detail,
                  bool hidden = false);
   bool Refuse(uint32_t id, ErrorCode code, std::string_view reason) {

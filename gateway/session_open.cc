@@ -6,6 +6,7 @@
 
 #include "pipegate/log.h"
 
+#include "exec_export.h"
 #include "export_open.h"
 #include "gateway.h"
 #include "session.h"
@@ -101,6 +102,10 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     AuditOpen(id, open, Verdict::kBusy, why);
     return Refuse(id, ErrorCode::kBusy, why);
   }
+  if (e.kind == ExportKind::kExec) {
+    return StartExecStream(id, open, e, snap->config.limits, std::move(*instance),
+                           std::move(*charge));
+  }
   Result<int> fd = OpenExport(e, snap->FifoRuleFor(e.name), (open.flags & kOpenFlagFollow) != 0);
   if (!fd) return RefuseUnopened(id, open, fd.error(), last_try);
   return StartStream(id, open, e, *fd, std::move(*instance), std::move(*charge));
@@ -144,15 +149,47 @@ bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status&
   return Refuse(id, ErrorForCode(code), error.message());
 }
 
+bool Session::StartExecStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
+                              const Limits& limits, ExportInstance instance, StreamCharge charge) {
+  std::optional<ExecProcessSlot> slot =
+      ExecProcessSlot::TryAcquire(&worker_->gateway()->totals(), limits.max_exec_processes);
+  if (!slot) {
+    counters().refused_exec_processes++;
+    const std::string why = fmt::format("too many processes on this gateway for '{}' (limit {})",
+                                        e.name, limits.max_exec_processes);
+    AuditOpen(id, open, Verdict::kBusy, why);
+    return Refuse(id, ErrorCode::kLimit, why);
+  }
+  auto stream = std::make_unique<ExecStream>(this, &counters(), id, e, std::move(instance),
+                                             std::move(charge), worker_->loop(), conn_id_);
+  // The hook for identity mapping (connect_as): the local user the client is mapped to, which
+  // the process then sees as PIPEGATE_USER. Nothing maps identities yet.
+  const std::optional<std::string> mapped_user;
+  Result<int> fd =
+      stream->Start(ExecEnvironment(e, peer_, peer_address_, mapped_user), std::move(*slot));
+  if (!fd) {
+    counters().exec_failed++;
+    PG_CONN_LOG(kWarn, conn_id_, "{}", fd.error().message());
+    return RefuseUnopened(id, open, fd.error(), /*last_try=*/true);
+  }
+  counters().exec_started++;
+  return StartStream(id, open, e, *fd, std::move(stream));
+}
+
 bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
                           ExportInstance instance, StreamCharge charge) {
-  unsigned dirs = e.kind == ExportKind::kUnix ? (LocalPipe::kRead | LocalPipe::kWrite)
+  return StartStream(id, open, e, fd,
+                     std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
+                                                    std::move(charge)));
+}
+
+bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
+                          ExportStreamPtr stream) {
+  unsigned dirs = e.kind != ExportKind::kFifo ? (LocalPipe::kRead | LocalPipe::kWrite)
                   : e.access == Access::kRead ? LocalPipe::kRead
                                               : LocalPipe::kWrite;
   // The stream holds the instance and the charge (given back when it is deleted) and, once
   // attached, the local pipe.
-  auto stream = std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
-                                               std::move(charge));
   Result<LocalPipePtr> opened =
       LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
   if (!opened) {

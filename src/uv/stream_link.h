@@ -105,6 +105,11 @@ class StreamLink : public LocalPipeEvents {
   void OnLocalWriteDone() override;
 
  protected:
+  /// @brief The input reached EOF and the input pipe was let go; FIN is about to be sent.
+  /// Return true to hold the FIN back: the subclass sends it later (Mux::SendFin). It may
+  /// queue frames of its own first (Mux::SendExit), but must not end the stream here.
+  virtual bool HoldFin() { return false; }
+
   StreamLinkOwner* owner_;
   uint32_t id_;
   std::string name_;

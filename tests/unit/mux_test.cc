@@ -163,6 +163,12 @@ std::string Describe(const WireFrame& f) {
       return "SESSION";
     case FrameType::kResumeOk:
       return "RESUME_OK";
+    case FrameType::kExit: {
+      Result<ExitPayload> e = DecodeExit(p, n);
+      if (!e) return "bad EXIT";
+      return "EXIT " + id + " " + std::to_string(static_cast<int>(e->how)) + " " +
+             std::to_string(e->code);
+    }
     case FrameType::kList:
       return "LIST";
     case FrameType::kListReply: {
