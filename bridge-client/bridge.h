@@ -1,9 +1,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "pipegate/address.h"
+#include "pipegate/frame.h"
 #include "pipegate/local_path.h"
 #include "pipegate/status.h"
 #include "pipegate/tls.h"
@@ -37,9 +39,21 @@ struct BridgeOptions {
   TlsClientOptions tls;
 };
 
+/// @brief What an exec export's process ending means for the bridge (docs/decisions.md
+/// "Process exports"): exited N → exit status N (status OK, nothing printed, whatever N is);
+/// killed by signal S → 128+S with a message; killed by the export's timeout → 124 (as
+/// timeout(1)) with a message.
+struct ProcessOutcome {
+  int exit_status = 0;
+  Status status;  ///< OK, or the message to print.
+};
+ProcessOutcome OutcomeOfExit(const ExitPayload& exit);
+
 /// @brief Runs one bridge command to completion on a fresh loop.
+/// @param process_exit If not null, gets the exit status an exec export's process decided
+/// (OutcomeOfExit), which then replaces the one the returned status' code gives.
 /// @return The status whose code gives the exit status; its message is the cause (without
 /// the address, which the caller adds).
-Status RunBridge(const BridgeOptions& options);
+Status RunBridge(const BridgeOptions& options, std::optional<int>* process_exit = nullptr);
 
 }  // namespace pipegate::bridge

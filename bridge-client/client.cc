@@ -286,6 +286,10 @@ void Client::OnStreamStopped(uint32_t id, ErrorCode error, std::string_view reas
   }
 }
 
+void Client::OnStreamExit(uint32_t id, const ExitPayload& exit) {
+  if (BridgeStream* s = Find(id)) s->exit = exit;
+}
+
 void Client::OnStreamWritable(uint32_t id) {
   if (BridgeStream* s = Find(id)) s->Resume();
 }
@@ -298,6 +302,14 @@ void Client::OnStreamClosed(uint32_t id) {
   std::erase(paused_, id);
   Status result = s->result;
   if (result.ok() && !s->local_error().ok()) result = s->local_error();
+  // An exec export's process decides the exit status, unless this side failed locally (its
+  // stdout went away, say): the gateway's stop of a direction the process no longer reads
+  // is no failure of the command.
+  if (s->exit && s->local_error().ok() && options_.command != Command::kMount) {
+    ProcessOutcome outcome = OutcomeOfExit(*s->exit);
+    process_exit_ = outcome.exit_status;
+    result = std::move(outcome.status);
+  }
   MountStreamEnd end{result, 0};
   if (!result.ok() && s->bytes_sent() > s->confirmed)
     end.undelivered = s->bytes_sent() - s->confirmed;

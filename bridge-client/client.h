@@ -52,6 +52,8 @@ class BridgeStream final : public uvglue::StreamLink {
   bool accepted = false;
   /// Bytes the gateway confirmed delivered, as last seen while the Mux still had the stream.
   uint64_t confirmed = 0;
+  /// How the process behind an exec stream ended (EXIT), once the gateway said so.
+  std::optional<ExitPayload> exit;
   /// @return Bytes waiting unread in the input pipe (0 without one, or if it cannot tell).
   uint64_t UnreadInput() const;
   /// `cat --count`: the count is reached; once the output has taken the last byte, the client
@@ -84,6 +86,9 @@ class Client final : public uvglue::ConnectionHandler,
   /// @brief Runs the command until it finishes and every handle is closed.
   /// @return The command's status (see RunBridge).
   Status Run();
+  /// @return The exit status the command takes from an exec export's process (see RunBridge),
+  /// or nullopt.
+  std::optional<int> process_exit() const noexcept { return process_exit_; }
 
   // StreamLinkOwner.
   Mux* stream_mux() override { return finished_ ? nullptr : mux_.get(); }
@@ -111,6 +116,7 @@ class Client final : public uvglue::ConnectionHandler,
   void OnGoaway(const GoawayPayload& g) override;
   void OnSession(const SessionPayload& session) override;
   void OnResumeOk(const ResumeOkPayload& ok) override;
+  void OnStreamExit(uint32_t id, const ExitPayload& exit) override;
 
   // MountHost.
   /// @return Whether a stream may be opened now: on a ready connection, or queued on the
@@ -208,6 +214,7 @@ class Client final : public uvglue::ConnectionHandler,
 
   bool finished_ = false;
   Status result_;
+  std::optional<int> process_exit_;  ///< Set when the stream's process decides the exit status.
   std::optional<uvglue::Signal> sigint_;
   std::optional<uvglue::Signal> sigterm_;
   std::unordered_map<uint32_t, std::unique_ptr<BridgeStream>> streams_;

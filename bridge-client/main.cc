@@ -329,7 +329,13 @@ int main(int argc, char** argv) {
                                             : Command::kMount;
   if (std::optional<int> rc = FillOptions(flags, options)) return *rc;
   if (std::optional<int> rc = FillTls(flags, options)) return *rc;
-  pipegate::Status st = pipegate::bridge::RunBridge(options);
+  std::optional<int> process_exit;
+  pipegate::Status st = pipegate::bridge::RunBridge(options, &process_exit);
+  if (process_exit) {
+    // An exec export's process decided: its status, after its message if it has one.
+    if (!st.ok()) (void)Fail(options.address.ToString(), st);
+    return *process_exit;
+  }
   if (!st.ok()) return Fail(options.address.ToString(), st);
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "mount_state.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <optional>
 
@@ -138,10 +140,14 @@ uint64_t RetryDelayMs(uint32_t attempt) {
 }
 
 Result<MountMode> ChooseMountMode(ExportKind kind, Access access, std::string_view present_as) {
-  if (present_as == "fifo" && kind == ExportKind::kUnix) {
-    return Status(Code::kUsage, "a unix export cannot be presented as a FIFO (omit --as)");
+  if (present_as == "fifo" && (kind == ExportKind::kUnix || kind == ExportKind::kExec)) {
+    return Status(Code::kUsage, fmt::format("a {} export cannot be presented as a FIFO (omit --as)",
+                                            ExportKindName(kind)));
   }
-  if (kind == ExportKind::kUnix || present_as == "unix") return MountMode::kSocket;
+  // An exec export is a conversation, as a socket is: each local connection starts a process.
+  if (kind == ExportKind::kUnix || kind == ExportKind::kExec || present_as == "unix") {
+    return MountMode::kSocket;
+  }
   return access == Access::kRead ? MountMode::kFifoToReader : MountMode::kFifoFromWriter;
 }
 

@@ -48,7 +48,12 @@ namespace pipegate::gateway {
   X(mapping_refused, "opens refused: the identity maps to no local account")              \
   X(mapped_denied, "opens refused: the mapped account may not open the local pipe")       \
   X(identity_helper_failures, "mapped opens failed: the identity helper gone or stuck")   \
-  X(fanout_dropped, "fan-out readers dropped for falling more than fanout_lag behind")
+  X(fanout_dropped, "fan-out readers dropped for falling more than fanout_lag behind")    \
+  X(exec_started, "processes started for exec exports")                                   \
+  X(exec_failed, "exec processes that could not be started")                              \
+  X(refused_exec_processes, "exec opens over max_exec_processes")                         \
+  X(exec_timeouts, "exec processes killed by their export's timeout")                     \
+  X(exec_killed, "exec processes killed because their stream ended first")
 
 /// @brief Counters of every class of event that opens, closes or refuses something.
 ///

@@ -20,7 +20,7 @@ namespace pipegate::gateway {
 /// Ownership: a std::unique_ptr in its session's stream table. Destroying it is synchronous:
 /// StreamLink's destructor closes its LocalPipes, which free themselves in their close
 /// callbacks. Thread: the session's loop.
-class ExportStream final : public uvglue::StreamLink {
+class ExportStream : public uvglue::StreamLink {
  public:
   ExportStream(uvglue::StreamLinkOwner* owner, Counters* counters, uint32_t id,
                const ExportConfig& e, ExportInstance instance, StreamCharge charge)

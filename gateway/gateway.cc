@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <ctime>
 #include <functional>
 #include <thread>
@@ -68,6 +69,21 @@ std::vector<ConfigError> Gateway::CheckConfig(const GatewayConfig& config, bool 
   for (const ExportConfig& e : config.exports) {
     if (Result<Account> a = ResolveAccount(e.owner, e.group); !a) {
       errors.push_back({0, fmt::format("export '{}': {}", e.name, a.error().message())});
+    }
+    // An exec export whose program cannot run would fail every client: refuse it here, as
+    // a missing certificate is refused (checked as the user checking; a gateway that drops
+    // privileges runs it as its user, which may differ).
+    if (e.kind == ExportKind::kExec && !e.command.empty()) {
+      struct stat st {};
+      const std::string& program = e.command.front();
+      if (::stat(program.c_str(), &st) != 0) {
+        errors.push_back({e.line, fmt::format("export '{}': command[0] {}: {}", e.name, program,
+                                              ErrnoText(errno))});
+      } else if (!S_ISREG(st.st_mode) || ::access(program.c_str(), X_OK) != 0) {
+        errors.push_back({e.line, fmt::format("export '{}': command[0] {} is not an executable "
+                                              "file",
+                                              e.name, program)});
+      }
     }
   }
   // Identity maps: the accounts exist and are not root, and can be opened as.

@@ -150,11 +150,18 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   bool StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
                    ExportInstance instance, StreamCharge charge, std::string_view as = {},
                    FanoutSubscriptionPtr fanout = nullptr);
+  /// @brief As above with the stream made already; it takes @p fd as its local pipe.
+  bool StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
+                   ExportStreamPtr stream, std::string_view as = {});
   /// @brief Attaches the stream to the export's fan-out hub (which opens the FIFO for its first
   /// reader), then StartStream; refuses as RefuseUnopened does.
   bool StartFanoutStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
                          const Snapshot& snap, bool follow, ExportInstance instance,
                          StreamCharge charge, bool last_try);
+  /// @brief An exec export: takes a process slot (max_exec_processes), starts the process
+  /// and its stream, or refuses the open.
+  bool StartExecStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
+                       const Limits& limits, ExportInstance instance, StreamCharge charge);
   void AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict, std::string_view detail,
                  bool hidden = false, std::string_view as = {});
   bool Refuse(uint32_t id, ErrorCode code, std::string_view reason) {

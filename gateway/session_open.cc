@@ -6,6 +6,7 @@
 
 #include "pipegate/log.h"
 
+#include "exec_export.h"
 #include "export_open.h"
 #include "gateway.h"
 #include "identity_helper.h"
@@ -103,6 +104,10 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     AuditOpen(id, open, Verdict::kBusy, why);
     return Refuse(id, ErrorCode::kBusy, why);
   }
+  if (e.kind == ExportKind::kExec) {
+    return StartExecStream(id, open, e, snap->config.limits, std::move(*instance),
+                           std::move(*charge));
+  }
   const bool follow = (open.flags & kOpenFlagFollow) != 0;
   if (e.fanout)
     return StartFanoutStream(id, open, e, *snap, follow, std::move(*instance), std::move(*charge),
@@ -180,17 +185,45 @@ bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status&
   return Refuse(id, ErrorForCode(code), error.message());
 }
 
+bool Session::StartExecStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
+                              const Limits& limits, ExportInstance instance, StreamCharge charge) {
+  std::optional<ExecProcessSlot> slot =
+      ExecProcessSlot::TryAcquire(&worker_->gateway()->totals(), limits.max_exec_processes);
+  if (!slot) {
+    counters().refused_exec_processes++;
+    const std::string why = fmt::format("too many processes on this gateway for '{}' (limit {})",
+                                        e.name, limits.max_exec_processes);
+    AuditOpen(id, open, Verdict::kBusy, why);
+    return Refuse(id, ErrorCode::kLimit, why);
+  }
+  auto stream = std::make_unique<ExecStream>(this, &counters(), id, e, std::move(instance),
+                                             std::move(charge), worker_->loop(), conn_id_);
+  Result<int> fd = stream->Start(ExecEnvironment(e, peer_, peer_address_), std::move(*slot));
+  if (!fd) {
+    counters().exec_failed++;
+    PG_CONN_LOG(kWarn, conn_id_, "{}", fd.error().message());
+    return RefuseUnopened(id, open, fd.error(), /*last_try=*/true);
+  }
+  counters().exec_started++;
+  return StartStream(id, open, e, *fd, std::move(stream));
+}
+
 bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
                           ExportInstance instance, StreamCharge charge, std::string_view as,
                           FanoutSubscriptionPtr fanout) {
-  unsigned dirs = e.kind == ExportKind::kUnix ? (LocalPipe::kRead | LocalPipe::kWrite)
+  auto stream = std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
+                                               std::move(charge));
+  if (fanout) stream->set_fanout(std::move(fanout));
+  return StartStream(id, open, e, fd, std::move(stream), as);
+}
+
+bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConfig& e, int fd,
+                          ExportStreamPtr stream, std::string_view as) {
+  unsigned dirs = e.kind != ExportKind::kFifo ? (LocalPipe::kRead | LocalPipe::kWrite)
                   : e.access == Access::kRead ? LocalPipe::kRead
                                               : LocalPipe::kWrite;
   // The stream holds the instance and the charge (given back when it is deleted) and, once
   // attached, the local pipe.
-  auto stream = std::make_unique<ExportStream>(this, &counters(), id, e, std::move(instance),
-                                               std::move(charge));
-  if (fanout) stream->set_fanout(std::move(fanout));
   Result<LocalPipePtr> opened =
       LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
   if (!opened) {

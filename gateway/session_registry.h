@@ -45,6 +45,8 @@ class IdentityLedger {
 struct Totals {
   std::atomic<uint32_t> streams{0};
   std::atomic<uint64_t> replay_bytes{0};
+  /// Processes of exec exports not yet reaped (against max_exec_processes).
+  std::atomic<uint32_t> exec_processes{0};
 };
 
 /// @brief Where a session lives and what resuming it requires (a copy taken under the

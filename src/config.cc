@@ -65,14 +65,16 @@ constexpr std::array<std::string_view, 15> kGatewayKeys = {"listen",
                                                            "metrics_listen",
                                                            "log_format",
                                                            "watch_certificates"};
-constexpr std::array<std::string_view, 17> kExportKeys = {
+constexpr std::array<std::string_view, 19> kExportKeys = {
     "name", "kind", "access", "path", "create", "mode", "allow", "max_clients", "owner", "group",
     "socket", "max_message_size", "connect_as", "map",
     // Fan-out.
-    "fanout", "fanout_lag", "fanout_policy"};
+    "fanout", "fanout_lag", "fanout_policy",
+    // Exec.
+    "command", "timeout"};
 // Keys of one [[export.map]] entry (identity mapping).
 constexpr std::array<std::string_view, 3> kMapKeys = {"identity", "user", "group"};
-constexpr std::array<std::string_view, 20> kLimitKeys = {
+constexpr std::array<std::string_view, 21> kLimitKeys = {
     "handshake_timeout",
     "idle_timeout",
     "max_connections",
@@ -93,6 +95,7 @@ constexpr std::array<std::string_view, 20> kLimitKeys = {
     "max_pending_opens_per_connection",
     "max_open_wait",
     "log_lines_per_second",
+    "max_exec_processes",
 };
 
 // Bounds of the [limits] values. The frame size bounds come from the protocol: a peer must
@@ -578,6 +581,9 @@ class ConfigValidator {
     if (auto v = GetInteger(table, subject, "log_lines_per_second", 1, 1000000)) {
       l.log_lines_per_second = static_cast<uint32_t>(*v);
     }
+    if (auto v = GetInteger(table, subject, "max_exec_processes", 0, 65536)) {
+      l.max_exec_processes = static_cast<uint32_t>(*v);
+    }
     if (l.max_streams_per_identity > l.max_streams) l.max_streams_per_identity = l.max_streams;
     if (l.max_replay_bytes_per_stream > l.max_replay_bytes_per_session) {
       l.max_replay_bytes_per_stream = l.max_replay_bytes_per_session;
@@ -680,12 +686,22 @@ class ConfigValidator {
     if (std::optional<Access> access = ParseAccess(table, subject, kind)) {
       out.access = *access;
     }
-    if (std::optional<std::string> path = GetPath(table, subject, "path")) {
+    if (kind == ExportKind::kExec) {
+      ParseExecOptions(table, subject, out);
+    } else if (std::optional<std::string> path = GetPath(table, subject, "path")) {
       if (std::filesystem::path(*path).is_absolute()) {
         out.path = std::move(*path);
       } else {
         AddError(LineOf(*table.get("path")),
                  subject + ": path " + Quoted(*path) + " must be absolute");
+      }
+    }
+    if (kind != ExportKind::kExec) {
+      for (std::string_view key : {std::string_view("command"), std::string_view("timeout")}) {
+        if (const toml::node* node = table.get(key)) {
+          AddError(LineOf(*node),
+                   subject + ": " + std::string(key) + " only applies to exec exports");
+        }
       }
     }
     ParseFifoOptions(table, subject, kind, out);
@@ -703,8 +719,11 @@ class ConfigValidator {
 
     ParseMessageOptions(table, subject, kind, out);
 
-    // Default instances (SPEC §3): one reader of a read FIFO, otherwise unlimited.
-    out.max_clients = (out.kind == ExportKind::kFifo && out.access == Access::kRead) ? 1 : 0;
+    // Default instances (SPEC §3): one reader of a read FIFO, a few processes of an exec
+    // export (each client costs a process), otherwise unlimited.
+    out.max_clients = (out.kind == ExportKind::kFifo && out.access == Access::kRead) ? 1
+                      : out.kind == ExportKind::kExec                                ? 16
+                                                                                     : 0;
     if (std::optional<int64_t> max_clients =
             GetInteger(table, subject, "max_clients", 0, std::numeric_limits<uint32_t>::max())) {
       out.max_clients = static_cast<uint32_t>(*max_clients);
@@ -724,7 +743,7 @@ class ConfigValidator {
                            std::optional<ExportKind> kind, ExportConfig& out) {
     if (const toml::node* node = table.get("socket")) {
       std::optional<std::string> text = GetString(table, subject, "socket", /*required=*/false);
-      if (kind == ExportKind::kFifo) {
+      if (kind && kind != ExportKind::kUnix) {
         AddError(LineOf(*node), subject + ": socket only applies to unix exports");
       } else if (text && *text == "seqpacket") {
         out.socket_type = SocketType::kSeqpacket;
@@ -809,8 +828,11 @@ class ConfigValidator {
     if (*kind == "unix") {
       return ExportKind::kUnix;
     }
+    if (*kind == "exec") {
+      return ExportKind::kExec;
+    }
     AddError(LineOf(*table.get("kind")),
-             subject + ": unknown kind " + Quoted(*kind) + " (expected fifo or unix)");
+             subject + ": unknown kind " + Quoted(*kind) + " (expected fifo, unix or exec)");
     return std::nullopt;
   }
 
@@ -824,7 +846,9 @@ class ConfigValidator {
         AddError(LineOf(table),
                  subject + ": missing required key \"access\" (read or write, for a fifo)");
       }
-      return kind == ExportKind::kUnix ? std::optional<Access>(Access::kDuplex) : std::nullopt;
+      return kind == ExportKind::kUnix || kind == ExportKind::kExec
+                 ? std::optional<Access>(Access::kDuplex)
+                 : std::nullopt;
     }
     if (!text) {
       return std::nullopt;  // Wrong type, already reported.
@@ -846,13 +870,14 @@ class ConfigValidator {
                            "(expected read or write)");
         access.reset();
       }
-    } else if (kind == ExportKind::kUnix) {
+    } else if (kind == ExportKind::kUnix || kind == ExportKind::kExec) {
+      const char* kind_name = kind == ExportKind::kUnix ? "unix" : "exec";
       if (!access) {
-        AddError(line, subject + ": unknown access " + Quoted(*text) +
-                           " (a unix export is always duplex)");
+        AddError(line, subject + ": unknown access " + Quoted(*text) + " (a " + kind_name +
+                           " export is always duplex)");
       } else if (*access != Access::kDuplex) {
-        AddError(line, subject + ": access " + Quoted(*text) +
-                           " is not possible for a unix export (only duplex)");
+        AddError(line, subject + ": access " + Quoted(*text) + " is not possible for a " +
+                           kind_name + " export (only duplex)");
         access.reset();
       }
     } else if (!access) {
@@ -868,7 +893,7 @@ class ConfigValidator {
     for (std::string_view key : {std::string_view("create"), std::string_view("mode"),
                                  std::string_view("owner"), std::string_view("group")}) {
       const toml::node* node = table.get(key);
-      if (node != nullptr && kind == ExportKind::kUnix) {
+      if (node != nullptr && (kind == ExportKind::kUnix || kind == ExportKind::kExec)) {
         AddError(LineOf(*node),
                  subject + ": " + std::string(key) + " only applies to fifo exports");
       }
@@ -882,6 +907,46 @@ class ConfigValidator {
       if (std::optional<uint32_t> value = ParseMode(*mode, subject)) {
         out.mode = *value;
       }
+    }
+  }
+
+  // kind = "exec": `command` (argv, no shell: command[0] is an absolute path) and `timeout`
+  // (seconds a process may live, 0 = no limit); an exec export has no `path`.
+  void ParseExecOptions(const toml::table& table, const std::string& subject, ExportConfig& out) {
+    if (const toml::node* path = table.get("path")) {
+      AddError(LineOf(*path), subject + ": path does not apply to an exec export (it runs " +
+                                  "command, a fresh process per client)");
+    }
+    const toml::node* node = table.get("command");
+    if (node == nullptr) {
+      AddError(LineOf(table), subject + ": missing required key \"command\" (an exec export " +
+                                  "runs command = [\"/absolute/program\", \"arg\", ...])");
+    } else if (CheckType(subject, "command", *node, toml::node_type::array)) {
+      const toml::array& array = *node->as_array();
+      if (array.empty()) {
+        AddError(LineOf(*node), subject + ": command must not be empty");
+      }
+      for (const toml::node& element : array) {
+        const int line = LineOf(element) != 0 ? LineOf(element) : LineOf(*node);
+        const toml::value<std::string>* arg = element.as_string();
+        if (arg == nullptr) {
+          AddError(line, subject + ": command entries must be strings, not " +
+                             std::string(TypeName(element.type())));
+          continue;
+        }
+        if (arg->get().find('\0') != std::string::npos) {
+          AddError(line, subject + ": command entries must not contain a NUL character");
+          continue;
+        }
+        if (out.command.empty() && !std::filesystem::path(arg->get()).is_absolute()) {
+          AddError(line, subject + ": command[0] " + Quoted(arg->get()) +
+                             " must be an absolute path (no shell and no PATH search is used)");
+        }
+        out.command.push_back(arg->get());
+      }
+    }
+    if (auto v = GetSeconds(table, subject, "timeout", 100, uint64_t{86400} * 1000 * 365, true)) {
+      out.timeout_ms = *v;
     }
   }
 
@@ -982,12 +1047,17 @@ class ConfigValidator {
     }
     // A fan-out export's FIFO is opened once, by its hub, for every reader: there is no open per
     // client that could be made as that client's account.
-    if (out.fanout && (connect_as != nullptr || map != nullptr)) {
+    // An exec export's process runs as the gateway's own user: mapping clients to accounts
+    // would need the root helper to start and supervise processes (docs/decisions.md).
+    if ((out.fanout || out.kind == ExportKind::kExec) &&
+        (connect_as != nullptr || map != nullptr)) {
       const toml::node& node = connect_as != nullptr ? *connect_as : *map;
       AddError(LineOf(node), subject + ": " +
                                  (connect_as != nullptr ? "connect_as" : "[[export.map]]") +
-                                 " does not apply to a fanout export (its FIFO has one reader, "
-                                 "the gateway)");
+                                 (out.fanout ? " does not apply to a fanout export (its FIFO has "
+                                               "one reader, the gateway)"
+                                             : " does not apply to an exec export (its processes "
+                                               "run as the gateway's user)"));
       return;
     }
     if (connect_as != nullptr) {
@@ -1081,6 +1151,8 @@ const char* ExportKindName(ExportKind kind) noexcept {
       return "fifo";
     case ExportKind::kUnix:
       return "unix";
+    case ExportKind::kExec:
+      return "exec";
   }
   return "unknown";
 }

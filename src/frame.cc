@@ -15,6 +15,7 @@ bool NeedsStream(FrameType t) {
     case FrameType::kOpenOk:
     case FrameType::kReset:
     case FrameType::kStop:
+    case FrameType::kExit:
       return true;
     default:
       return false;
@@ -373,6 +374,22 @@ Result<OpenPayload> DecodeOpen(const uint8_t* p, size_t n) {
   if (n != 7 + name_len) return Malformed("OPEN frame length does not match its name");
   o.name.assign(reinterpret_cast<const char*>(p + 7), name_len);
   return o;
+}
+
+void AppendExit(Buffer& out, uint32_t stream_id, const ExitPayload& p) {
+  uint8_t* b = AppendHeader(out, FrameType::kExit, 0, stream_id, kExitPayloadSize);
+  b[0] = static_cast<uint8_t>(p.how);
+  b[1] = b[2] = b[3] = 0;
+  PutU32(b + 4, p.code);
+}
+
+Result<ExitPayload> DecodeExit(const uint8_t* p, size_t n) {
+  if (n != kExitPayloadSize) return Malformed("EXIT frame must be 8 bytes");
+  if (p[0] < static_cast<uint8_t>(ExitHow::kExited) ||
+      p[0] > static_cast<uint8_t>(ExitHow::kTimedOut)) {
+    return Malformed(fmt::format("EXIT frame with unknown how {}", p[0]));
+  }
+  return ExitPayload{static_cast<ExitHow>(p[0]), GetU32(p + 4)};
 }
 
 Result<OpenOkPayload> DecodeOpenOk(const uint8_t* p, size_t n) {

@@ -426,6 +426,20 @@ Status Mux::OnFrame() {
       cb_->OnResumeOk(*ok);
       return Status::Ok();
     }
+    case FrameType::kExit: {
+      if (!options_.is_client) return ProtocolError("EXIT sent to a gateway");
+      Result<ExitPayload> exit = DecodeExit(p, n);
+      if (!exit) return exit.error();
+      Stream* s = Find(id);
+      if (s == nullptr) {
+        if (IsClosedId(id)) return Status::Ok();
+        return ProtocolError(fmt::format("EXIT for unknown stream {}", id));
+      }
+      // Replayed after a reconnect, it says the same again: reported each time, harmlessly.
+      if (s->recv_done) return Status::Ok();
+      cb_->OnStreamExit(id, *exit);
+      return Status::Ok();
+    }
     case FrameType::kData:
       break;
   }
@@ -591,7 +605,10 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin, bool msg_end) {
   unacked_ += n;
   if (fin) {
     s->fin_sent = true;
-    if (s->acked == s->sent) {
+    // A FIN after EXIT waits for the peer's CREDIT even with nothing outstanding: until the
+    // peer confirms the FIN it may not have the EXIT either, and the stream (which a resume
+    // would replay it from) must outlive that.
+    if (s->acked == s->sent && !s->exit_sent) {
       // Nothing outstanding (e.g. an empty direction): delivered at once.
       s->send_done = true;
       s->delivered_reported = true;
@@ -613,6 +630,14 @@ size_t Mux::SendData(uint32_t id, const uint8_t* data, size_t len, bool msg_end)
     CommitData(id, n, false, msg_end && total == len);
   }
   return total;
+}
+
+void Mux::SendExit(uint32_t id, const ExitPayload& exit) {
+  Stream* s = Find(id);
+  if (options_.is_client || s == nullptr || s->fin_sent || s->send_done) return;
+  s->exit_sent = true;
+  s->exit = exit;
+  AppendExit(Out(), id, exit);
 }
 
 void Mux::SendFin(uint32_t id) {

@@ -93,7 +93,10 @@ void Mux::ResendData(uint32_t id, Stream& s, uint64_t from) {
     session_sent_ += n;
     session_send_limit_ += n;  // The peer widened its window by the same amount.
   }
-  if (s.fin_sent && !s.reset_sent) AppendData(Out(), id, kFlagFin, s.sent, nullptr, 0);
+  if (s.fin_sent && !s.reset_sent) {
+    if (s.exit_sent) AppendExit(Out(), id, s.exit);  // The EXIT goes right before its FIN.
+    AppendData(Out(), id, kFlagFin, s.sent, nullptr, 0);
+  }
 }
 
 // The resume handshake's checks and the replay they lead to, in the order docs/protocol.md
@@ -169,6 +172,7 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
       ResendData(id, st, r.received);
     } else if (st.fin_sent && !st.reset_sent && (r.flags & kResumeFinReceived) == 0) {
       // A FIN sent with nothing outstanding counted as delivered at once; it may be lost.
+      if (st.exit_sent) AppendExit(Out(), id, st.exit);
       AppendData(Out(), id, kFlagFin, st.sent, nullptr, 0);
     }
     SendRecorded(id, st);

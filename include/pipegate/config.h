@@ -12,8 +12,9 @@
 
 namespace pipegate {
 
-/// @brief What an export is backed by. Room is left for kUnixSeqpacket and kExec.
-enum class ExportKind : uint8_t { kFifo = 1, kUnix = 2 };
+/// @brief What an export is backed by. Room is left for kUnixSeqpacket.
+/// kExec: a fresh process per stream, its stdin and stdout joined to the stream.
+enum class ExportKind : uint8_t { kFifo = 1, kUnix = 2, kExec = 3 };
 
 /// @brief The socket type of a `unix` export: a byte stream, or messages (SOCK_SEQPACKET).
 enum class SocketType : uint8_t { kStream = 0, kSeqpacket = 1 };
@@ -75,6 +76,10 @@ struct ExportConfig {
   bool fanout = false;                               ///< One FIFO reader shared by every stream.
   uint64_t fanout_lag = kDefaultFanoutLag;           ///< Bytes a reader may trail the newest read.
   FanoutPolicy fanout_policy = FanoutPolicy::kDrop;  ///< What happens past fanout_lag.
+
+  // kind = "exec" (docs/decisions.md "Process exports"): what each stream runs.
+  std::vector<std::string> command;  ///< argv; command[0] is absolute, executed without a shell.
+  uint64_t timeout_ms = 3600000;     ///< A process older than this is killed; 0 = never.
 };
 
 /// @brief Lowest TLS version the gateway accepts (`tls_min_version`).
@@ -120,6 +125,9 @@ struct Limits {
   uint32_t max_pending_opens_per_connection = 16;  ///< OPENs waiting (--wait) on one connection.
   uint64_t max_open_wait_ms = 300000;  ///< A longer wait a client asks for is cut to this.
   uint32_t log_lines_per_second = 20;  ///< Per cause; more are counted and summarised.
+  /// Processes of exec exports alive at once, over every export and client (each holds a
+  /// process and two descriptors until it is reaped).
+  uint32_t max_exec_processes = 64;
 
   /// @return How many connections the total bytes-in-flight budget admits.
   uint64_t ConnectionsByMemory() const {

@@ -38,8 +38,9 @@ enum class FrameType : uint8_t {
   kListReply = 0xB,
   kSession = 0xC,   ///< Gateway: the id of the session this connection carries.
   kResumeOk = 0xD,  ///< Gateway: the session is resumed; here is what it holds.
+  kExit = 0xE,      ///< Gateway: how the process of an exec stream ended (before its FIN).
 };
-inline constexpr uint8_t kMaxFrameType = 0xD;
+inline constexpr uint8_t kMaxFrameType = 0xE;
 
 // Flags.
 inline constexpr uint8_t kFlagFin = 0x1;  ///< DATA: last byte of this direction.
@@ -121,6 +122,21 @@ struct OpenOkPayload {
 /// OPEN_OK and LIST_REPLY: the export carries messages (DATA frames mark where each ends with
 /// kFlagMsgEnd), not a byte stream.
 inline constexpr uint8_t kExportMessages = 0x1;
+
+/// @brief How the process behind an exec stream ended (EXIT frame).
+enum class ExitHow : uint8_t {
+  kExited = 1,    ///< It called exit(): `code` is its exit status (0-255).
+  kSignaled = 2,  ///< A signal ended it: `code` is the signal number.
+  kTimedOut = 3,  ///< It outlived the export's timeout and was killed: `code` is the timeout
+                  ///< in seconds (rounded up).
+};
+
+/// @brief EXIT: `how u8 | reserved u8[3] (0) | code u32` (8 bytes exactly).
+struct ExitPayload {
+  ExitHow how = ExitHow::kExited;
+  uint32_t code = 0;
+};
+inline constexpr size_t kExitPayloadSize = 8;
 
 struct CreditPayload {
   uint64_t delivered = 0;  ///< Bytes written into the local pipe (the acknowledgement).
@@ -210,6 +226,7 @@ void AppendListReply(Buffer& out, uint8_t flags, const std::vector<ListEntry>& e
 void AppendSession(Buffer& out, const SessionPayload& p);
 void AppendResume(Buffer& out, const ResumePayload& p);
 void AppendResumeOk(Buffer& out, const ResumeOkPayload& p);
+void AppendExit(Buffer& out, uint32_t stream_id, const ExitPayload& p);
 /// @brief Appends a DATA frame by copying @p len bytes.
 void AppendData(Buffer& out, uint32_t stream_id, uint8_t flags, uint64_t offset,
                 const uint8_t* data, size_t len);
@@ -227,6 +244,8 @@ Result<std::vector<ListEntry>> DecodeListReply(const uint8_t* p, size_t n);
 Result<SessionPayload> DecodeSession(const uint8_t* p, size_t n);
 Result<ResumePayload> DecodeResume(const uint8_t* p, size_t n);
 Result<ResumeOkPayload> DecodeResumeOk(const uint8_t* p, size_t n);
+/// @brief Checks the length and that `how` is known; an unknown `how` is malformed.
+Result<ExitPayload> DecodeExit(const uint8_t* p, size_t n);
 
 // Big-endian helpers.
 inline void PutU16(uint8_t* p, uint16_t v) noexcept {

@@ -105,6 +105,12 @@ class MuxCallbacks {
   /// Feed) and the Mux accepts no more input, so the caller can move the rest of the bytes to
   /// the resumed session's Mux.
   virtual void OnResumeRequest(const ResumePayload& resume) { (void)resume; }
+  /// @brief Client: the process behind an exec stream ended (EXIT, which comes before the
+  /// stream's FIN). May be reported again when a resume replays it.
+  virtual void OnStreamExit(uint32_t id, const ExitPayload& exit) {
+    (void)id;
+    (void)exit;
+  }
   /// @brief Client: the gateway resumed the session.
   virtual void OnResumeOk(const ResumeOkPayload& ok) { (void)ok; }
 };
@@ -166,6 +172,11 @@ class Mux {
   /// @brief Copies up to the window of @p data into DATA frames; returns bytes taken.
   /// @param msg_end The last byte of @p data ends a message: marked when all of it is taken.
   size_t SendData(uint32_t id, const uint8_t* data, size_t len, bool msg_end = false);
+  /// @brief Server: sends EXIT (how an exec stream's process ended). Call it right before
+  /// SendFin(); it is kept with the stream and sent again before the FIN whenever a resume
+  /// resends that FIN, and the FIN then waits for the peer's confirmation before the direction
+  /// counts as delivered. Nothing if the direction already ended.
+  void SendExit(uint32_t id, const ExitPayload& exit);
   /// @brief Ends our direction after the bytes sent so far.
   void SendFin(uint32_t id);
   /// @brief The app delivered @p n more received bytes into the local pipe.
@@ -268,6 +279,8 @@ class Mux {
     bool fin_sent = false;
     bool send_done = false;
     bool delivered_reported = false;
+    bool exit_sent = false;  ///< Server: EXIT went out before the FIN (resent with it).
+    ExitPayload exit;
     // The peer's sending direction.
     uint64_t received = 0;
     uint64_t delivered = 0;

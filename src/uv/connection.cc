@@ -1,5 +1,6 @@
 #include "uv/connection.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -495,7 +496,9 @@ Connection::Released Connection::Release() {
   EncryptPending();
   if (write_in_flight_) return out;  // Bytes half-written by libuv cannot be moved.
   uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) out.fd = ::dup(fd);
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
+    out.fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // Close-on-exec: exec exports start processes.
+  }
   out.peer_address = peer_address_;
   out.admission = options_.admission;
   out.tls = std::move(tls_);

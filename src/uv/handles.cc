@@ -1,5 +1,6 @@
 #include "uv/handles.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -109,7 +110,8 @@ Result<std::unique_ptr<Listener>> Listener::Open(Loop& loop, int listening_fd,
   box->u.tcp.data = box;
   box->on_connection = std::move(on_connection);
   std::unique_ptr<Listener> listener(new Listener(box));  // Closes the handle on failure.
-  int fd = ::dup(listening_fd);
+  // Close-on-exec, as every descriptor of the gateway: exec exports start processes.
+  int fd = ::fcntl(listening_fd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return Status(Code::kIo, "cannot duplicate listener: " + ErrnoText(errno));
   int rc = uv_tcp_open(&box->u.tcp, fd);
   if (rc != 0) {

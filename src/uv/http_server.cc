@@ -1,5 +1,6 @@
 #include "uv/http_server.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -203,7 +204,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Open(Loop& loop, int listening_f
   uv_tcp_init(loop.native(), &state->listener);
   state->listener.data = state;
   std::unique_ptr<HttpServer> server(new HttpServer(state));  // Closes the listener on failure.
-  int fd = ::dup(listening_fd);
+  // Close-on-exec, as every descriptor of the gateway: exec exports start processes.
+  int fd = ::fcntl(listening_fd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0)
     return Status(Code::kIo, "cannot duplicate the metrics listener: " + ErrnoText(errno));
   if (int rc = uv_tcp_open(&state->listener, fd); rc != 0) {

@@ -130,7 +130,7 @@ void StreamLink::OnLocalReadable() {
       // Nothing more comes this way: a FIFO's read end is let go at once, so that a writer
       // who opens it next blocks (or gets ENXIO) instead of writing into a pipe nobody reads.
       DropInput();
-      mux.CommitData(id, 0, true);  // EOF travels.
+      if (!HoldFin()) mux.CommitData(id, 0, true);  // EOF travels.
     } else {
       std::string why = ErrnoText(static_cast<int>(-r));
       PG_LOG(kWarn, "stream {}: local read of {} bytes failed: {}", id, room, why);

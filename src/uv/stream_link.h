@@ -128,6 +128,10 @@ class StreamLink : public LocalPipeEvents {
   /// stream is cut short, sent as a RESET with the status's code and message instead. Called
   /// once, on the loop thread, when the input reads end of file.
   virtual Status InputEndStatus() const { return Status(); }
+  /// @brief The input reached EOF and the input pipe was let go; FIN is about to be sent.
+  /// Return true to hold the FIN back: the subclass sends it later (Mux::SendFin). It may
+  /// queue frames of its own first (Mux::SendExit), but must not end the stream here.
+  virtual bool HoldFin() { return false; }
 
   StreamLinkOwner* owner_;
   uint32_t id_;

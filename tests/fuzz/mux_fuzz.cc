@@ -329,6 +329,11 @@ class OutputChecker {
       case FrameType::kStop:
         FUZZ_CHECK(DecodeStop(body, n).has_value());
         break;
+      case FrameType::kExit:
+        // Only a gateway sends EXIT, and always before the FIN of its direction.
+        FUZZ_CHECK(DecodeExit(body, n).has_value());
+        FUZZ_CHECK(fin_.count(h.stream_id) == 0);
+        break;
       case FrameType::kPing:
         FUZZ_CHECK(DecodePing(body, n).has_value());
         break;

@@ -33,6 +33,7 @@ class MockMuxCallbacks : public MuxCallbacks {
   MOCK_METHOD(void, OnSession, (const SessionPayload& session), (override));
   MOCK_METHOD(void, OnResumeRequest, (const ResumePayload& resume), (override));
   MOCK_METHOD(void, OnResumeOk, (const ResumeOkPayload& ok), (override));
+  MOCK_METHOD(void, OnStreamExit, (uint32_t id, const ExitPayload& exit), (override));
 };
 
 }  // namespace pipegate

@@ -60,6 +60,14 @@ ExportSpec ExportSpec::FifoWrite(std::string name) {
   return spec;
 }
 
+ExportSpec ExportSpec::Exec(std::string name, std::vector<std::string> command) {
+  ExportSpec spec;
+  spec.name = std::move(name);
+  spec.kind = "exec";
+  spec.command = std::move(command);
+  return spec;
+}
+
 ExportSpec ExportSpec::Unix(std::string name, std::string path) {
   ExportSpec spec;
   spec.name = std::move(name);
@@ -121,7 +129,16 @@ std::string GatewayFixture::ConfigToml() const {
     if (!spec.access.empty()) {
       toml << "access = " << Quote(spec.access) << "\n";
     }
-    toml << "path = " << Quote(ExportPath(spec.name)) << "\n";
+    if (spec.kind == "exec") {
+      toml << "command = [";
+      for (size_t i = 0; i < spec.command.size(); ++i) {
+        toml << (i ? ", " : "") << Quote(spec.command[i]);
+      }
+      toml << "]\n";
+      if (spec.timeout_s) toml << "timeout = " << *spec.timeout_s << "\n";
+    } else {
+      toml << "path = " << Quote(ExportPath(spec.name)) << "\n";
+    }
     if (spec.create) {
       toml << "create = " << (*spec.create ? "true" : "false") << "\n";
     }

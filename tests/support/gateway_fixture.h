@@ -30,6 +30,10 @@ struct ExportSpec {
   /// Raw lines appended to the end of the `[[export]]` table (e.g. `connect_as = ...`, or
   /// `[[export.map]]` entries, which must come last).
   std::string extra_toml;
+  /// kind = "exec": the command (argv; no `path` is written) and the timeout in seconds
+  /// (emitted only when set).
+  std::vector<std::string> command;
+  std::optional<double> timeout_s;
 
   /// @brief A `fifo`/`read` export that creates its FIFO (mode 0600), allowed to alice.
   static ExportSpec FifoRead(std::string name);
@@ -37,6 +41,8 @@ struct ExportSpec {
   static ExportSpec FifoWrite(std::string name);
   /// @brief A `unix` export of the socket at `path`, allowed to alice.
   static ExportSpec Unix(std::string name, std::string path);
+  /// @brief An `exec` export running `command`, allowed to alice.
+  static ExportSpec Exec(std::string name, std::vector<std::string> command);
 };
 
 /// @brief What the gateway config says besides its exports.

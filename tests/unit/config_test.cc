@@ -308,7 +308,7 @@ path = "/s"
 allow = ["x"]
 )");
   ExpectOneError(text, LineOf(text, "kind ="),
-                 "export \"x\": unknown kind \"socket\" (expected fifo or unix)");
+                 "export \"x\": unknown kind \"socket\" (expected fifo, unix or exec)");
 }
 
 TEST(ParseGatewayConfig, ReportsUnknownFifoAccess) {
@@ -344,6 +344,83 @@ TEST(ParseGatewayConfig, AcceptsExplicitDuplexForUnix) {
       WithExport("name = \"u\"\nkind = \"unix\"\naccess = \"duplex\"\npath = \"/u\"\nallow = "
                  "[\"x\"]\n"));
   EXPECT_EQ(config.exports[0].access, Access::kDuplex);
+}
+
+TEST(ParseGatewayConfig, ExecExportHasCommandTimeoutAndFiniteInstances) {
+  GatewayConfig config = MustParse(WithExport(R"(name = "sum"
+kind = "exec"
+command = ["/usr/bin/sha256sum", "-b"]
+allow = ["x"]
+)"));
+  ASSERT_EQ(config.exports.size(), 1u);
+  const ExportConfig& e = config.exports[0];
+  EXPECT_EQ(e.kind, ExportKind::kExec);
+  EXPECT_EQ(e.access, Access::kDuplex);
+  EXPECT_EQ(e.command, (std::vector<std::string>{"/usr/bin/sha256sum", "-b"}));
+  EXPECT_EQ(e.timeout_ms, 3600000u);
+  EXPECT_EQ(e.max_clients, 16u);  // Each client is a process: never unlimited by default.
+  EXPECT_TRUE(e.path.empty());
+  EXPECT_EQ(config.limits.max_exec_processes, 64u);
+  EXPECT_STREQ(ExportKindName(ExportKind::kExec), "exec");
+
+  GatewayConfig tuned = MustParse(WithExport(R"(name = "t"
+kind = "exec"
+command = ["/bin/true"]
+timeout = 0.5
+max_clients = 2
+allow = ["x"]
+)") + "\n[limits]\nmax_exec_processes = 3\n");
+  EXPECT_EQ(tuned.exports[0].timeout_ms, 500u);
+  EXPECT_EQ(tuned.exports[0].max_clients, 2u);
+  EXPECT_EQ(tuned.limits.max_exec_processes, 3u);
+}
+
+TEST(ParseGatewayConfig, RejectsBadExecExports) {
+  const std::string text = WithExport(R"(name = "bad"
+kind = "exec"
+access = "read"
+path = "/x"
+command = ["sha256sum", 3]
+timeout = -1
+create = true
+allow = ["x"]
+)");
+  std::vector<ConfigError> errors = MustFail(text);
+  auto has = [&](const std::string& what, const std::string& line_of) {
+    for (const ConfigError& e : errors) {
+      if (e.message.find(what) != std::string::npos && e.line == LineOf(text, line_of)) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("access \"read\" is not possible for a exec export", "access =")) << Dump(errors);
+  EXPECT_TRUE(has("path does not apply to an exec export", "path =")) << Dump(errors);
+  EXPECT_TRUE(has("command[0] \"sha256sum\" must be an absolute path", "command ="))
+      << Dump(errors);
+  EXPECT_TRUE(has("command entries must be strings", "command =")) << Dump(errors);
+  EXPECT_TRUE(has("timeout must be from", "timeout =")) << Dump(errors);
+  EXPECT_TRUE(has("create only applies to fifo exports", "create =")) << Dump(errors);
+
+  const std::string missing = WithExport("name = \"m\"\nkind = \"exec\"\nallow = [\"x\"]\n");
+  errors = MustFail(missing);
+  ASSERT_EQ(errors.size(), 1u) << Dump(errors);
+  EXPECT_NE(errors[0].message.find("missing required key \"command\""), std::string::npos);
+  errors = MustFail(WithExport("name = \"e\"\nkind = \"exec\"\ncommand = []\nallow = [\"x\"]\n"));
+  ASSERT_EQ(errors.size(), 1u) << Dump(errors);
+  EXPECT_NE(errors[0].message.find("command must not be empty"), std::string::npos);
+
+  // command and timeout belong to exec exports only.
+  const std::string fifo = WithExport(R"(name = "f"
+kind = "fifo"
+access = "read"
+path = "/f"
+command = ["/bin/true"]
+timeout = 5
+allow = ["x"]
+)");
+  errors = MustFail(fifo);
+  ASSERT_EQ(errors.size(), 2u) << Dump(errors);
+  EXPECT_NE(errors[0].message.find("command only applies to exec exports"), std::string::npos);
+  EXPECT_EQ(errors[0].line, LineOf(fifo, "command ="));
 }
 
 TEST(ParseGatewayConfig, RejectsCreateAndModeForUnix) {
@@ -889,6 +966,14 @@ TEST(ParseGatewayConfig, FanoutExcludesIdentityMapping) {
       WithExport(base + "[[export.map]]\nidentity = \"*\"\nuser = \"nobody\"\n");
   ExpectOneError(map, LineOf(map, "[[export.map]]"),
                  "[[export.map]] does not apply to a fanout export");
+}
+
+TEST(ParseGatewayConfig, ExecExcludesIdentityMapping) {
+  const std::string as = WithExport(
+      "name = \"run\"\nkind = \"exec\"\ncommand = [\"/bin/cat\"]\nallow = [\"x\"]\n"
+      "connect_as = \"nobody\"\n");
+  ExpectOneError(as, LineOf(as, "connect_as"),
+                 "export \"run\": connect_as does not apply to an exec export");
 }
 
 TEST(ParseGatewayConfig, FanoutKeysNeedFanout) {

@@ -154,6 +154,24 @@ TEST(FrameGolden, OpenOk) {
   EXPECT_EQ(ok->max_message, 65536u);
 }
 
+// EXIT (0xE): how u8 | reserved u8[3] | code u32 (8 bytes), on the stream.
+TEST(FrameGolden, Exit) {
+  const std::vector<uint8_t> golden =
+      Hex("0e | 00 | 0000 | 00000005 | 00000008 | 02 | 000000 | 00000009");
+  Buffer b;
+  AppendExit(b, 5, ExitPayload{ExitHow::kSignaled, 9});
+  EXPECT_EQ(Bytes(b), golden);
+  std::vector<uint8_t> p = Payload(golden, FrameType::kExit, 0, 5);
+  Result<ExitPayload> e = DecodeExit(p.data(), p.size());
+  ASSERT_TRUE(e) << e.error().message();
+  EXPECT_EQ(e->how, ExitHow::kSignaled);
+  EXPECT_EQ(e->code, 9u);
+  // The exact length, and a known `how`.
+  EXPECT_FALSE(DecodeExit(p.data(), p.size() - 1));
+  const std::vector<uint8_t> unknown = Hex("04 000000 00000000");
+  EXPECT_FALSE(DecodeExit(unknown.data(), unknown.size()));
+}
+
 // RESET (0x4): error u32 | final_offset u64 | reason.
 TEST(FrameGolden, Reset) {
   const std::vector<uint8_t> golden = Hex("04 | 00 | 0000 | 00000009 | 00000010 | 00000004 | " +

@@ -117,15 +117,15 @@ TEST(FrameHeader, RoundTripsEveryTypeOnItsKindOfStream) {
 }
 
 TEST(FrameHeader, RejectsUnknownTypes) {
-  for (int type : {0x0e, 0x0f, 0x7f, 0x80, 0xff}) {
+  for (int type : {0x0f, 0x10, 0x7f, 0x80, 0xff}) {
     SCOPED_TRACE(type);
     Result<FrameHeader> h = Decode(RawHeader(static_cast<uint8_t>(type), 0, 0, 0, 0));
     ASSERT_FALSE(h.has_value());
     ExpectMalformed(h.error(), "unknown frame type");
   }
-  Result<FrameHeader> h = Decode(RawHeader(0x0e, 0, 0, 0, 0));
+  Result<FrameHeader> h = Decode(RawHeader(0x0f, 0, 0, 0, 0));
   ASSERT_FALSE(h.has_value());
-  EXPECT_EQ(h.error().message(), "unknown frame type 0xe");
+  EXPECT_EQ(h.error().message(), "unknown frame type 0xf");
 }
 
 TEST(FrameHeader, RejectsReservedBits) {
@@ -139,7 +139,7 @@ TEST(FrameHeader, RejectsReservedBits) {
 
 TEST(FrameHeader, RejectsStreamTypesOnStreamZero) {
   for (FrameType t : {FrameType::kData, FrameType::kOpen, FrameType::kOpenOk, FrameType::kReset,
-                      FrameType::kStop}) {
+                      FrameType::kStop, FrameType::kExit}) {
     SCOPED_TRACE(static_cast<int>(t));
     Result<FrameHeader> h = Decode(RawHeader(static_cast<uint8_t>(t), 0, 0, 0, 16));
     ASSERT_FALSE(h.has_value());
@@ -181,7 +181,7 @@ TEST(FrameHeader, LimitsControlFramesTo16KiB) {
   const uint32_t at = static_cast<uint32_t>(kMaxControlPayload);
   for (uint8_t type = 0x1; type <= kMaxFrameType; ++type) {
     SCOPED_TRACE(static_cast<int>(type));
-    uint32_t stream = (type == 0x1 || (type >= 0x2 && type <= 0x5)) ? 1 : 0;
+    uint32_t stream = (type == 0x1 || (type >= 0x2 && type <= 0x5) || type == 0xE) ? 1 : 0;
     EXPECT_TRUE(Decode(RawHeader(type, 0, 0, stream, at), kMaxFramePayloadLimit).has_value());
     Result<FrameHeader> h = Decode(RawHeader(type, 0, 0, stream, at + 1), kMaxFramePayloadLimit);
     ASSERT_FALSE(h.has_value());

@@ -163,6 +163,12 @@ std::string Describe(const WireFrame& f) {
       return "SESSION";
     case FrameType::kResumeOk:
       return "RESUME_OK";
+    case FrameType::kExit: {
+      Result<ExitPayload> e = DecodeExit(p, n);
+      if (!e) return "bad EXIT";
+      return "EXIT " + id + " " + std::to_string(static_cast<int>(e->how)) + " " +
+             std::to_string(e->code);
+    }
     case FrameType::kList:
       return "LIST";
     case FrameType::kListReply: {
@@ -445,7 +451,7 @@ TEST(MuxDecoder, ReportsMalformedHeadersAsConnectionErrors) {
   {
     std::unique_ptr<Endpoint> e(Server());
     e->Handshake();
-    ExpectConnectionError(e->Feed(Wire().Raw(0xe, 0, 0, {})), "unknown frame type 0xe");
+    ExpectConnectionError(e->Feed(Wire().Raw(0xf, 0, 0, {})), "unknown frame type 0xf");
   }
   {
     std::unique_ptr<Endpoint> e(Server());
@@ -2337,6 +2343,53 @@ TEST(MuxReplayCaps, AStreamThatEndsGivesItsReplayBack) {
   EXPECT_CALL(e.cb, OnStreamClosed(1));
   e.mux.Abort(1, ErrorCode::kCancel, "gone");
   EXPECT_EQ(budget.taken(), 0u);
+}
+
+}  // namespace
+}  // namespace pipegate
+
+namespace pipegate {
+namespace {
+
+using ::testing::_;
+using ::testing::Field;
+
+// EXIT (exec exports) goes right before the FIN of the gateway's direction, and that FIN is
+// done only once the client confirms it, even with nothing outstanding: the stream must live
+// until the client surely has the EXIT, since a resume replays it from there.
+TEST(MuxExit, GoesBeforeTheFinWhichWaitsForConfirmation) {
+  std::unique_ptr<Endpoint> e(Server());
+  e->Handshake();
+  e->OpenAndAccept(1);
+  e->mux.StopReading(1, ErrorCode::kNoError, "the process exited");
+  e->mux.SendExit(1, ExitPayload{ExitHow::kExited, 7});
+  e->mux.SendFin(1);
+  EXPECT_THAT(Sent(e->mux),
+              ElementsAre("STOP 1 none \"the process exited\"", "EXIT 1 1 7", "DATA 1 @0 +0 FIN"));
+  EXPECT_TRUE(e->mux.HasStream(1));
+  EXPECT_CALL(e->cb, OnStreamDelivered(1));
+  EXPECT_CALL(e->cb, OnStreamClosed(1));
+  ASSERT_TRUE(e->Feed(Wire().Credit(1, 0, 1000)).ok());
+  EXPECT_FALSE(e->mux.HasStream(1));
+}
+
+TEST(MuxExit, OnlyAGatewaySendsItAndTheClientHearsIt) {
+  {
+    std::unique_ptr<Endpoint> e(Server());
+    e->Handshake();
+    e->OpenAndAccept(1);
+    ExpectConnectionError(e->Feed(Wire().Raw(0xE, 0, 1, {1, 0, 0, 0, 0, 0, 0, 3})),
+                          "EXIT sent to a gateway");
+  }
+  Endpoint c(Options(true));
+  c.Handshake();
+  ASSERT_EQ(*c.mux.Open(OpenPayload{3, 0, 0, "p"}), 1u);
+  EXPECT_CALL(c.cb, OnOpenAccepted(1, _));
+  ASSERT_TRUE(c.Feed(Wire().OpenOk(1)).ok());
+  EXPECT_CALL(c.cb, OnStreamExit(1, Field(&ExitPayload::code, 143u)));
+  ASSERT_TRUE(c.Feed(Wire().Raw(0xE, 0, 1, {2, 0, 0, 0, 0, 0, 0, 143})).ok());
+  ExpectConnectionError(c.Feed(Wire().Raw(0xE, 0, 1, {9, 0, 0, 0, 0, 0, 0, 0})),
+                        "EXIT frame with unknown how 9");
 }
 
 }  // namespace
