@@ -26,12 +26,14 @@ std::string EnvEntry(std::string_view name, std::string_view value) {
 }  // namespace
 
 std::vector<std::string> ExecEnvironment(const ExportConfig& e, const PeerIdentity& peer,
-                                         std::string_view remote_address) {
+                                         std::string_view remote_address,
+                                         const std::optional<std::string>& mapped_user) {
   std::vector<std::string> env;
   env.push_back("PATH=/usr/bin:/bin");
   env.push_back(EnvEntry("PIPEGATE_EXPORT", e.name));
   env.push_back(EnvEntry("PIPEGATE_IDENTITY", peer.Name()));
   env.push_back(EnvEntry("PIPEGATE_REMOTE_ADDR", remote_address));
+  if (mapped_user) env.push_back(EnvEntry("PIPEGATE_USER", *mapped_user));
   return env;
 }
 

@@ -23,10 +23,13 @@ inline constexpr size_t kExecStderrLineMax = 512;
 
 /// @brief The whole environment of an exec export's process (docs/decisions.md "Process
 /// exports"): PATH=/usr/bin:/bin, PIPEGATE_EXPORT, PIPEGATE_IDENTITY (the client's primary
-/// identity, PeerIdentity::Name()) and PIPEGATE_REMOTE_ADDR. Nothing of the gateway's own
-/// environment. NUL bytes, which an environment cannot hold, become '?'. Pure.
+/// identity, PeerIdentity::Name()), PIPEGATE_REMOTE_ADDR, and PIPEGATE_USER when the export's
+/// identity mapping gave the client a local account (@p mapped_user, the name as configured).
+/// Nothing of the gateway's own environment. NUL bytes, which an environment cannot hold, become
+/// '?'. Pure.
 std::vector<std::string> ExecEnvironment(const ExportConfig& e, const PeerIdentity& peer,
-                                         std::string_view remote_address);
+                                         std::string_view remote_address,
+                                         const std::optional<std::string>& mapped_user);
 
 /// @brief One gateway-wide process slot (max_exec_processes), held from spawn until the
 /// process is reaped, even after its stream is gone. Move-only.

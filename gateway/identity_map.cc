@@ -101,6 +101,7 @@ std::vector<ConfigError> CheckMappingsPossible(const GatewayConfig& config, bool
   if (helper_available) return errors;
   const MappedAccount own = GatewayAccount(config);
   for (const ExportConfig& e : config.exports) {
+    if (e.kind == ExportKind::kExec) continue;  // Only names the account (PIPEGATE_USER).
     for (const IdentityMapping& m : e.identity_map) {
       if (!m.resolved) continue;
       if (NeedsHelper(MappedAccount{m.user, m.uid, m.gid, {}}, own)) {
@@ -119,6 +120,7 @@ std::vector<ConfigError> CheckMappingsPossible(const GatewayConfig& config, bool
 bool AnyMappingNeedsHelper(const GatewayConfig& config) {
   const MappedAccount own = GatewayAccount(config);
   for (const ExportConfig& e : config.exports) {
+    if (e.kind == ExportKind::kExec) continue;
     for (const IdentityMapping& m : e.identity_map) {
       if (m.resolved && NeedsHelper(MappedAccount{m.user, m.uid, m.gid, {}}, own)) return true;
     }

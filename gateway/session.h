@@ -159,9 +159,10 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
                          const Snapshot& snap, bool follow, ExportInstance instance,
                          StreamCharge charge, bool last_try);
   /// @brief An exec export: takes a process slot (max_exec_processes), starts the process
-  /// and its stream, or refuses the open.
+  /// and its stream, or refuses the open. @p mapped_user becomes PIPEGATE_USER.
   bool StartExecStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
-                       const Limits& limits, ExportInstance instance, StreamCharge charge);
+                       const Limits& limits, ExportInstance instance, StreamCharge charge,
+                       const std::optional<std::string>& mapped_user);
   void AuditOpen(uint32_t id, const OpenPayload& open, Verdict verdict, std::string_view detail,
                  bool hidden = false, std::string_view as = {});
   bool Refuse(uint32_t id, ErrorCode code, std::string_view reason) {

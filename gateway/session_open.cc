@@ -105,8 +105,11 @@ bool Session::TryOpen(uint32_t id, const OpenPayload& open, bool last_try) {
     return Refuse(id, ErrorCode::kBusy, why);
   }
   if (e.kind == ExportKind::kExec) {
+    // A mapping only names the account to the process (PIPEGATE_USER); it runs as the gateway.
+    std::optional<std::string> mapped_user;
+    if (decision.account) mapped_user = decision.account->user;
     return StartExecStream(id, open, e, snap->config.limits, std::move(*instance),
-                           std::move(*charge));
+                           std::move(*charge), mapped_user);
   }
   const bool follow = (open.flags & kOpenFlagFollow) != 0;
   if (e.fanout)
@@ -186,7 +189,8 @@ bool Session::RefuseUnopened(uint32_t id, const OpenPayload& open, const Status&
 }
 
 bool Session::StartExecStream(uint32_t id, const OpenPayload& open, const ExportConfig& e,
-                              const Limits& limits, ExportInstance instance, StreamCharge charge) {
+                              const Limits& limits, ExportInstance instance, StreamCharge charge,
+                              const std::optional<std::string>& mapped_user) {
   std::optional<ExecProcessSlot> slot =
       ExecProcessSlot::TryAcquire(&worker_->gateway()->totals(), limits.max_exec_processes);
   if (!slot) {
@@ -198,7 +202,8 @@ bool Session::StartExecStream(uint32_t id, const OpenPayload& open, const Export
   }
   auto stream = std::make_unique<ExecStream>(this, &counters(), id, e, std::move(instance),
                                              std::move(charge), worker_->loop(), conn_id_);
-  Result<int> fd = stream->Start(ExecEnvironment(e, peer_, peer_address_), std::move(*slot));
+  Result<int> fd =
+      stream->Start(ExecEnvironment(e, peer_, peer_address_, mapped_user), std::move(*slot));
   if (!fd) {
     counters().exec_failed++;
     PG_CONN_LOG(kWarn, conn_id_, "{}", fd.error().message());

@@ -1047,17 +1047,12 @@ class ConfigValidator {
     }
     // A fan-out export's FIFO is opened once, by its hub, for every reader: there is no open per
     // client that could be made as that client's account.
-    // An exec export's process runs as the gateway's own user: mapping clients to accounts
-    // would need the root helper to start and supervise processes (docs/decisions.md).
-    if ((out.fanout || out.kind == ExportKind::kExec) &&
-        (connect_as != nullptr || map != nullptr)) {
+    if (out.fanout && (connect_as != nullptr || map != nullptr)) {
       const toml::node& node = connect_as != nullptr ? *connect_as : *map;
       AddError(LineOf(node), subject + ": " +
                                  (connect_as != nullptr ? "connect_as" : "[[export.map]]") +
-                                 (out.fanout ? " does not apply to a fanout export (its FIFO has "
-                                               "one reader, the gateway)"
-                                             : " does not apply to an exec export (its processes "
-                                               "run as the gateway's user)"));
+                                 " does not apply to a fanout export (its FIFO has one reader, "
+                                 "the gateway)");
       return;
     }
     if (connect_as != nullptr) {

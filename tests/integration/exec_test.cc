@@ -108,6 +108,30 @@ TEST(Exec, EnvironmentIsMinimalAndNoDescriptorLeaks) {
   EXPECT_EQ(lines[1], "0 1 2 ") << r.Describe();
 }
 
+// Identity mapping names the mapped account to the process (PIPEGATE_USER), and a client the map
+// does not match is refused before any process starts.
+TEST(Exec, IdentityMappingNamesTheAccountToTheProcess) {
+  TempDir dir;
+  ExportSpec who = ExportSpec::Exec("who", {"/bin/sh", "-c", "echo \"${PIPEGATE_USER:-none}\""});
+  who.allow = {"alice", "carol"};
+  who.extra_toml = "[[export.map]]\nidentity = \"alice\"\nuser = \"nobody\"\n";
+  ExportSpec plain =
+      ExportSpec::Exec("plain", {"/bin/sh", "-c", "echo \"${PIPEGATE_USER:-none}\""});
+  GatewayFixture gw(dir, WithExports({who, plain}));
+  ASSERT_TRUE(gw.Start());
+  ClientResult alice = RunPipegate(dir, {"connect", gw.Address("who")});
+  EXPECT_EQ(alice.status, 0) << alice.Describe();
+  EXPECT_EQ(alice.out, "nobody\n") << alice.Describe();
+  ClientResult carol =
+      RunPipegate(dir, {"connect", gw.Address("who")}, ClientOptions::As(Identity::Of("carol")));
+  EXPECT_TRUE(IsError(carol, 3, gw.Address("who"), "access denied")) << carol.Describe();
+  ClientResult unmapped = RunPipegate(dir, {"connect", gw.Address("plain")});
+  EXPECT_EQ(unmapped.out, "none\n") << unmapped.Describe();
+  std::map<std::string, uint64_t> k = ReadCounters(gw);
+  EXPECT_EQ(k["exec_started"], 2u);
+  EXPECT_EQ(k["mapping_refused"], 1u);
+}
+
 TEST(Exec, ClientThatGoesAwayKillsTheProcessGroup) {
   TempDir dir;
   const std::string pid_file = dir.Join("pid");

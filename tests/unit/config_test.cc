@@ -968,14 +968,6 @@ TEST(ParseGatewayConfig, FanoutExcludesIdentityMapping) {
                  "[[export.map]] does not apply to a fanout export");
 }
 
-TEST(ParseGatewayConfig, ExecExcludesIdentityMapping) {
-  const std::string as = WithExport(
-      "name = \"run\"\nkind = \"exec\"\ncommand = [\"/bin/cat\"]\nallow = [\"x\"]\n"
-      "connect_as = \"nobody\"\n");
-  ExpectOneError(as, LineOf(as, "connect_as"),
-                 "export \"run\": connect_as does not apply to an exec export");
-}
-
 TEST(ParseGatewayConfig, FanoutKeysNeedFanout) {
   const std::string lag = WithExport(std::string(kFifoReadBody) + "fanout_lag = \"2M\"\n");
   ExpectOneError(lag, LineOf(lag, "fanout_lag"),
