@@ -1528,8 +1528,9 @@ ${f%_fail}: ${R[$f]}"
   echo "## pipegate bench — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- command: \`bench/run.sh${ORIG_ARGS:+ $ORIG_ARGS}\`"
-  echo "- machine: $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- pipegate: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), binaries from $BIN_DIR; gateway with default settings (one worker per core)"
+  echo "- machine: $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- pipegate: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), binaries from $BIN_DIR; gateway with default settings (one worker per core) except raised [limits] (see bench/README.md)"
+  echo "- parts: $PARTS; the command line of every row is in bench/README.md"
   echo "- $(openssl version | cut -d' ' -f1-2); $(socat -V 2>/dev/null | awk '/socat version/ { print "socat " $3; exit }')${STUNNEL:+; $("$STUNNEL" -version 2>&1 | awk '/^stunnel/ { print "stunnel " $2; exit }')}; $(ssh -V 2>&1 | cut -d, -f1)"
   echo
   report
