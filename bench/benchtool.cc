@@ -12,8 +12,31 @@
 //       Connects, does WARMUP then COUNT round trips of SIZE bytes, prints
 //       "p50_us p99_us mean_us min_us max_us".
 //   benchtool freeport              Prints a free TCP port on 127.0.0.1 (bind to port 0).
+//   benchtool serve SOCKET_PATH FILE BYTES
+//       Unix stream socket server: sends the first BYTES of FILE to every connection, then
+//       closes it (one thread per connection).
+//   benchtool multi SOCKET_PATH N BYTES DIGEST
+//       Opens N connections at once, reads each to EOF in its own thread and checks each like
+//       `check BYTES DIGEST`; prints "TOTAL_BYTES SECONDS", SECONDS from the first byte of any
+//       stream to the EOF of the last. Exits 1 if any stream is short or corrupt.
+//   benchtool connrate SOCKET_PATH COUNT SECONDS
+//       Up to COUNT times (or until SECONDS have passed): connect, send 1 byte, read the echo,
+//       close. Prints "DONE SECONDS PER_SECOND".
+//   benchtool spawnrate COUNT SECONDS CMD [ARG...]
+//       Up to COUNT times (or until SECONDS have passed): runs CMD with 1 byte ("x") on stdin
+//       and checks that stdout is exactly "x" and the exit status 0. Prints
+//       "DONE SECONDS PER_SECOND".
+//   benchtool eecho SOCKET_PATH     Unix stream socket echo server, one thread, epoll (for
+//                                   thousands of idle connections).
+//   benchtool idle SOCKET_PATH N    Opens N connections to an echo socket, one byte round trip
+//       on each (so each is open end to end), prints "ready N" (or "failed K REASON" after K
+//       good ones), then holds them until killed.
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -27,6 +50,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <atomic>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -268,6 +293,276 @@ int FreePort() {
   return 0;
 }
 
+
+int ConnectUnix(const char* path) {
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  sockaddr_un a = UnixAddr(path);
+  while (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+    if (errno == EINTR) continue;
+    int e = errno;
+    ::close(s);
+    errno = e;
+    return -1;
+  }
+  return s;
+}
+
+int ListenUnix(const char* path, int backlog) {
+  int ls = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (ls < 0) Die("socket");
+  ::unlink(path);
+  sockaddr_un a = UnixAddr(path);
+  if (::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) Die("bind");
+  if (::listen(ls, backlog) < 0) Die("listen");
+  return ls;
+}
+
+int Serve(int argc, char** argv) {
+  if (argc < 5) return 1;
+  std::signal(SIGPIPE, SIG_IGN);
+  std::string file = argv[3];
+  uint64_t bytes = std::strtoull(argv[4], nullptr, 10);
+  int ls = ListenUnix(argv[2], 128);
+  for (;;) {
+    int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      Die("accept");
+    }
+    std::thread([c, file, bytes] {
+      int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+      off_t off = 0;
+      while (fd >= 0 && static_cast<uint64_t>(off) < bytes) {
+        ssize_t n = ::sendfile(c, fd, &off, static_cast<size_t>(std::min<uint64_t>(bytes - static_cast<uint64_t>(off), 1 << 20)));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+      }
+      if (fd >= 0) ::close(fd);
+      ::close(c);
+    }).detach();
+  }
+}
+
+int Multi(int argc, char** argv) {
+  if (argc < 6) return 1;
+  int n = std::atoi(argv[3]);
+  uint64_t want = std::strtoull(argv[4], nullptr, 10);
+  std::string digest_want = argv[5];
+  if (n < 1 || n > 1024) return 1;
+  std::vector<int> fds(static_cast<size_t>(n));
+  for (int i = 0; i < n; i++) {
+    fds[static_cast<size_t>(i)] = ConnectUnix(argv[2]);
+    if (fds[static_cast<size_t>(i)] < 0) Die("connect");
+  }
+  std::vector<Clock::time_point> first(static_cast<size_t>(n)), last(static_cast<size_t>(n));
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; i++) {
+    threads.emplace_back([&, i] {
+      size_t k = static_cast<size_t>(i);
+      constexpr size_t kBuf = 1 << 20;
+      std::vector<char> buf(kBuf);
+      Hasher h;
+      uint64_t total = 0;
+      bool started = false;
+      for (;;) {
+        size_t got;
+        if (!started) {
+          ssize_t r;
+          do r = ::read(fds[k], buf.data(), kBuf);
+          while (r < 0 && errno == EINTR);
+          if (r < 0) Die("read");
+          first[k] = Clock::now();
+          started = true;
+          got = static_cast<size_t>(r);
+          if (got > 0) got += ReadFull(fds[k], buf.data() + got, kBuf - got);
+        } else {
+          got = ReadFull(fds[k], buf.data(), kBuf);
+        }
+        total += got;
+        size_t whole = got & ~size_t{31};
+        h.Block(buf.data(), whole);
+        if (got < kBuf) {
+          h.Tail(buf.data() + whole, got - whole);
+          break;
+        }
+      }
+      last[k] = Clock::now();
+      ::close(fds[k]);
+      char digest[17];
+      std::snprintf(digest, sizeof digest, "%016" PRIx64, h.Digest(total));
+      if (total != want || digest_want != digest) {
+        std::fprintf(stderr, "benchtool multi: stream %d: %" PRIu64 " bytes, digest %s; expected %" PRIu64 " %s\n",
+                     i, total, digest, want, digest_want.c_str());
+        bad++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (bad > 0) return 1;
+  auto t0 = *std::min_element(first.begin(), first.end());
+  auto t1 = *std::max_element(last.begin(), last.end());
+  std::printf("%" PRIu64 " %.6f\n", want * static_cast<uint64_t>(n),
+              std::chrono::duration<double>(t1 - t0).count());
+  return 0;
+}
+
+int ConnRate(int argc, char** argv) {
+  if (argc < 5) return 1;
+  long count = std::strtol(argv[3], nullptr, 10);
+  double limit = std::strtod(argv[4], nullptr);
+  auto t0 = Clock::now();
+  long done = 0;
+  double secs = 0;
+  for (; done < count; done++) {
+    int s = ConnectUnix(argv[2]);
+    if (s < 0) Die("connect");
+    char c = static_cast<char>('a' + done % 26), r = 0;
+    if (!WriteFull(s, &c, 1)) Die("write");
+    if (ReadFull(s, &r, 1) != 1 || r != c) {
+      std::fprintf(stderr, "benchtool connrate: no echo on connection %ld\n", done);
+      return 1;
+    }
+    ::close(s);
+    secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (secs >= limit) {
+      done++;
+      break;
+    }
+  }
+  std::printf("%ld %.3f %.1f\n", done, secs, static_cast<double>(done) / secs);
+  return 0;
+}
+
+int SpawnRate(int argc, char** argv) {
+  if (argc < 5) return 1;
+  long count = std::strtol(argv[2], nullptr, 10);
+  double limit = std::strtod(argv[3], nullptr);
+  auto t0 = Clock::now();
+  long done = 0;
+  double secs = 0;
+  for (; done < count; done++) {
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) < 0 || ::pipe2(out, O_CLOEXEC) < 0) Die("pipe");
+    if (!WriteFull(in[1], "x", 1)) Die("write");
+    ::close(in[1]);
+    pid_t pid = ::fork();
+    if (pid < 0) Die("fork");
+    if (pid == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::execvp(argv[4], argv + 4);
+      _exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    char buf[16];
+    size_t got = ReadFull(out[0], buf, sizeof buf);
+    ::close(out[0]);
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (got != 1 || buf[0] != 'x' || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      std::fprintf(stderr, "benchtool spawnrate: session %ld: %zu bytes back, status %d\n", done, got, st);
+      return 1;
+    }
+    secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (secs >= limit) {
+      done++;
+      break;
+    }
+  }
+  std::printf("%ld %.3f %.1f\n", done, secs, static_cast<double>(done) / secs);
+  return 0;
+}
+
+int EpollEcho(int argc, char** argv) {
+  if (argc < 3) return 1;
+  std::signal(SIGPIPE, SIG_IGN);
+  int ls = ListenUnix(argv[2], 4096);
+  ::fcntl(ls, F_SETFL, ::fcntl(ls, F_GETFL) | O_NONBLOCK);
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) Die("epoll_create1");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = ls;
+  if (::epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev) < 0) Die("epoll_ctl");
+  std::vector<epoll_event> evs(256);
+  char buf[65536];
+  for (;;) {
+    int n = ::epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Die("epoll_wait");
+    }
+    for (int i = 0; i < n; i++) {
+      int fd = evs[static_cast<size_t>(i)].data.fd;
+      if (fd == ls) {
+        for (int k = 0; k < 64; k++) {
+          int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+          if (c < 0) break;
+          epoll_event cev{};
+          cev.events = EPOLLIN;
+          cev.data.fd = c;
+          if (::epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev) < 0) ::close(c);
+        }
+        continue;
+      }
+      ssize_t r = ::read(fd, buf, sizeof buf);
+      // Blocking write of what was read: echo clients here send tiny amounts.
+      if (r <= 0 || !WriteFull(fd, buf, static_cast<size_t>(r))) {
+        if (r < 0 && errno == EINTR) continue;
+        ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+        ::close(fd);
+      }
+    }
+  }
+}
+
+int Idle(int argc, char** argv) {
+  if (argc < 4) return 1;
+  std::signal(SIGPIPE, SIG_IGN);
+  long n = std::strtol(argv[3], nullptr, 10);
+  std::vector<int> fds;
+  fds.reserve(static_cast<size_t>(n));
+  constexpr long kBatch = 100;
+  std::string failure;
+  for (long base = 0; base < n && failure.empty(); base += kBatch) {
+    long end = std::min(n, base + kBatch);
+    size_t first = fds.size();
+    for (long i = base; i < end; i++) {
+      int s = ConnectUnix(argv[2]);
+      if (s < 0) {
+        failure = std::string("connect: ") + std::strerror(errno);
+        break;
+      }
+      char c = 'i';
+      if (!WriteFull(s, &c, 1)) {
+        failure = std::string("write: ") + std::strerror(errno);
+        ::close(s);
+        break;
+      }
+      fds.push_back(s);
+    }
+    for (size_t k = first; k < fds.size(); k++) {
+      char r = 0;
+      if (ReadFull(fds[k], &r, 1) != 1) {
+        failure = "no echo (the connection was closed)";
+        fds.resize(k);
+        break;
+      }
+    }
+  }
+  if (failure.empty()) {
+    std::printf("ready %zu\n", fds.size());
+  } else {
+    std::printf("failed %zu %s\n", fds.size(), failure.c_str());
+  }
+  std::fflush(stdout);
+  for (;;) ::pause();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -277,6 +572,12 @@ int main(int argc, char** argv) {
   if (cmd == "echo") return Echo(argc, argv);
   if (cmd == "pingpong") return PingPong(argc, argv);
   if (cmd == "freeport") return FreePort();
-  std::fprintf(stderr, "usage: benchtool check|gen|echo|pingpong|freeport ...\n");
+  if (cmd == "serve") return Serve(argc, argv);
+  if (cmd == "multi") return Multi(argc, argv);
+  if (cmd == "connrate") return ConnRate(argc, argv);
+  if (cmd == "spawnrate") return SpawnRate(argc, argv);
+  if (cmd == "eecho") return EpollEcho(argc, argv);
+  if (cmd == "idle") return Idle(argc, argv);
+  std::fprintf(stderr, "usage: benchtool check|gen|echo|pingpong|freeport|serve|multi|connrate|spawnrate|eecho|idle ...\n");
   return 1;
 }
