@@ -600,6 +600,7 @@ void Mux::CommitData(uint32_t id, size_t n, bool fin, bool msg_end) {
   }
   out.Commit(kFrameHeaderSize + kDataPrefixSize + n);
   s->sent += n;
+  s->sent_recently = true;
   if (options_.resumable && msg_end && n > 0) s->msg_ends.push_back(s->sent);
   session_sent_ += n;
   unacked_ += n;

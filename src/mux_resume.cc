@@ -20,8 +20,7 @@ void Mux::Ack(Stream& s, uint64_t delivered) {
   if (delivered <= s.acked) return;
   if (options_.resumable) {
     const size_t n = std::min<size_t>(static_cast<size_t>(delivered - s.acked), s.replay.size());
-    s.replay.Consume(n);
-    s.replay.ShrinkIfEmpty();
+    s.replay.Consume(n);  // The storage stays for the next bytes (ReleaseIdleMemory frees it).
     ReleaseReplay(n);
   }
   while (!s.msg_ends.empty() && s.msg_ends.front() <= delivered) s.msg_ends.pop_front();
@@ -72,6 +71,19 @@ size_t Mux::replay_bytes() const {
   size_t total = 0;
   for (const auto& [id, st] : streams_) total += st.replay.size();
   return total;
+}
+
+size_t Mux::replay_capacity() const {
+  size_t total = 0;
+  for (const auto& [id, st] : streams_) total += st.replay.capacity();
+  return total;
+}
+
+void Mux::ReleaseIdleMemory() {
+  for (auto& [id, st] : streams_) {
+    if (!st.sent_recently) st.replay.ShrinkIfEmpty();
+    st.sent_recently = false;
+  }
 }
 
 void Mux::SendRecorded(uint32_t id, Stream& s) {

@@ -246,6 +246,13 @@ class Mux {
   void SendResumeOk(const ResumeOkPayload& ok);
   /// @return Bytes held for replay across all streams.
   size_t replay_bytes() const;
+  /// @return Bytes allocated for replay across all streams (at least replay_bytes()).
+  size_t replay_capacity() const;
+  /// @brief Frees the replay storage of every stream that has nothing held and sent nothing
+  /// since the previous call. Call it periodically (the connection's 1 s timer does): a stream
+  /// that keeps sending keeps its storage, so the data path allocates nothing per frame, and
+  /// an idle stream holds none after at most two periods.
+  void ReleaseIdleMemory();
   /// @return True if a stream could not send only because the shared replay budget was
   /// spent (cleared by this call). The owner should call WakeWritable() a little later, as no
   /// event of this Mux will signal that another session gave budget back.
@@ -259,9 +266,10 @@ class Mux {
  private:
   struct Stream {
     bool accepted = false;
-    OpenPayload open;  ///< Client: the OPEN, for replay after a reconnect.
-    OpenOkPayload ok;  ///< Server: the OPEN_OK, for replay after a reconnect.
-    Buffer replay;     ///< Resumable: bytes [acked, sent) kept until acknowledged.
+    OpenPayload open;            ///< Client: the OPEN, for replay after a reconnect.
+    OpenOkPayload ok;            ///< Server: the OPEN_OK, for replay after a reconnect.
+    Buffer replay;               ///< Resumable: bytes [acked, sent) kept until acknowledged.
+    bool sent_recently = false;  ///< Sent DATA since the last ReleaseIdleMemory().
     /// Resumable: stream offsets in (acked, sent] where a message ends (message mode), oldest
     /// first, so that a replay marks them again. Bounded by the replay bytes (one per byte at
     /// worst; a message is never empty).

@@ -2289,6 +2289,33 @@ TEST(MuxReplayCaps, HugeWindowsAreClampedPerStreamAndPerSession) {
   EXPECT_EQ(e.mux.SendWindow(1), 32u * 1024);
 }
 
+// Acknowledged replay storage stays while a stream keeps sending (no allocation per frame) and
+// is freed once the stream has been idle for a whole ReleaseIdleMemory() period.
+TEST(MuxReplayCaps, IdleStreamsGiveTheirReplayStorageBack) {
+  MuxOptions o = Options(false);
+  o.resumable = true;
+  Endpoint e(o);
+  e.Handshake({{SettingId::kStreamWindow, 1u << 20}, {SettingId::kSessionWindow, 1u << 24}});
+  e.OpenAndAccept(1);
+  EXPECT_CALL(e.cb, OnStreamWritable(_)).Times(::testing::AnyNumber());
+  const std::string chunk(16 * 1024, 'x');
+  ASSERT_EQ(e.mux.SendData(1, U8(chunk), chunk.size()), chunk.size());
+  e.mux.output().Clear();
+  ASSERT_TRUE(e.Feed(Wire().Credit(1, chunk.size(), 1u << 20)).ok());
+  EXPECT_EQ(e.mux.replay_bytes(), 0u);
+  EXPECT_GE(e.mux.replay_capacity(), chunk.size());  // Kept for the next bytes.
+  e.mux.ReleaseIdleMemory();                         // It sent in this period: kept.
+  EXPECT_GE(e.mux.replay_capacity(), chunk.size());
+  e.mux.ReleaseIdleMemory();  // A whole period without sending: freed.
+  EXPECT_EQ(e.mux.replay_capacity(), 0u);
+  // Bytes still unacknowledged are never dropped, however idle the stream.
+  ASSERT_EQ(e.mux.SendData(1, U8(chunk), chunk.size()), chunk.size());
+  e.mux.ReleaseIdleMemory();
+  e.mux.ReleaseIdleMemory();
+  EXPECT_EQ(e.mux.replay_bytes(), chunk.size());
+  EXPECT_GE(e.mux.replay_capacity(), chunk.size());
+}
+
 class CountingBudget final : public ReplayBudget {
  public:
   explicit CountingBudget(uint64_t cap) : cap_(cap) {}
