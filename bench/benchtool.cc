@@ -36,11 +36,12 @@
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -49,9 +50,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
-#include <atomic>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -293,7 +293,6 @@ int FreePort() {
   return 0;
 }
 
-
 int ConnectUnix(const char* path) {
   int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
@@ -334,7 +333,9 @@ int Serve(int argc, char** argv) {
       int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
       off_t off = 0;
       while (fd >= 0 && static_cast<uint64_t>(off) < bytes) {
-        ssize_t n = ::sendfile(c, fd, &off, static_cast<size_t>(std::min<uint64_t>(bytes - static_cast<uint64_t>(off), 1 << 20)));
+        ssize_t n = ::sendfile(
+            c, fd, &off,
+            static_cast<size_t>(std::min<uint64_t>(bytes - static_cast<uint64_t>(off), 1 << 20)));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
       }
@@ -393,7 +394,9 @@ int Multi(int argc, char** argv) {
       char digest[17];
       std::snprintf(digest, sizeof digest, "%016" PRIx64, h.Digest(total));
       if (total != want || digest_want != digest) {
-        std::fprintf(stderr, "benchtool multi: stream %d: %" PRIu64 " bytes, digest %s; expected %" PRIu64 " %s\n",
+        std::fprintf(stderr,
+                     "benchtool multi: stream %d: %" PRIu64 " bytes, digest %s; expected %" PRIu64
+                     " %s\n",
                      i, total, digest, want, digest_want.c_str());
         bad++;
       }
@@ -464,7 +467,8 @@ int SpawnRate(int argc, char** argv) {
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     if (got != 1 || buf[0] != 'x' || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      std::fprintf(stderr, "benchtool spawnrate: session %ld: %zu bytes back, status %d\n", done, got, st);
+      std::fprintf(stderr, "benchtool spawnrate: session %ld: %zu bytes back, status %d\n", done,
+                   got, st);
       return 1;
     }
     secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -578,6 +582,8 @@ int main(int argc, char** argv) {
   if (cmd == "spawnrate") return SpawnRate(argc, argv);
   if (cmd == "eecho") return EpollEcho(argc, argv);
   if (cmd == "idle") return Idle(argc, argv);
-  std::fprintf(stderr, "usage: benchtool check|gen|echo|pingpong|freeport|serve|multi|connrate|spawnrate|eecho|idle ...\n");
+  std::fprintf(stderr,
+               "usage: benchtool "
+               "check|gen|echo|pingpong|freeport|serve|multi|connrate|spawnrate|eecho|idle ...\n");
   return 1;
 }
