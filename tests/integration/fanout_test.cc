@@ -20,6 +20,7 @@
 #include "support/data.h"
 #include "support/files.h"
 #include "support/gateway_fixture.h"
+#include "support/gateway_probe.h"
 #include "support/pipe_io.h"
 #include "support/proc_stats.h"
 #include "support/process.h"
@@ -340,7 +341,9 @@ TEST(Fanout, ReaderThatNeverReadsCannotGrowGatewayMemory) {
             << " KiB at most during " << size / kMiB << " MiB\n";
   // Windows, TLS buffers and the allocator's slack, but never the stream. (Not under the
   // sanitizers: their quarantine and shadow memory count as RSS, see kCheckRss.)
-  if (kCheckRss) EXPECT_LT(rss_peak, *rss_before + 24 * kMiB);
+  if (kCheckRss) {
+    EXPECT_LT(rss_peak, *rss_before + 24 * kMiB);
+  }
 }
 
 // End of file ends each plain reader; a `--follow` reader stays for the next writer.
