@@ -181,7 +181,8 @@ Result<std::unique_ptr<IdentityHelper>> IdentityHelper::Start(const std::string&
 
 IdentityHelper::~IdentityHelper() {
   ::close(fd_);  // EOF: the helper exits.
-  std::lock_guard<std::timed_mutex> lock(mu_);
+  mu_.Lock();
+  Held held(&mu_);
   if (gone_) return;  // Reaped already.
   // A helper that is stopped or stuck cannot be killed by an unprivileged gateway; it is left
   // to PR_SET_PDEATHSIG once this process exits. Bounded: 200 × 10 ms.
@@ -249,10 +250,10 @@ Result<IdentityHelper::Reply> IdentityHelper::Receive(uint32_t seq, int timeout_
 Result<IdentityHelper::Reply> IdentityHelper::Call(uint8_t op, const std::string& name,
                                                    const std::string& path, uint32_t uid,
                                                    uint32_t gid, bool follow, int timeout_ms) {
-  std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
-  if (!lock.try_lock_for(std::chrono::milliseconds(timeout_ms))) {
+  if (!mu_.TryLockFor(std::chrono::milliseconds(timeout_ms))) {
     return Status(Code::kIo, "the identity helper is busy (waited too long for it)");
   }
+  Held held(&mu_);
   if (gone_) return Status(Code::kIo, "the identity helper has exited (see the gateway log)");
   if (stuck_seq_ != 0) {
     // Not a single new request until the late reply has come: a stuck helper costs nothing more.

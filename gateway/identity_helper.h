@@ -3,6 +3,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -83,7 +85,51 @@ class IdentityHelper {
   /// @brief Records that the helper is gone (once: logs it and reaps it). mu_ held.
   Status Gone(const std::string& why);
 
-  std::timed_mutex mu_;
+  /// @brief A lock whose acquisition can time out. Not std::timed_mutex: its try_lock_for is
+  /// pthread_mutex_clocklock, which ThreadSanitizer (GCC 12) does not intercept, so every
+  /// unlock looked like one of an unlocked mutex; a flag under a mutex and a condition variable
+  /// are seen by every tool.
+  class TimedLock {
+   public:
+    bool TryLockFor(std::chrono::milliseconds timeout) {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!cv_.wait_for(lock, timeout, [this] { return !held_; })) return false;
+      held_ = true;
+      return true;
+    }
+    void Lock() {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return !held_; });
+      held_ = true;
+    }
+    void Unlock() {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        held_ = false;
+      }
+      cv_.notify_one();
+    }
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool held_ = false;
+  };
+  /// @brief Holds a TimedLock until destroyed (if it was taken).
+  class Held {
+   public:
+    explicit Held(TimedLock* lock) : lock_(lock) {}
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    ~Held() {
+      if (lock_ != nullptr) lock_->Unlock();
+    }
+
+   private:
+    TimedLock* lock_;
+  };
+
+  TimedLock mu_;
   int fd_ = -1;
   pid_t pid_ = -1;
   std::atomic<uint64_t>* failures_ = nullptr;
