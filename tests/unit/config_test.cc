@@ -832,6 +832,52 @@ TEST(ParseGatewayConfig, RefusesBadIdentityMaps) {
   ExpectOneError(not_tables, LineOf(not_tables, "map ="), "array of tables");
 }
 
+TEST(ParseGatewayConfig, RefusesBadMapEntryValues) {
+  const std::string entry = std::string(kUnixExport) + "[[export.map]]\n";
+  const std::string spaced = WithExport(entry + "identity = \" alice\"\nuser = \"pg\"\n");
+  ExpectOneError(spaced, LineOf(spaced, "[[export.map]]"),
+                 "is empty or has surrounding white space or a NUL character");
+  const std::string empty = WithExport(entry + "identity = \"\"\nuser = \"pg\"\n");
+  ExpectOneError(empty, LineOf(empty, "[[export.map]]"), "map entry #1: identity \"\" is empty");
+  const std::string user = WithExport(entry + "identity = \"alice\"\nuser = \"p g\"\n");
+  ExpectOneError(user, LineOf(user, "[[export.map]]"),
+                 "user \"p g\" is not a user name or a numeric id");
+  const std::string group =
+      WithExport(entry + "identity = \"alice\"\nuser = \"pg\"\ngroup = \"a:b\"\n");
+  ExpectOneError(group, LineOf(group, "[[export.map]]"),
+                 "group \"a:b\" is not a group name or a numeric id");
+  const std::string second = WithExport(entry + "identity = \"alice\"\nuser = \"pg\"\n" +
+                                        "[[export.map]]\nidentity = \"bob\"\nuser = 5\n");
+  std::vector<ConfigError> errors = MustFail(second);
+  ASSERT_EQ(errors.size(), 1u) << Dump(errors);
+  EXPECT_NE(errors[0].message.find("map entry #2"), std::string::npos) << Dump(errors);
+  const std::string not_string = WithExport(std::string(kUnixExport) + "connect_as = 1000\n");
+  ExpectOneError(not_string, LineOf(not_string, "connect_as"), "connect_as");
+  const std::string bad_group = WithExport(std::string(kUnixExport) + "connect_as = \"pg:\"\n");
+  ExpectOneError(bad_group, LineOf(bad_group, "connect_as"), "is not \"user\" or \"user:group\"");
+  GatewayConfig ok =
+      MustParse(WithExport(std::string(kUnixExport) + "connect_as = \"1000:1000\"\n"));
+  ASSERT_EQ(ok.exports[0].identity_map.size(), 1u);
+  EXPECT_EQ(ok.exports[0].identity_map[0].group, "1000");
+}
+
+TEST(ParseGatewayConfig, ExecExportsRefuseOtherKindsKeys) {
+  const std::string base =
+      "name = \"run\"\nkind = \"exec\"\ncommand = [\"/bin/cat\"]\n"
+      "allow = [\"x\"]\n";
+  const std::string socket = WithExport(base + "socket = \"seqpacket\"\n");
+  ExpectOneError(socket, LineOf(socket, "socket"), "socket only applies to unix exports");
+  const std::string fanout = WithExport(base + "fanout = true\n");
+  ExpectOneError(fanout, LineOf(fanout, "fanout"), "fanout only applies to a fifo export");
+  const std::string nul = WithExport(
+      "name = \"run\"\nkind = \"exec\"\ncommand = [\"/bin/echo\", \"a\\u0000b\"]\n"
+      "allow = [\"x\"]\n");
+  ExpectOneError(nul, LineOf(nul, "command"), "command entries must not contain a NUL");
+  GatewayConfig mapped = MustParse(WithExport(base + "connect_as = \"nobody\"\n"));
+  EXPECT_EQ(mapped.exports[0].identity_map.size(), 1u);
+  EXPECT_EQ(MustParse(WithExport(base + "timeout = 0\n")).exports[0].timeout_ms, 0u);
+}
+
 }  // namespace
 }  // namespace pipegate
 
