@@ -534,8 +534,11 @@ TEST(MountSecurity, WriteMountStopsWhenTheFifoIsReplaced) {
   Bridge mount(dir, {"mount", gw.Address("cmd"), local});
   ASSERT_TRUE(StartMount(mount, local, /*want_fifo=*/true));
   // Another FIFO under the same name: the next local writer would talk to someone else's pipe.
-  ASSERT_EQ(rename(local.c_str(), dir.Join("moved").c_str()), 0);
-  ASSERT_TRUE(MakeFifo(local, 0600));
+  // The old FIFO keeps a second name, and the new one replaces the path in one rename(), so
+  // the path never goes missing (which the mount would report as "gone" instead).
+  ASSERT_EQ(link(local.c_str(), dir.Join("moved").c_str()), 0);
+  ASSERT_TRUE(MakeFifo(dir.Join("other"), 0600));
+  ASSERT_EQ(rename(dir.Join("other").c_str(), local.c_str()), 0);
   // The mount reopens the path when the gateway accepts its next stream. If it already held the
   // old FIFO's read end, this writer's EOF ends that stream and brings the next one; if not, the
   // writer blocks in open() and is killed at the end of the test.
