@@ -74,7 +74,6 @@ Result<int> ExecStream::Start(std::vector<std::string> env, ExecProcessSlot slot
   uvglue::ChildProcess::Options options;
   options.argv = command_;
   options.env = std::move(env);
-  options.cwd = "/";
   options.stdio_fd = sv[1];
   options.max_line = kExecStderrLineMax;
   // std::function wants a copyable callable: the slot rides in a shared_ptr, released when the
