@@ -50,6 +50,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -411,41 +412,41 @@ int Multi(int argc, char** argv) {
   return 0;
 }
 
-int ConnRate(int argc, char** argv) {
-  if (argc < 5) return 1;
-  long count = std::strtol(argv[3], nullptr, 10);
-  double limit = std::strtod(argv[4], nullptr);
+// Runs session(n) for n = 0, 1, ... until @p count sessions or @p limit seconds, then prints
+// "SESSIONS SECONDS PER_SECOND". A session that fails (returns false) fails the run.
+int RateLoop(long count, double limit, const std::function<bool(long)>& session) {
   auto t0 = Clock::now();
   long done = 0;
   double secs = 0;
-  for (; done < count; done++) {
-    int s = ConnectUnix(argv[2]);
-    if (s < 0) Die("connect");
-    char c = static_cast<char>('a' + done % 26), r = 0;
-    if (!WriteFull(s, &c, 1)) Die("write");
-    if (ReadFull(s, &r, 1) != 1 || r != c) {
-      std::fprintf(stderr, "benchtool connrate: no echo on connection %ld\n", done);
-      return 1;
-    }
-    ::close(s);
+  while (done < count) {
+    if (!session(done)) return 1;
+    done++;
     secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (secs >= limit) {
-      done++;
-      break;
-    }
+    if (secs >= limit) break;
   }
   std::printf("%ld %.3f %.1f\n", done, secs, static_cast<double>(done) / secs);
   return 0;
 }
 
+int ConnRate(int argc, char** argv) {
+  if (argc < 5) return 1;
+  const char* path = argv[2];
+  return RateLoop(std::strtol(argv[3], nullptr, 10), std::strtod(argv[4], nullptr), [&](long n) {
+    int s = ConnectUnix(path);
+    if (s < 0) Die("connect");
+    char c = static_cast<char>('a' + n % 26), r = 0;
+    if (!WriteFull(s, &c, 1)) Die("write");
+    const bool echoed = ReadFull(s, &r, 1) == 1 && r == c;
+    ::close(s);
+    if (!echoed) std::fprintf(stderr, "benchtool connrate: no echo on connection %ld\n", n);
+    return echoed;
+  });
+}
+
 int SpawnRate(int argc, char** argv) {
   if (argc < 5) return 1;
-  long count = std::strtol(argv[2], nullptr, 10);
-  double limit = std::strtod(argv[3], nullptr);
-  auto t0 = Clock::now();
-  long done = 0;
-  double secs = 0;
-  for (; done < count; done++) {
+  char** command = argv + 4;
+  return RateLoop(std::strtol(argv[2], nullptr, 10), std::strtod(argv[3], nullptr), [&](long n) {
     int in[2], out[2];
     if (::pipe2(in, O_CLOEXEC) < 0 || ::pipe2(out, O_CLOEXEC) < 0) Die("pipe");
     if (!WriteFull(in[1], "x", 1)) Die("write");
@@ -455,7 +456,7 @@ int SpawnRate(int argc, char** argv) {
     if (pid == 0) {
       ::dup2(in[0], 0);
       ::dup2(out[1], 1);
-      ::execvp(argv[4], argv + 4);
+      ::execvp(command[0], command);
       _exit(127);
     }
     ::close(in[0]);
@@ -467,18 +468,12 @@ int SpawnRate(int argc, char** argv) {
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     if (got != 1 || buf[0] != 'x' || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      std::fprintf(stderr, "benchtool spawnrate: session %ld: %zu bytes back, status %d\n", done,
-                   got, st);
-      return 1;
+      std::fprintf(stderr, "benchtool spawnrate: session %ld: %zu bytes back, status %d\n", n, got,
+                   st);
+      return false;
     }
-    secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (secs >= limit) {
-      done++;
-      break;
-    }
-  }
-  std::printf("%ld %.3f %.1f\n", done, secs, static_cast<double>(done) / secs);
-  return 0;
+    return true;
+  });
 }
 
 int EpollEcho(int argc, char** argv) {

@@ -24,7 +24,10 @@
 
 #include <gtest/gtest.h>
 
+#include "pipegate/local_path.h"
+
 #include "support/bridge_client.h"
+#include "support/data.h"
 #include "support/files.h"
 #include "support/gateway_fixture.h"
 #include "support/process.h"
@@ -32,23 +35,6 @@
 
 namespace pipegate::testing {
 namespace {
-
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 7;
-  for (char& c : s) {
-    x = x * 1664525u + 1013904223u;
-    c = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-sockaddr_un Address(const std::string& path) {
-  sockaddr_un sun{};
-  sun.sun_family = AF_UNIX;
-  std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
-  return sun;
-}
 
 // Waits up to @p ms for @p events on @p fd; true if they came.
 bool PollFor(int fd, short events, int ms) {
@@ -65,7 +51,7 @@ class SeqpacketServer {
   explicit SeqpacketServer(std::string path, std::string greeting = "")
       : path_(std::move(path)), greeting_(std::move(greeting)) {
     fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un sun = Address(path_);
+    sockaddr_un sun = *UnixAddress(path_);
     if (::bind(fd_, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 || ::listen(fd_, 16) != 0) {
       ::close(fd_);
       fd_ = -1;
@@ -132,7 +118,7 @@ class SeqpacketServer {
 // Connects a SOCK_SEQPACKET socket to @p path, retrying until it listens (nominal timeout).
 int ConnectSeqpacket(const std::string& path, Duration timeout) {
   const Clock::time_point end = Clock::now() + Scaled(timeout);
-  sockaddr_un sun = Address(path);
+  sockaddr_un sun = *UnixAddress(path);
   while (Clock::now() < end) {
     int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0) return fd;
@@ -192,7 +178,7 @@ TEST(MessageMode, TenThousandMessagesKeepEveryBoundaryBothWays) {
   std::atomic<int> sent{0};
   std::thread sender([&] {
     for (int i = 0; i < kMessages; ++i) {
-      const std::string m = Pattern(sizes[i], static_cast<uint32_t>(i));
+      const std::string m = RandomStream(static_cast<uint32_t>(i)).Next(sizes[i]);
       if (::send(fd, m.data(), m.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(m.size())) return;
       sent = i + 1;
     }
@@ -205,7 +191,7 @@ TEST(MessageMode, TenThousandMessagesKeepEveryBoundaryBothWays) {
     if (!PollFor(fd, POLLIN, 100)) continue;
     const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC);
     if (n <= 0) break;
-    const std::string want = Pattern(sizes[received], static_cast<uint32_t>(received));
+    const std::string want = RandomStream(static_cast<uint32_t>(received)).Next(sizes[received]);
     if (static_cast<size_t>(n) != want.size() || std::memcmp(buf.data(), want.data(), n) != 0) {
       if (++mismatches <= 3) {
         ADD_FAILURE() << "message " << received << ": got " << n << " bytes, want " << want.size();
@@ -237,12 +223,12 @@ TEST(MessageMode, AnOversizedLocalMessageIsRefusedNotSplit) {
   ASSERT_TRUE(Mounted(mount, local));
   const int fd = ConnectSeqpacket(local, Duration(5000));
   ASSERT_GE(fd, 0);
-  const std::string fits = Pattern(1024, 1);
+  const std::string fits = RandomStream(1).Next(1024);
   ASSERT_EQ(::send(fd, fits.data(), fits.size(), MSG_NOSIGNAL), 1024);
   char buf[4096];
   ASSERT_TRUE(PollFor(fd, POLLIN, static_cast<int>(Scaled(Duration(10000)).count())));
   ASSERT_EQ(::recv(fd, buf, sizeof buf, 0), 1024);
-  const std::string too_long = Pattern(1025, 2);
+  const std::string too_long = RandomStream(2).Next(1025);
   ASSERT_EQ(::send(fd, too_long.data(), too_long.size(), MSG_NOSIGNAL), 1025);
   // The refusal closes this connection: recv() sees the end (EOF or reset), not a reply.
   ASSERT_TRUE(PollFor(fd, POLLIN | POLLHUP, static_cast<int>(Scaled(Duration(10000)).count())));
@@ -270,7 +256,7 @@ TEST(MessageMode, AnOversizedLocalMessageIsRefusedNotSplit) {
 // (`connect --messages length`) fails with the limit's exit status and the cause.
 TEST(MessageMode, AnOversizedServiceMessageIsRefusedAtTheGateway) {
   TempDir dir;
-  SeqpacketServer server(dir.Join("svc.sock"), Pattern(4096, 3));
+  SeqpacketServer server(dir.Join("svc.sock"), RandomStream(3).Next(4096));
   ASSERT_TRUE(server.ok());
   GatewayFixture gw(dir, WithExports({Seqpacket("events", dir.Join("svc.sock"), 1024)}));
   ASSERT_TRUE(gw.Start());
@@ -308,7 +294,7 @@ TEST(MessageMode, ConnectFramesMessagesAsLinesOrLengths) {
   std::string framed;
   std::vector<size_t> want;
   for (size_t n : {1, 3, 65536, 17, 40000}) {
-    const std::string m = Pattern(n, static_cast<uint32_t>(n));
+    const std::string m = RandomStream(static_cast<uint32_t>(n)).Next(n);
     framed += std::string{static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                           static_cast<char>(n >> 8), static_cast<char>(n)} +
               m;

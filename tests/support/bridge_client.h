@@ -43,6 +43,12 @@ struct ClientOptions {
     options.identity = std::move(who);
     return options;
   }
+  /// @return These options with stdin from `path` (`ClientOptions::As(Bob()).WithStdin(f)`).
+  ClientOptions WithStdin(std::string path) const {
+    ClientOptions options = *this;
+    options.stdin_path = std::move(path);
+    return options;
+  }
 };
 
 /// @brief What a finished `pipegate` run did.
