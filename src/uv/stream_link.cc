@@ -154,13 +154,17 @@ void StreamLink::OnData(const uint8_t* p, size_t n) {
     return;
   }
   if (message_mode()) {
-    if (incoming_.size() + n > max_message_) {
+    const size_t header = IncomingHeader();
+    if (incoming_.empty() && header > 0) {
+      incoming_.Prepare(header);  // The length prefix, filled in by OnMessageEnd.
+      incoming_.Commit(header);
+    }
+    if (incoming_.size() - header + n > max_message_) {
       MessageError(fmt::format("a message for '{}' is longer than its maximum of {} bytes", name_,
-                               max_message_),
-                   /*sending=*/false);
+                               max_message_));
       return;
     }
-    incoming_.insert(incoming_.end(), p, p + n);  // Acknowledged once written (OnMessageEnd).
+    incoming_.Append(p, n);  // Acknowledged once written (OnMessageEnd).
     return;
   }
   ssize_t r = out_->Write(p, n);
@@ -177,10 +181,11 @@ void StreamLink::OnFin() {
   if (!incoming_.empty()) {
     // The peer ended its direction inside a message: the part is not a message, and is
     // dropped rather than passed on as one.
+    const size_t part = incoming_.size() - IncomingHeader();
     PG_LOG(kWarn, "stream {}: '{}' ended inside a message; its {} bytes are dropped", id_, name_,
-           incoming_.size());
-    if (Mux* mux = owner_->stream_mux()) mux->Consumed(id_, incoming_.size());
-    incoming_.clear();
+           part);
+    if (Mux* mux = owner_->stream_mux()) mux->Consumed(id_, part);
+    incoming_.Clear();
   }
   if (out_ != nullptr) {
     out_->FinishWriting();
@@ -216,24 +221,21 @@ void StreamLink::OnMessageEnd() {
   StreamLinkOwner* owner = owner_;
   Mux* mux = owner->stream_mux();
   if (mux == nullptr || out_ == nullptr || !message_mode()) return;
-  const size_t n = incoming_.size();
-  if (n == 0) return;  // Empty messages are not carried (a seqpacket recv() of 0 is EOF).
-  switch (out_framing_) {
-    case MessageFraming::kLength: {
-      uint8_t prefix[4] = {static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
-                           static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
-      incoming_.insert(incoming_.begin(), prefix, prefix + 4);
-      break;
-    }
-    case MessageFraming::kLines:
-      incoming_.push_back('\n');
-      break;
-    default:
-      break;
+  if (incoming_.empty())
+    return;  // Empty messages are not carried (a seqpacket recv() of 0 is EOF).
+  const size_t n = incoming_.size() - IncomingHeader();
+  if (out_framing_ == MessageFraming::kLength) {
+    uint8_t* prefix = incoming_.data();
+    prefix[0] = static_cast<uint8_t>(n >> 24);
+    prefix[1] = static_cast<uint8_t>(n >> 16);
+    prefix[2] = static_cast<uint8_t>(n >> 8);
+    prefix[3] = static_cast<uint8_t>(n);
+  } else if (out_framing_ == MessageFraming::kLines) {
+    incoming_.Append("\n", 1);
   }
   written_.emplace_back(incoming_.size(), n);
   ssize_t r = out_->Write(incoming_.data(), incoming_.size());
-  incoming_.clear();
+  incoming_.Clear();
   if (r < 0) {
     OnLocalWriteError(r == -EPIPE ? Status(Code::kBrokenPipe, "the local reader went away")
                                   : Status(Code::kIo, ErrnoText(static_cast<int>(-r))));
@@ -258,14 +260,13 @@ void StreamLink::CountWritten(size_t n) {
   if (Mux* mux = owner_->stream_mux()) mux->Consumed(id_, messages);
 }
 
-void StreamLink::MessageError(std::string why, bool sending) {
+void StreamLink::MessageError(std::string why) {
   StreamLinkOwner* owner = owner_;
   Mux* mux = owner->stream_mux();
   PG_LOG(kWarn, "stream {}: {}", id_, why);
   local_error_ = Status(Code::kLimit, why);
   reading_ = false;
   if (in_ != nullptr) in_->WantRead(false);
-  (void)sending;
   if (mux == nullptr) return;
   mux->Abort(id_, ErrorCode::kLimit, why);  // May end the stream: nothing of this link after.
   owner->FlushSoon();
@@ -274,39 +275,33 @@ void StreamLink::MessageError(std::string why, bool sending) {
 bool StreamLink::SendStaged() {
   Mux* mux = owner_->stream_mux();
   if (mux == nullptr) return false;
-  const size_t left = staged_.size() - staged_sent_;
-  const size_t n = mux->SendData(id_, staged_.data() + staged_sent_, left, /*msg_end=*/true);
-  staged_sent_ += n;
+  const size_t left = staged_.size();
+  const size_t n = mux->SendData(id_, staged_.data(), left, /*msg_end=*/true);
+  staged_.Consume(n);
   bytes_sent_ += n;
   if (totals_ != nullptr) totals_->sent.fetch_add(n, std::memory_order_relaxed);
-  if (n < left) return false;
-  has_staged_ = false;
-  staged_sent_ = 0;
-  staged_.clear();
-  return true;
+  return n == left;
 }
 
 StreamLink::Parse StreamLink::ParseMessage(bool eof) {
-  const uint8_t* p = parse_.data() + parse_pos_;
-  const size_t have = parse_.size() - parse_pos_;
+  const uint8_t* p = parse_.data();
+  const size_t have = parse_.size();
   if (in_framing_ == MessageFraming::kLength) {
     if (have < 4) return eof && have > 0 ? Parse::kTruncated : Parse::kNeedMore;
     const size_t len = (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | p[3];
     if (len > max_message_) return Parse::kTooLong;
     if (have < 4 + len) return eof ? Parse::kTruncated : Parse::kNeedMore;
-    staged_.assign(p + 4, p + 4 + len);
-    parse_pos_ += 4 + len;
+    staged_.Append(p + 4, len);
+    parse_.Consume(4 + len);
   } else {
     if (have == 0) return Parse::kNeedMore;  // memchr must not see a null pointer.
     const void* nl = std::memchr(p, '\n', have);
     size_t len = nl != nullptr ? static_cast<size_t>(static_cast<const uint8_t*>(nl) - p) : have;
     if (len > max_message_) return Parse::kTooLong;
-    if (nl == nullptr && (!eof || have == 0)) return Parse::kNeedMore;
-    staged_.assign(p, p + len);
-    parse_pos_ += nl != nullptr ? len + 1 : len;
+    if (nl == nullptr && !eof) return Parse::kNeedMore;
+    staged_.Append(p, len);  // An empty message (a blank line) is not carried.
+    parse_.Consume(nl != nullptr ? len + 1 : len);
   }
-  has_staged_ = !staged_.empty();  // An empty message (a blank line) is not carried.
-  staged_sent_ = 0;
   return Parse::kTaken;
 }
 
@@ -325,7 +320,7 @@ void StreamLink::ReadMessages() {
       owner->PauseForBackpressure(this);
       break;
     }
-    if (has_staged_) {
+    if (!staged_.empty()) {
       if (!SendStaged()) {
         in_->WantRead(false);  // Credit is spent; OnStreamWritable resumes.
         break;
@@ -340,39 +335,34 @@ void StreamLink::ReadMessages() {
         MessageError(parsed == Parse::kTooLong
                          ? fmt::format("a message for '{}' is longer than its maximum of {} bytes",
                                        name_, max_message_)
-                         : fmt::format("the input for '{}' ended inside a message", name_),
-                     /*sending=*/true);
+                         : fmt::format("the input for '{}' ended inside a message", name_));
         return;
       }
       if (!parse_eof_) {
-        parse_.erase(parse_.begin(), parse_.begin() + static_cast<ptrdiff_t>(parse_pos_));
-        parse_pos_ = 0;
         constexpr size_t kChunk = 64 * 1024;
-        const size_t old = parse_.size();
-        parse_.resize(old + kChunk);
-        r = in_->Read(parse_.data() + old, kChunk);
-        parse_.resize(old + static_cast<size_t>(std::max<ssize_t>(r, 0)));
-        if (r > 0) continue;
+        r = in_->Read(parse_.Prepare(kChunk), kChunk);
+        if (r > 0) {
+          parse_.Commit(static_cast<size_t>(r));
+          continue;
+        }
         if (r == 0) {
           parse_eof_ = true;
           continue;  // An unfinished last line is still a message.
         }
       }
     } else {
-      staged_.resize(max_message_);
-      r = in_framing_ == MessageFraming::kSocket ? in_->ReadMessage(staged_.data(), max_message_)
-                                                 : in_->Read(staged_.data(), max_message_);
+      uint8_t* room = staged_.Prepare(max_message_);  // staged_ is empty here.
+      r = in_framing_ == MessageFraming::kSocket ? in_->ReadMessage(room, max_message_)
+                                                 : in_->Read(room, max_message_);
       if (r > static_cast<ssize_t>(max_message_)) {
-        MessageError(fmt::format("a message of {} bytes for '{}' is longer than its maximum of "
-                                 "{} bytes; it was not sent",
-                                 r, name_, max_message_),
-                     /*sending=*/true);
+        MessageError(
+            fmt::format("a message of {} bytes for '{}' is longer than its maximum of "
+                        "{} bytes; it was not sent",
+                        r, name_, max_message_));
         return;
       }
-      staged_.resize(static_cast<size_t>(std::max<ssize_t>(r, 0)));
       if (r > 0) {
-        has_staged_ = true;
-        staged_sent_ = 0;
+        staged_.Commit(static_cast<size_t>(r));
         continue;
       }
     }

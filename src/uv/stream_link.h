@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "pipegate/buffer.h"
 #include "pipegate/status.h"
 
 #include "uv/connection.h"
@@ -156,7 +157,9 @@ class StreamLink : public LocalPipeEvents {
   /// unfinished last line. @return kTaken, kNeedMore, or kTooLong / kTruncated (errors).
   enum class Parse { kTaken, kNeedMore, kTooLong, kTruncated };
   Parse ParseMessage(bool eof);
-  void MessageError(std::string why, bool sending);
+  void MessageError(std::string why);
+  /// @return Bytes of incoming_ that are not stream bytes (the kLength prefix).
+  size_t IncomingHeader() const { return out_framing_ == MessageFraming::kLength ? 4 : 0; }
   /// @brief Acknowledges written local bytes of framed messages to the mux.
   void CountWritten(size_t n);
 
@@ -165,13 +168,12 @@ class StreamLink : public LocalPipeEvents {
   MessageFraming in_framing_ = MessageFraming::kNone;
   MessageFraming out_framing_ = MessageFraming::kNone;
   uint32_t max_message_ = 0;
-  std::vector<uint8_t> staged_;  ///< A local message being sent.
-  size_t staged_sent_ = 0;       ///< Of staged_, bytes already in DATA frames.
-  bool has_staged_ = false;
-  std::vector<uint8_t> parse_;  ///< kLength/kLines: bytes read, not yet a message.
-  size_t parse_pos_ = 0;        ///< Of parse_, bytes already taken.
+  Buffer staged_;  ///< A local message being sent: what is not yet in DATA frames.
+  Buffer parse_;   ///< kLength/kLines: bytes read, not yet a message.
   bool parse_eof_ = false;
-  std::vector<uint8_t> incoming_;  ///< The message arriving from the stream.
+  /// The message arriving from the stream; with kLength output, after 4 bytes kept for its
+  /// length (filled in when it ends).
+  Buffer incoming_;
   /// Framed messages handed to the local pipe: {local bytes left, stream bytes}.
   std::deque<std::pair<size_t, size_t>> written_;
 };
