@@ -94,10 +94,18 @@ class Client final : public uvglue::ConnectionHandler,
   Mux* stream_mux() override { return finished_ ? nullptr : mux_.get(); }
   void FlushSoon() override;
   bool Backlogged() override { return conn_ == nullptr || conn_->backlogged(); }
-  void PauseForBackpressure(uvglue::StreamLink* link) override { paused_.push_back(link->id()); }
+  void PauseForBackpressure(uvglue::StreamLink* link) override {
+    paused_.push_back(link->id());
+    if (conn_ != nullptr) conn_->WantWritable();  // Else the reconnect resumes it.
+  }
 
   // ConnectionHandler.
   void OnConnectionWritable() override;
+  void OnHousekeeping() override {
+    for (auto& [id, stream] : streams_) {
+      if (uvglue::LocalPipe* out = stream->output()) out->ReleaseIdleMemory();
+    }
+  }
   void OnConnectionClosed(const Status& why) override;
 
   // MuxCallbacks.

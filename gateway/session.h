@@ -89,6 +89,11 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   void OnTlsEstablished(const PeerIdentity& peer) override;
   void OnInputYielded() override;
   void OnConnectionWritable() override;
+  void OnHousekeeping() override {
+    for (auto& [id, stream] : streams_) {
+      if (uvglue::LocalPipe* out = stream->output()) out->ReleaseIdleMemory();
+    }
+  }
   void OnConnectionClosed(const Status& why) override;
   void OnConnectionFreed() override {
     --live_conns_;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <utility>
 
+#include "pipegate/buffer.h"
 #include "pipegate/log.h"
 
 #include "gateway.h"
@@ -19,13 +20,16 @@ Worker::Worker(Gateway* gateway, int index)
       index_(index),
       async_(loop_, [this] { OnAsync(); }),
       grace_(loop_, [this] { OnGrace(); }),
-      lag_(loop_, [this] { OnLagTimer(); }) {}
+      lag_(loop_, [this] { OnLagTimer(); }),
+      trim_(loop_, [this] { OnTrimTimer(); }) {}
 
 Worker::~Worker() = default;
 
 namespace {
 
 constexpr uint64_t kLagIntervalMs = 1000;
+// Buffer::TrimCache frees the cache one idle second after it first looks: within ~2 s.
+constexpr uint64_t kTrimIntervalMs = 1000;
 
 uint64_t SteadyMicros() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -36,6 +40,7 @@ uint64_t SteadyMicros() {
 }  // namespace
 
 void Worker::Start(const std::vector<int>& listen_fds, bool measure_lag) {
+  trim_.Start(kTrimIntervalMs, kTrimIntervalMs);
   if (measure_lag) {
     lag_due_us_ = SteadyMicros() + kLagIntervalMs * 1000;
     lag_.Start(kLagIntervalMs);
@@ -67,6 +72,8 @@ void Worker::Forget(Session* s) {
   sessions_.erase(s);  // Deletes it.
   MaybeFinish();
 }
+
+void Worker::OnTrimTimer() { Buffer::TrimCache(SteadyMicros() / 1000); }
 
 std::vector<Session*> Worker::SessionList() const {
   std::vector<Session*> list;
@@ -174,6 +181,7 @@ void Worker::Stop() {
   stopping_ = true;
   listeners_.clear();  // Closes them.
   lag_.Close();
+  trim_.Close();
   std::vector<Handoff> unadopted;
   // From now on Post() is refused: the resumes that came too late are refused here.
   async_.CloseWith([&] {

@@ -89,6 +89,7 @@ class Worker {
   void OnAsync();
   void OnGrace();
   void OnLagTimer();
+  void OnTrimTimer();
   void Stop();
   void MaybeFinish();
   std::vector<Session*> SessionList() const;
@@ -99,7 +100,10 @@ class Worker {
   uvglue::Loop loop_;
   uvglue::Async async_;
   uvglue::Timer grace_;
-  uvglue::Timer lag_;        ///< Started by Start(…, true); closed by Stop().
+  uvglue::Timer lag_;  ///< Started by Start(…, true); closed by Stop().
+  /// Trims this thread's Buffer cache once a second (Buffer::TrimCache), whether or not a
+  /// connection is left whose timer would. Started by Start(); closed by Stop().
+  uvglue::Timer trim_;
   uint64_t lag_due_us_ = 0;  ///< When lag_ should fire (steady clock, microseconds).
   std::atomic<uint64_t> loop_lag_us_{0};
   std::vector<std::unique_ptr<uvglue::Listener>> listeners_;

@@ -326,22 +326,23 @@ void Connection::StartWrite() {
 }
 
 void Connection::MaybeNotifyWritable() {
-  if (!was_backlogged_ || write_queued() >= kLowMark) return;
+  if (!was_backlogged_ || backlog() >= kLowMark) return;
   was_backlogged_ = false;
   if (state_ == State::kOpen) handler_->OnConnectionWritable();
 }
 
 void Connection::WantWritable() {
   was_backlogged_ = true;
-  // If the backlog is already low, no write completion will come to say so: look from the
-  // loop (not from inside the caller, which is pausing a stream right now).
-  if (write_queued() < kLowMark) Flush();
+  // With no write in flight, no write completion will come to say the backlog fell: the flush
+  // (from the loop, not from inside the caller, which is pausing a stream right now) encrypts
+  // and writes what waits, and says so if that brought it under the low mark.
+  if (!write_in_flight_) Flush();
 }
 
 void Connection::UpdateReading() {
   if (options_.max_write_backlog == 0 || state_ != State::kOpen) return;
   // Frames the mux queued this turn are output too; they are encrypted at the next flush.
-  const size_t backlog = write_queued() + (mux_ != nullptr ? mux_->output().size() : 0);
+  const size_t backlog = this->backlog();
   if (!reading_paused_ && backlog > options_.max_write_backlog) {
     reading_paused_ = true;
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
@@ -400,6 +401,8 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
     self->idle_since_ms_ = 0;
   }
   self->mux_->ReleaseIdleMemory();
+  self->handler_->OnHousekeeping();
+  Buffer::TrimCache(now);
   uint64_t silent = now - self->last_recv_ms_;
   if (silent >= self->options_.keepalive_timeout_ms) {
     // While reads are paused for the write backlog, the silence is the peer not reading.

@@ -40,6 +40,9 @@ class ConnectionHandler : public MuxCallbacks {
   virtual void OnTlsEstablished(const PeerIdentity& peer) { (void)peer; }
   /// @brief The write backlog fell below the low mark; paused local reads may resume.
   virtual void OnConnectionWritable() {}
+  /// @brief About once a second while the connection is up: the time to free what idle
+  /// streams hold (LocalPipe::ReleaseIdleMemory). Must not close the connection.
+  virtual void OnHousekeeping() {}
   /// @brief The Mux stopped feeding after a RESUME frame (MuxCallbacks::OnResumeRequest): now
   /// is the time to Rebind() or Release() the connection. Input after the RESUME is kept and
   /// goes to whichever Mux the connection has when this returns.
@@ -105,8 +108,11 @@ class Connection {
   const TlsSession& tls() const noexcept { return *tls_; }
   /// @brief Sends queued mux output at the end of this loop turn.
   void Flush();
-  /// @return True while more than the high mark of bytes wait for the socket.
-  bool backlogged() const noexcept { return write_queued() > kHighMark; }
+  /// @return True while more than the high mark of bytes wait for the socket, counting the
+  /// frames the mux queued this turn (encrypted at the next flush). Bounding those keeps one
+  /// loop turn's output, and with it the buffers it passes through, small enough to stay in
+  /// the cache when many streams are readable at once.
+  bool backlogged() const noexcept { return backlog() > kHighMark; }
   /// @brief Someone paused for backpressure: OnConnectionWritable() will follow once the
   /// backlog is below the low mark (at once, from the loop, if it already is).
   void WantWritable();
@@ -147,6 +153,10 @@ class Connection {
   void CloseHandles();
   void MaybeFree();
   size_t write_queued() const noexcept { return inflight_.size() + pending_.size(); }
+  /// @return write_queued() plus the mux output not yet encrypted.
+  size_t backlog() const noexcept {
+    return write_queued() + (mux_ != nullptr ? mux_->output().size() : 0);
+  }
 
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept;
   static void OnConnected(uv_connect_t* req, int status) noexcept;

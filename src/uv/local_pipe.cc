@@ -235,12 +235,14 @@ ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
       if (r != -EAGAIN) return r;
     }
     queue_.Append(p, n);
+    queued_recently_ = true;
     message_lengths_.push_back(n);
     UpdatePoll();
     return 0;
   }
   if (!queue_.empty()) {
     queue_.Append(p, n);
+    queued_recently_ = true;
     // The new bytes may complete a held record: poll again. The hold measures a pause in the
     // stream, so it restarts from here if a record is still unfinished after the flush;
     // counted from the first hold, a busy stream whose writes end mid-block would be cut
@@ -256,6 +258,7 @@ ssize_t LocalPipe::Write(const uint8_t* p, size_t n) {
   size_t done = static_cast<size_t>(r);
   if (done < n) {
     queue_.Append(p + done, n - done);
+    queued_recently_ = true;
     holding_partial_ = held_;
     ArmHoldTimer();
     UpdatePoll();
@@ -313,13 +316,17 @@ void LocalPipe::FlushQueue() {
     if (closing_) return;
   }
   if (queue_.empty()) {
-    queue_.ShrinkIfEmpty();
     if (finishing_) {
       EndWriteSide();
       return;
     }
   }
   UpdatePoll();
+}
+
+void LocalPipe::ReleaseIdleMemory() noexcept {
+  if (!queued_recently_) queue_.ShrinkIfEmpty();
+  queued_recently_ = false;
 }
 
 void LocalPipe::FinishWriting() {

@@ -87,6 +87,13 @@ class LocalPipe {
   ssize_t Write(const uint8_t* p, size_t n);
   /// @return Bytes queued and not yet written.
   size_t queued() const noexcept { return queue_.size(); }
+  /// @return The write queue's allocated size (for memory accounting and tests).
+  size_t queue_capacity() const noexcept { return queue_.capacity(); }
+  /// @brief Frees the write queue's storage if nothing was queued since the last call. A busy
+  /// stream keeps it, so a reader that keeps catching up does not make every burst allocate
+  /// (and fault in) its queue afresh; an idle one gives it back. Called about once a second
+  /// by the stream's owner.
+  void ReleaseIdleMemory() noexcept;
   void set_record_mode(RecordMode mode) noexcept { record_mode_ = mode; }
   /// How long an unfinished 4096-byte block (RecordMode::kBlocks) waits for its rest before it
   /// is written anyway, counted from the last bytes that arrived: a writer that stops mid-block
@@ -158,6 +165,7 @@ class LocalPipe {
   RecordMode record_mode_ = RecordMode::kStream;
   uint64_t written_ = 0;  ///< Stream offset of the next byte to write (for block alignment).
   Buffer queue_;
+  bool queued_recently_ = false;  ///< Write() queued bytes since the last ReleaseIdleMemory().
   std::deque<size_t> message_lengths_;  ///< RecordMode::kMessages: the messages in queue_.
 };
 

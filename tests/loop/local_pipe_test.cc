@@ -277,6 +277,14 @@ TEST_F(LocalPipeLoopTest, QueuedBytesDrainWhenTheReaderReadsAndAreAllReported) {
   EXPECT_TRUE(reader_->data == sent + more) << "the bytes arrived altered or out of order";
   EXPECT_EQ(0, events_.errors);
   EXPECT_FALSE(reader_->eof);  // The writer is still open.
+
+  // The drained queue keeps its storage for the next burst until a housekeeping pass finds
+  // that nothing was queued since the one before.
+  EXPECT_GE(pipe_->queue_capacity(), queued);
+  pipe_->ReleaseIdleMemory();
+  EXPECT_GE(pipe_->queue_capacity(), queued);
+  pipe_->ReleaseIdleMemory();
+  EXPECT_EQ(0u, pipe_->queue_capacity());
 }
 
 // RecordMode::kBlocks (a write export without --lines) cuts the stream into 4096-byte blocks

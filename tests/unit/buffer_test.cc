@@ -247,5 +247,87 @@ TEST(Buffer, BehavesLikeAQueueUnderRandomUse) {
                          [](char c, uint8_t m) { return static_cast<uint8_t>(c) == m; }));
 }
 
+// The per-thread storage cache: tests start and end with it empty.
+void EmptyCache() {
+  Buffer::TrimCache(0, 0);  // Marks it.
+  Buffer::TrimCache(0, 0);  // Unused since the mark: freed.
+}
+
+TEST(BufferCache, LargeStorageIsReusedByTheNextBufferThatGrows) {
+  EmptyCache();
+  Buffer a;
+  a.Reserve(256 * 1024);
+  const uint8_t* storage = a.data();
+  a.ShrinkIfEmpty();
+  EXPECT_EQ(a.capacity(), 0u);
+  EXPECT_EQ(Buffer::cached_bytes(), 256u * 1024);
+
+  Buffer b;
+  Append(b, std::string(200 * 1024, 'x'));  // Grows to 256 KiB: the cached block fits.
+  EXPECT_EQ(b.data(), storage);
+  EXPECT_EQ(b.capacity(), 256u * 1024);
+  EXPECT_EQ(Buffer::cached_bytes(), 0u);
+  EXPECT_EQ(Text(b), std::string(200 * 1024, 'x'));
+}
+
+TEST(BufferCache, ABlockMoreThanTwiceTheRequestIsNotHandedOut) {
+  EmptyCache();
+  { Buffer big(1024 * 1024); }  // Its storage goes to the cache.
+  EXPECT_EQ(Buffer::cached_bytes(), 1024u * 1024);
+  Buffer small(Buffer::kMinCachedBlock);
+  EXPECT_EQ(small.capacity(), Buffer::kMinCachedBlock);
+  EXPECT_EQ(Buffer::cached_bytes(), 1024u * 1024);
+  EmptyCache();
+}
+
+TEST(BufferCache, SmallStorageIsFreedNotCached) {
+  EmptyCache();
+  {
+    Buffer b;
+    Append(b, "hello");
+    EXPECT_EQ(b.capacity(), 4096u);
+  }
+  EXPECT_EQ(Buffer::cached_bytes(), 0u);
+}
+
+TEST(BufferCache, GrowingGivesTheOldStorageBack) {
+  EmptyCache();
+  Buffer b(Buffer::kMinCachedBlock);
+  Append(b, std::string(Buffer::kMinCachedBlock + 1, 'y'));
+  EXPECT_EQ(b.capacity(), 2 * Buffer::kMinCachedBlock);
+  EXPECT_EQ(Buffer::cached_bytes(), Buffer::kMinCachedBlock);
+  EXPECT_EQ(Text(b), std::string(Buffer::kMinCachedBlock + 1, 'y'));
+  EmptyCache();
+}
+
+TEST(BufferCache, HoldsAtMostItsLimit) {
+  EmptyCache();
+  {
+    std::deque<Buffer> many;
+    for (int i = 0; i < 48; ++i) many.emplace_back(1024 * 1024);
+  }
+  EXPECT_EQ(Buffer::cached_bytes(), Buffer::kMaxCachedBytes);
+  EmptyCache();
+  EXPECT_EQ(Buffer::cached_bytes(), 0u);
+}
+
+TEST(BufferCache, IsFreedOnlyAfterGoingUnusedForTheIdleTime) {
+  EmptyCache();
+  { Buffer b(512 * 1024); }
+  ASSERT_EQ(Buffer::cached_bytes(), 512u * 1024);
+  Buffer::TrimCache(10000);  // The first look starts the idle clock.
+  Buffer::TrimCache(10999);
+  EXPECT_EQ(Buffer::cached_bytes(), 512u * 1024);
+
+  {
+    Buffer taken(400 * 1024);  // Using the cache restarts the clock...
+  }
+  Buffer::TrimCache(11500);
+  Buffer::TrimCache(12400);
+  EXPECT_EQ(Buffer::cached_bytes(), 512u * 1024);
+  Buffer::TrimCache(12500);  // ...and a second without use frees it.
+  EXPECT_EQ(Buffer::cached_bytes(), 0u);
+}
+
 }  // namespace
 }  // namespace pipegate
