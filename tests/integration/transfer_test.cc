@@ -63,6 +63,36 @@ TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
                                                  (static_cast<double>(took.count()) / 1000.0)));
 }
 
+// The same over IPv6 loopback: the gateway listens on [::1] only, and the address names it in
+// brackets (the test certificate has ::1 among its names).
+TEST(Transfer, AGatewayListeningOnIpv6LoopbackServesCat) {
+  TempDir dir;
+  const uint64_t size = 4 * kMiB;
+  const std::string source = dir.Join("source");
+  const std::string sha = WriteRandomFile(source, size, 9);
+  GatewayOptions options = WithExports({ExportSpec::FifoRead("bulk")});
+  options.listen = "[::1]:0";
+  GatewayFixture gw(dir, options);
+  ASSERT_TRUE(gw.Start());
+  EXPECT_EQ(gw.Address("bulk"), "pipe://[::1]:" + std::to_string(gw.port()) + "/bulk");
+  const std::string fifo = gw.ExportPath("bulk");
+
+  const std::string out = dir.Join("out");
+  Bridge cat(dir, {"cat", gw.Address("bulk")}, StdioSpec::Null(), out);
+  ASSERT_TRUE(cat.started());
+  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
+                      Duration(10000)))
+      << "the gateway never opened " << fifo << " for the remote reader; " << cat.Describe();
+  ProcessOptions writer_options = ProcessOptions::Of({"cat", source});
+  writer_options.stdout_spec = StdioSpec::File(fifo);
+  Process writer(std::move(writer_options));
+  ASSERT_TRUE(writer.started()) << writer.error();
+  EXPECT_EQ(writer.Wait(Duration(30000)), 0) << "local writer";
+  ASSERT_EQ(cat.Wait(Duration(30000)), 0) << cat.Describe();
+  EXPECT_EQ(Sha256Hex(out), sha);
+  EXPECT_NE(gw.Log().find("listening on [::1]:"), std::string::npos) << gw.Log();
+}
+
 // `pipegate write` < file -> TLS -> gateway -> FIFO -> local reader. Exit 0 must mean that every
 // byte is already in the FIFO (SPEC §3 "Delivery is confirmed").
 TEST(Transfer, WriteDelivers64MiBIntoFifoWriteExportBeforeExiting) {

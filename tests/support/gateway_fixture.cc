@@ -179,7 +179,7 @@ std::string GatewayFixture::ConfigToml() const {
   if (!process_->started()) {
     return ::testing::AssertionFailure() << "cannot start pipegated: " << process_->error();
   }
-  static const std::regex kListening(R"(listening on 127\.0\.0\.1:([0-9]+))");
+  static const std::regex kListening(R"(listening on (127\.0\.0\.1|\[::1\]):([0-9]+))");
   std::smatch match;
   std::string log;
   const bool up = WaitFor(
@@ -193,12 +193,14 @@ std::string GatewayFixture::ConfigToml() const {
       timeout);
   if (!up || match.empty()) {
     const std::optional<int> status = process_->Running() ? std::nullopt : process_->exit_status();
-    return ::testing::AssertionFailure() << "pipegated did not log 'listening on 127.0.0.1:PORT' ("
-                                         << DescribeStatus(status) << ")\nconfig:\n"
-                                         << ConfigToml() << "log:\n"
-                                         << Tail(log);
+    return ::testing::AssertionFailure()
+           << "pipegated did not log 'listening on 127.0.0.1:PORT' or '[::1]:PORT' ("
+           << DescribeStatus(status) << ")\nconfig:\n"
+           << ConfigToml() << "log:\n"
+           << Tail(log);
   }
-  const unsigned long port = std::stoul(match[1].str());
+  host_ = match[1].str();
+  const unsigned long port = std::stoul(match[2].str());
   if (port == 0 || port > 65535) {
     return ::testing::AssertionFailure() << "bad port in log: " << match[0].str();
   }
@@ -236,7 +238,7 @@ void GatewayFixture::Signal(int sig) {
 }
 
 std::string GatewayFixture::BaseAddress() const {
-  return "pipe://127.0.0.1:" + std::to_string(port_);
+  return "pipe://" + host_ + ":" + std::to_string(port_);
 }
 
 std::string GatewayFixture::Address(const std::string& name) const {

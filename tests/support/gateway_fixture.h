@@ -47,8 +47,8 @@ struct ExportSpec {
 
 /// @brief What the gateway config says besides its exports.
 struct GatewayOptions {
-  /// The one listen address. Keep port 0 (a free port, read back from the log) except to restart
-  /// a gateway on the port a killed one used.
+  /// The one listen address, on 127.0.0.1 or [::1]. Keep port 0 (a free port, read back from the
+  /// log) except to restart a gateway on the port a killed one used.
   std::string listen = "127.0.0.1:0";
   std::string cert = "gateway.crt";  ///< Relative to the PKI dir unless absolute.
   std::string key = "gateway.key";
@@ -92,9 +92,9 @@ class GatewayFixture {
   uint16_t port() const { return port_; }
   /// @return The gateway pid, or -1.
   pid_t pid() const { return process_ ? process_->pid() : -1; }
-  /// @return `pipe://127.0.0.1:PORT/name`.
+  /// @return `pipe://127.0.0.1:PORT/name` (`[::1]` for a gateway listening there).
   std::string Address(const std::string& name) const;
-  /// @return `pipe://127.0.0.1:PORT`.
+  /// @return `pipe://127.0.0.1:PORT` (or `[::1]`).
   std::string BaseAddress() const;
   /// @return The local path the export `name` uses.
   std::string ExportPath(const std::string& name) const;
@@ -122,6 +122,7 @@ class GatewayFixture {
   std::string config_path_;
   std::string log_path_;
   uint16_t port_ = 0;
+  std::string host_ = "127.0.0.1";  ///< As the listening line names it.
   std::unique_ptr<Process> process_;
 };
 
