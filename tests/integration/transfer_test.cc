@@ -28,18 +28,11 @@ namespace {
 
 std::string MiB(uint64_t bytes) { return std::to_string(bytes / kMiB) + " MiB"; }
 
-// Local writer -> FIFO -> gateway -> TLS -> `pipegate cat` -> file.
-TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
-  TempDir dir;
-  const uint64_t size = DataSize(64 * kMiB, 16 * kMiB);
-  const std::string source = dir.Join("source");
-  const std::string sha = WriteRandomFile(source, size, 1);
-  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("bulk")}));
-  ASSERT_TRUE(gw.Start());
+// Starts `pipegate cat` of the FIFO read export "bulk" into @p out, waits until the gateway has
+// opened the FIFO for it, and writes @p source into the FIFO; then both must end with status 0.
+void CatFromFifoExport(TempDir& dir, GatewayFixture& gw, const std::string& source,
+                       const std::string& out) {
   const std::string fifo = gw.ExportPath("bulk");
-
-  const std::string out = dir.Join("out");
-  const auto start = Clock::now();
   Bridge cat(dir, {"cat", gw.Address("bulk")}, StdioSpec::Null(), out);
   ASSERT_TRUE(cat.started());
   // The gateway opens the FIFO for reading once the remote reader is attached.
@@ -52,9 +45,22 @@ TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
   writer_options.stdout_spec = StdioSpec::File(fifo);
   Process writer(std::move(writer_options));
   ASSERT_TRUE(writer.started()) << writer.error();
-
   EXPECT_EQ(writer.Wait(Duration(60000)), 0) << "local writer";
   ASSERT_EQ(cat.Wait(Duration(60000)), 0) << cat.Describe();
+}
+
+// Local writer -> FIFO -> gateway -> TLS -> `pipegate cat` -> file.
+TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
+  TempDir dir;
+  const uint64_t size = DataSize(64 * kMiB, 16 * kMiB);
+  const std::string source = dir.Join("source");
+  const std::string sha = WriteRandomFile(source, size, 1);
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("bulk")}));
+  ASSERT_TRUE(gw.Start());
+
+  const std::string out = dir.Join("out");
+  const auto start = Clock::now();
+  ASSERT_NO_FATAL_FAILURE(CatFromFifoExport(dir, gw, source, out));
   const Duration took = Since(start);
   EXPECT_EQ(FileSize(out).value_or(0), size);
   EXPECT_EQ(Sha256Hex(out), sha);
@@ -67,28 +73,16 @@ TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
 // brackets (the test certificate has ::1 among its names).
 TEST(Transfer, AGatewayListeningOnIpv6LoopbackServesCat) {
   TempDir dir;
-  const uint64_t size = 4 * kMiB;
   const std::string source = dir.Join("source");
-  const std::string sha = WriteRandomFile(source, size, 9);
+  const std::string sha = WriteRandomFile(source, 4 * kMiB, 9);
   GatewayOptions options = WithExports({ExportSpec::FifoRead("bulk")});
   options.listen = "[::1]:0";
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
   EXPECT_EQ(gw.Address("bulk"), "pipe://[::1]:" + std::to_string(gw.port()) + "/bulk");
-  const std::string fifo = gw.ExportPath("bulk");
 
   const std::string out = dir.Join("out");
-  Bridge cat(dir, {"cat", gw.Address("bulk")}, StdioSpec::Null(), out);
-  ASSERT_TRUE(cat.started());
-  ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
-                      Duration(10000)))
-      << "the gateway never opened " << fifo << " for the remote reader; " << cat.Describe();
-  ProcessOptions writer_options = ProcessOptions::Of({"cat", source});
-  writer_options.stdout_spec = StdioSpec::File(fifo);
-  Process writer(std::move(writer_options));
-  ASSERT_TRUE(writer.started()) << writer.error();
-  EXPECT_EQ(writer.Wait(Duration(30000)), 0) << "local writer";
-  ASSERT_EQ(cat.Wait(Duration(30000)), 0) << cat.Describe();
+  ASSERT_NO_FATAL_FAILURE(CatFromFifoExport(dir, gw, source, out));
   EXPECT_EQ(Sha256Hex(out), sha);
   EXPECT_NE(gw.Log().find("listening on [::1]:"), std::string::npos) << gw.Log();
 }
