@@ -97,12 +97,17 @@ HttpAnswer HttpGet(uint16_t port, const std::string& path, const std::string& me
   return a;
 }
 
+// The gateway logs the metrics port just after the listening line GatewayFixture::Start()
+// waits for: wait for it too (bounded). 0 if it never comes.
 uint16_t MetricsPort(GatewayFixture& gw) {
   static const std::regex kServing(
       R"(metrics: serving /metrics and /healthz on 127\.0\.0\.1:([0-9]+))");
   std::smatch m;
-  const std::string log = gw.Log();
-  if (!std::regex_search(log, m, kServing)) return 0;
+  std::string log;
+  if (!WaitFor([&] { return std::regex_search(log = gw.Log(), m, kServing); }, Duration(5000),
+               Duration(20))) {
+    return 0;
+  }
   return static_cast<uint16_t>(std::stoi(m[1]));
 }
 
