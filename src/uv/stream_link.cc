@@ -113,6 +113,10 @@ void StreamLink::OnLocalReadable() {
       if (totals_ != nullptr)
         totals_->sent.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
       mux.CommitData(id, static_cast<size_t>(r), false);
+      // A short read took all there was: reading again now would only return EAGAIN (one
+      // wasted syscall per small message, on the latency path). The poll is level-triggered,
+      // so bytes that come meanwhile wake this stream again.
+      if (static_cast<size_t>(r) < room) break;
       continue;
     }
     if (r == -EAGAIN) break;
