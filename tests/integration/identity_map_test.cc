@@ -231,7 +231,8 @@ TEST_F(IdentityMap, FifoPermissionsApplyToTheMappedAccount) {
 
   const std::string input = dir_.Join("in.txt");
   ASSERT_TRUE(WriteFile(input, "written as a\n"));
-  ClientResult alice = RunPipegate(dir_, {"write", gw.Address("cmd")}, ClientOptions::As(Alice()).WithStdin(input));
+  ClientResult alice =
+      RunPipegate(dir_, {"write", gw.Address("cmd")}, ClientOptions::As(Alice()).WithStdin(input));
   EXPECT_EQ(alice.status, 0) << alice.Describe();
   std::string got;
   ASSERT_TRUE(WaitFor(
@@ -245,7 +246,8 @@ TEST_F(IdentityMap, FifoPermissionsApplyToTheMappedAccount) {
   EXPECT_EQ(got, "written as a\n");
 
   // bob maps to user b, whom the FIFO's mode refuses: "access denied" (exit 3).
-  ClientResult bob = RunPipegate(dir_, {"write", gw.Address("cmd")}, ClientOptions::As(Bob()).WithStdin(input));
+  ClientResult bob =
+      RunPipegate(dir_, {"write", gw.Address("cmd")}, ClientOptions::As(Bob()).WithStdin(input));
   EXPECT_TRUE(IsError(bob, 3, gw.Address("cmd"), "access denied.*" + b_->name())) << bob.Describe();
   EXPECT_EQ(ReadCounters(gw)["mapped_denied"], 1u);
   ::close(reader);
@@ -282,7 +284,8 @@ TEST_F(IdentityMap, StuckHelperCostsOtherClientsAtMostOneTimeout) {
   }
   const std::string input = dir_.Join("ping.txt");
   ASSERT_TRUE(WriteFile(input, "ping"));
-  ClientResult plain_open = RunPipegate(dir_, {"connect", gw.Address("plain")}, ClientOptions::As(Bob()).WithStdin(input));
+  ClientResult plain_open = RunPipegate(dir_, {"connect", gw.Address("plain")},
+                                        ClientOptions::As(Bob()).WithStdin(input));
   EXPECT_EQ(plain_open.status, 0) << plain_open.Describe();
   EXPECT_EQ(plain_open.out, "ping");
   // A client start and TLS take ~50 ms; the stuck helper may add one reply timeout (1 s) and
