@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "pipegate/buffer.h"
 #include "pipegate/config.h"
 #include "pipegate/frame.h"
 #include "pipegate/mux.h"
@@ -101,10 +102,11 @@ class Client final : public uvglue::ConnectionHandler,
 
   // ConnectionHandler.
   void OnConnectionWritable() override;
-  void OnHousekeeping() override {
+  void OnHousekeeping(uint64_t now_ms) override {
     for (auto& [id, stream] : streams_) {
       if (uvglue::LocalPipe* out = stream->output()) out->ReleaseIdleMemory();
     }
+    Buffer::TrimCache(now_ms);  // The bridge's one thread has no other timer for it.
   }
   void OnConnectionClosed(const Status& why) override;
 

@@ -89,7 +89,8 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   void OnTlsEstablished(const PeerIdentity& peer) override;
   void OnInputYielded() override;
   void OnConnectionWritable() override;
-  void OnHousekeeping() override {
+  // The worker's own timer trims the thread's Buffer cache (Worker::OnTrimTimer).
+  void OnHousekeeping(uint64_t /*now_ms*/) override {
     for (auto& [id, stream] : streams_) {
       if (uvglue::LocalPipe* out = stream->output()) out->ReleaseIdleMemory();
     }

@@ -401,8 +401,7 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
     self->idle_since_ms_ = 0;
   }
   self->mux_->ReleaseIdleMemory();
-  self->handler_->OnHousekeeping();
-  Buffer::TrimCache(now);
+  self->handler_->OnHousekeeping(now);
   uint64_t silent = now - self->last_recv_ms_;
   if (silent >= self->options_.keepalive_timeout_ms) {
     // While reads are paused for the write backlog, the silence is the peer not reading.

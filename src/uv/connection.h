@@ -40,9 +40,10 @@ class ConnectionHandler : public MuxCallbacks {
   virtual void OnTlsEstablished(const PeerIdentity& peer) { (void)peer; }
   /// @brief The write backlog fell below the low mark; paused local reads may resume.
   virtual void OnConnectionWritable() {}
-  /// @brief About once a second while the connection is up: the time to free what idle
-  /// streams hold (LocalPipe::ReleaseIdleMemory). Must not close the connection.
-  virtual void OnHousekeeping() {}
+  /// @brief About once a second while the connection is up (@p now_ms: the loop's clock): the
+  /// time to free what idle streams hold (LocalPipe::ReleaseIdleMemory). Must not close the
+  /// connection.
+  virtual void OnHousekeeping(uint64_t now_ms) { (void)now_ms; }
   /// @brief The Mux stopped feeding after a RESUME frame (MuxCallbacks::OnResumeRequest): now
   /// is the time to Rebind() or Release() the connection. Input after the RESUME is kept and
   /// goes to whichever Mux the connection has when this returns.
