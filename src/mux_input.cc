@@ -218,6 +218,12 @@ void Mux::OnDataEnd() {
 // One case per frame type, each a few lines of checks then a callback: kept as one switch so
 // the frame table of docs/protocol.md can be read against it top to bottom (longer than 60
 // lines for that reason).
+Status Mux::FindForFrame(uint32_t id, const char* frame, Stream** out) {
+  *out = Find(id);
+  if (*out != nullptr || IsClosedId(id)) return Status::Ok();
+  return ProtocolError(fmt::format("{} for unknown stream {}", frame, id));
+}
+
 Status Mux::OnFrame() {
   const uint8_t* p = control_.data();
   size_t n = control_.size();
@@ -282,11 +288,8 @@ Status Mux::OnFrame() {
       if (!options_.is_client) return ProtocolError("OPEN_OK sent to a gateway");
       Result<OpenOkPayload> ok = DecodeOpenOk(p, n);
       if (!ok) return ok.error();
-      Stream* s = Find(id);
-      if (s == nullptr) {
-        if (IsClosedId(id)) return Status::Ok();
-        return ProtocolError(fmt::format("OPEN_OK for unknown stream {}", id));
-      }
+      Stream* s = nullptr;
+      if (Status found = FindForFrame(id, "OPEN_OK", &s); !found.ok() || s == nullptr) return found;
       if (s->accepted) return Status::Ok();  // Replayed after a reconnect.
       s->accepted = true;
       s->send_limit = peer_stream_window_;
@@ -296,11 +299,8 @@ Status Mux::OnFrame() {
     case FrameType::kReset: {
       Result<ResetPayload> r = DecodeReset(p, n);
       if (!r) return r.error();
-      Stream* s = Find(id);
-      if (s == nullptr) {
-        if (IsClosedId(id)) return Status::Ok();
-        return ProtocolError(fmt::format("RESET for unknown stream {}", id));
-      }
+      Stream* s = nullptr;
+      if (Status found = FindForFrame(id, "RESET", &s); !found.ok() || s == nullptr) return found;
       // Before OPEN_OK, a RESET of a stream we opened is the refusal: nothing was sent either
       // way, so both directions end, even if we had already stopped reading. A RESET of a
       // stream the peer opened ends only the peer's direction; Accept() or Reject() still
@@ -319,11 +319,8 @@ Status Mux::OnFrame() {
     case FrameType::kStop: {
       Result<StopPayload> st = DecodeStop(p, n);
       if (!st) return st.error();
-      Stream* s = Find(id);
-      if (s == nullptr) {
-        if (IsClosedId(id)) return Status::Ok();
-        return ProtocolError(fmt::format("STOP for unknown stream {}", id));
-      }
+      Stream* s = nullptr;
+      if (Status found = FindForFrame(id, "STOP", &s); !found.ok() || s == nullptr) return found;
       if (s->stop_received) return Status::Ok();  // Replayed after a reconnect.
       s->stop_received = true;
       if (!s->send_done) {
@@ -381,11 +378,8 @@ Status Mux::OnFrame() {
       if (!options_.is_client) return ProtocolError("EXIT sent to a gateway");
       Result<ExitPayload> exit = DecodeExit(p, n);
       if (!exit) return exit.error();
-      Stream* s = Find(id);
-      if (s == nullptr) {
-        if (IsClosedId(id)) return Status::Ok();
-        return ProtocolError(fmt::format("EXIT for unknown stream {}", id));
-      }
+      Stream* s = nullptr;
+      if (Status found = FindForFrame(id, "EXIT", &s); !found.ok() || s == nullptr) return found;
       // Replayed after a reconnect, it says the same again: reported each time, harmlessly.
       if (s->recv_done) return Status::Ok();
       cb_->OnStreamExit(id, *exit);
@@ -449,11 +443,8 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
     }
     return Status::Ok();
   }
-  Stream* s = Find(id);
-  if (s == nullptr) {
-    if (IsClosedId(id)) return Status::Ok();
-    return ProtocolError(fmt::format("CREDIT for unknown stream {}", id));
-  }
+  Stream* s = nullptr;
+  if (Status found = FindForFrame(id, "CREDIT", &s); !found.ok() || s == nullptr) return found;
   if (c.delivered > s->sent) {
     StreamError(id, ErrorCode::kProtocol, "CREDIT acknowledges bytes never sent");
     return Status::Ok();

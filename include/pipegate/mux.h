@@ -333,6 +333,10 @@ class Mux {
   const Stream* Find(uint32_t id) const;
   bool IsPeerId(uint32_t id) const { return ((id & 1) == 1) != options_.is_client; }
   bool IsClosedId(uint32_t id) const;
+  /// @brief The stream a control frame (named @p frame, for the error) is about: sets @p out
+  /// to it, or to null for a stream that has closed (late frames are ignored). A stream that
+  /// never existed is a protocol error.
+  Status FindForFrame(uint32_t id, const char* frame, Stream** out);
 
   MuxOptions options_;
   MuxCallbacks* cb_;
