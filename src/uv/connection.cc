@@ -1,5 +1,6 @@
 #include "uv/connection.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -80,6 +81,29 @@ Result<Connection*> Connection::Accept(uv_loop_t* loop, uv_stream_t* server,
   return c;
 }
 
+namespace {
+
+// Fills @p out from a numeric IPv4 or IPv6 address (no brackets, no scope).
+bool LiteralAddress(const std::string& host, uint16_t port, sockaddr_storage* out) {
+  *out = {};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(out);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
+  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    return true;
+  }
+  *out = {};
+  return false;
+}
+
+}  // namespace
+
 Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
                                 std::shared_ptr<const TlsContext> tls,
                                 const ConnectionOptions& options, ConnectionHandler* handler,
@@ -88,6 +112,14 @@ Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16
                            handler, mux);
   c->port_ = port;
   c->state_ = State::kResolving;
+  if (LiteralAddress(host, port, &c->literal_address_)) {
+    // A numeric address needs no resolver, and so no libuv thread pool (four threads that a
+    // short-lived `pipegate connect` would start and join for nothing). The dial starts in
+    // this loop turn's check phase (OnCheck), so that its failures, like the resolver's, reach
+    // the handler after Connect() has returned.
+    c->Flush();
+    return c;
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -121,16 +153,20 @@ void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) no
   sockaddr_storage ss{};
   std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
   uv_freeaddrinfo(res);
-  self->peer_address_ = FormatAddress(ss);
-  self->state_ = State::kConnecting;
-  int rc = uv_tcp_connect(&self->connect_req_, &self->tcp_, reinterpret_cast<sockaddr*>(&ss),
+  self->Dial(ss);
+}
+
+void Connection::Dial(const sockaddr_storage& ss) {
+  peer_address_ = FormatAddress(ss);
+  state_ = State::kConnecting;
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&ss),
                           &Connection::OnConnected);
   if (rc != 0) {
-    self->Abort(Status(Code::kConnect, fmt::format("could not connect to {}: {}",
-                                                   self->peer_address_, uv_strerror(rc))));
+    Abort(Status(Code::kConnect,
+                 fmt::format("could not connect to {}: {}", peer_address_, uv_strerror(rc))));
     return;
   }
-  self->connecting_ = true;
+  connecting_ = true;
 }
 
 void Connection::OnConnected(uv_connect_t* req, int status) noexcept {
@@ -274,6 +310,10 @@ void Connection::OnCheck(uv_check_t* handle) noexcept {
   uv_check_stop(handle);
   uv_idle_stop(&self->idle_);
   self->flush_scheduled_ = false;
+  if (self->state_ == State::kResolving && self->literal_address_.ss_family != AF_UNSPEC) {
+    self->Dial(self->literal_address_);  // Connect() of a numeric address.
+    return;
+  }
   self->DoFlush();
 }
 

@@ -71,7 +71,8 @@ class Connection {
                                     std::shared_ptr<const TlsContext> tls,
                                     const ConnectionOptions& options, ConnectionHandler* handler,
                                     Mux* mux);
-  /// @brief Resolves and dials @p host:@p port; failures arrive as OnConnectionClosed.
+  /// @brief Resolves (unless @p host is a numeric address) and dials @p host:@p port; failures
+  /// arrive as OnConnectionClosed.
   static Connection* Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
                              std::shared_ptr<const TlsContext> tls,
                              const ConnectionOptions& options, ConnectionHandler* handler,
@@ -159,6 +160,8 @@ class Connection {
     return write_queued() + (mux_ != nullptr ? mux_->output().size() : 0);
   }
 
+  /// Starts the TCP connect to @p ss (state kResolving → kConnecting).
+  void Dial(const sockaddr_storage& ss);
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept;
   static void OnConnected(uv_connect_t* req, int status) noexcept;
   static void OnAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
@@ -174,6 +177,8 @@ class Connection {
   uv_idle_t idle_{};
   uv_timer_t timer_{};
   uv_getaddrinfo_t resolve_req_{};
+  /// Connect() of a numeric address: the address OnCheck dials (else AF_UNSPEC).
+  sockaddr_storage literal_address_{};
   uv_connect_t connect_req_{};
   uv_write_t write_req_{};
   CloseCount<Connection> closes_;  ///< Handles closing; MaybeFree() after the last.
