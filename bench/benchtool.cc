@@ -31,8 +31,16 @@
 //   benchtool idle SOCKET_PATH N    Opens N connections to an echo socket, one byte round trip
 //       on each (so each is open end to end), prints "ready N" (or "failed K REASON" after K
 //       good ones), then holds them until killed.
+//   benchtool relay LISTEN CONNECT
+//       The least a relay process can do: LISTEN and CONNECT are unix:PATH or tcp:PORT (on
+//       127.0.0.1). Serves one connection at a time: accepts on LISTEN, connects to CONNECT,
+//       then moves bytes both ways with one epoll_wait, one read and one write per message, no
+//       encryption and no framing. Two of them in a chain (unix -> relay -> tcp -> relay ->
+//       unix) are the floor of any tunnel built from two relay processes, as pipegate, socat,
+//       stunnel and ssh -L all are.
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -562,6 +570,109 @@ int Idle(int argc, char** argv) {
   for (;;) ::pause();
 }
 
+// An address of `relay`: unix:PATH or tcp:PORT (127.0.0.1).
+struct RelayAddress {
+  bool tcp = false;
+  std::string path;
+  uint16_t port = 0;
+};
+
+RelayAddress ParseRelayAddress(const char* text) {
+  RelayAddress a;
+  std::string s = text;
+  if (s.rfind("unix:", 0) == 0) {
+    a.path = s.substr(5);
+  } else if (s.rfind("tcp:", 0) == 0) {
+    a.tcp = true;
+    a.port = static_cast<uint16_t>(std::strtoul(s.c_str() + 4, nullptr, 10));
+  } else {
+    std::fprintf(stderr, "benchtool relay: '%s' is not unix:PATH or tcp:PORT\n", text);
+    std::exit(1);
+  }
+  return a;
+}
+
+sockaddr_in Loopback(uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sa;
+}
+
+void NoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int Relay(int argc, char** argv) {
+  if (argc < 4) return 1;
+  std::signal(SIGPIPE, SIG_IGN);
+  const RelayAddress from = ParseRelayAddress(argv[2]);
+  const RelayAddress to = ParseRelayAddress(argv[3]);
+  int ls = -1;
+  if (from.tcp) {
+    ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in sa = Loopback(from.port);
+    if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 ||
+        ::listen(ls, 16) < 0) {
+      Die("relay listen");
+    }
+  } else {
+    ls = ListenUnix(from.path.c_str(), 16);
+  }
+  char buf[65536];
+  for (;;) {
+    int a = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+    if (a < 0) {
+      if (errno == EINTR) continue;
+      Die("relay accept");
+    }
+    int b = -1;
+    if (to.tcp) {
+      b = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in sa = Loopback(to.port);
+      if (b >= 0 && ::connect(b, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+        ::close(b);
+        b = -1;
+      }
+    } else {
+      b = ConnectUnix(to.path.c_str());
+    }
+    if (b < 0) {
+      ::close(a);
+      continue;
+    }
+    if (from.tcp) NoDelay(a);
+    if (to.tcp) NoDelay(b);
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    for (int fd : {a, b}) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Die("relay epoll_ctl");
+    }
+    // Either side's EOF or error ends the pair: the round-trip clients here close both ways.
+    bool open = true;
+    while (open) {
+      epoll_event evs[2];
+      int n = ::epoll_wait(ep, evs, 2, -1);
+      if (n < 0 && errno != EINTR) Die("relay epoll_wait");
+      for (int i = 0; i < n && open; i++) {
+        int fd = evs[i].data.fd;
+        ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        open = r > 0 && WriteFull(fd == a ? b : a, buf, static_cast<size_t>(r));
+      }
+    }
+    ::close(ep);
+    ::close(a);
+    ::close(b);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -577,8 +688,10 @@ int main(int argc, char** argv) {
   if (cmd == "spawnrate") return SpawnRate(argc, argv);
   if (cmd == "eecho") return EpollEcho(argc, argv);
   if (cmd == "idle") return Idle(argc, argv);
-  std::fprintf(stderr,
-               "usage: benchtool "
-               "check|gen|echo|pingpong|freeport|serve|multi|connrate|spawnrate|eecho|idle ...\n");
+  if (cmd == "relay") return Relay(argc, argv);
+  std::fprintf(
+      stderr,
+      "usage: benchtool "
+      "check|gen|echo|pingpong|freeport|serve|multi|connrate|spawnrate|eecho|idle|relay ...\n");
   return 1;
 }

@@ -28,7 +28,9 @@ Usage: bench/run.sh [OPTIONS]
                    idle stream and per idle connection), redis (redis-benchmark), pg (pgbench -S)
   --streams N      concurrent bulk streams in the multi part; default 16 (--size is split
                    among them)
-  --idle-streams N idle streams through one mount / one ssh -L in the idle part; default 10000
+  --idle-streams N idle streams through one mount in the idle part; default 10000
+  --ssh-idle-streams N  idle channels through one ssh -L in the idle part; default 2000 (ssh
+                   opens channels one at a time: 10000 take it many minutes)
   --idle-conns N   idle connections (one client process each) in the idle part; default 100
   --rate-secs S    seconds per connection-rate run (conn, spawn); default 5
   --redis-requests N  requests per redis-benchmark test (GET, SET; 50 clients); default 100000
@@ -63,6 +65,7 @@ ONLY=""
 SKIP_PARTS=""
 STREAMS=16
 IDLE_STREAMS=10000
+SSH_IDLE_STREAMS=2000
 IDLE_CONNS=100
 RATE_SECS=5
 REDIS_N=100000
@@ -101,6 +104,7 @@ while (($#)); do
     --skip=*) SKIP_PARTS=${1#*=}; shift ;;
     --streams) STREAMS=${2:?}; shift 2 ;;
     --idle-streams) IDLE_STREAMS=${2:?}; shift 2 ;;
+    --ssh-idle-streams) SSH_IDLE_STREAMS=${2:?}; shift 2 ;;
     --idle-conns) IDLE_CONNS=${2:?}; shift 2 ;;
     --rate-secs) RATE_SECS=${2:?}; shift 2 ;;
     --redis-requests) REDIS_N=${2:?}; shift 2 ;;
@@ -121,6 +125,7 @@ SIZE=$(parse_size "$SIZE_ARG") || die "bad --size '$SIZE_ARG'"
 [[ $RTT =~ ^[1-9][0-9]*$ && $RTT -le 1000000 ]] || die "--round-trips must be 1..1000000"
 [[ $STREAMS =~ ^[1-9][0-9]*$ && $STREAMS -le 256 ]] || die "--streams must be 1..256"
 [[ $IDLE_STREAMS =~ ^[1-9][0-9]*$ && $IDLE_STREAMS -le 100000 ]] || die "--idle-streams must be 1..100000"
+[[ $SSH_IDLE_STREAMS =~ ^[1-9][0-9]*$ && $SSH_IDLE_STREAMS -le 100000 ]] || die "--ssh-idle-streams must be 1..100000"
 [[ $IDLE_CONNS =~ ^[1-9][0-9]*$ && $IDLE_CONNS -le 1000 ]] || die "--idle-conns must be 1..1000"
 [[ $RATE_SECS =~ ^[1-9][0-9]*$ && $RATE_SECS -le 300 ]] || die "--rate-secs must be 1..300"
 [[ $REDIS_N =~ ^[1-9][0-9]*$ && $REDIS_N -le 10000000 ]] || die "--redis-requests must be 1..10000000"
@@ -744,6 +749,18 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) 
 if want lat; then
 latency none "$W/echo.sock"
 
+# The floor of every tunnel measured here: two relay processes (the bridge and the gateway in
+# pipegate; two socat, socat and stunnel, or ssh and sshd in the peers) that only move bytes.
+export RELAY_PORT
+RELAY_PORT=$(freeport)
+bg RELAY_B /dev/null "$W/logs/relay-b.err" "$LIFE" 'exec "$BT" relay "tcp:$RELAY_PORT" "unix:$W/echo.sock"'
+if wait_for 10 "$RELAY_B" port_listening "$RELAY_PORT"; then
+  bg RELAY_A /dev/null "$W/logs/relay-a.err" "$LIFE" 'exec "$BT" relay "unix:$W/r.sock" "tcp:$RELAY_PORT"'
+  if wait_for 10 "$RELAY_A" is_socket "$W/r.sock"; then latency relay "$W/r.sock"; fi
+  stop "$RELAY_A"
+fi
+stop "$RELAY_B"
+
 bg MOUNT_JOB /dev/null "$W/logs/mount.err" "$LIFE" 'exec "$PG" mount "pipe://127.0.0.1:$GW_PORT/echo" "$W/m.sock"'
 if wait_for 10 "$MOUNT_JOB" is_socket "$W/m.sock"; then
   latency pipegate "$W/m.sock"
@@ -1097,7 +1114,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 7. Idle streams and idle connections: RSS growth of the serving side divided by their number.
 per_kib() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.1f", (b - a) / n }'; }
-# idle_streams KEY SERVER_PID CLIENT_PID SOCKET: IDLE_STREAMS connections to SOCKET (an echo
+# idle_streams KEY SERVER_PID CLIENT_PID SOCKET COUNT: COUNT connections to SOCKET (an echo
 # through the tunnel), one round trip each, held open.
 idle_streams() {
   local key=$1 spid=$2 cpid=$3 job s0 s1 c0=0 c1=0 st n i line=""
@@ -1105,8 +1122,9 @@ idle_streams() {
   sleep 1
   s0=$(tree_rss "$spid")
   [[ -z $cpid ]] || c0=$(tree_rss "$cpid")
-  bg job "$W/logs/idle-$key.out" "$W/logs/idle-$key.err" "$LIFE" 'exec "$BT" idle "$M_SOCK" "$IDLE_STREAMS"'
-  for ((i = 0; i < 20 * (60 + IDLE_STREAMS / 20); i++)); do
+  export M_COUNT=$5
+  bg job "$W/logs/idle-$key.out" "$W/logs/idle-$key.err" "$LIFE" 'exec "$BT" idle "$M_SOCK" "$M_COUNT"'
+  for ((i = 0; i < 20 * (60 + M_COUNT / 20); i++)); do
     read -r line 2>/dev/null <"$W/logs/idle-$key.out" || true
     [[ -z $line ]] || break
     kill -0 "$job" 2>/dev/null || break
@@ -1167,13 +1185,13 @@ if want idle; then
   export IM_SOCK=$W/idle-m.sock
   bg IM_JOB /dev/null "$W/logs/idle-mount.err" "$LIFE" 'exec "$PG" mount "pipe://127.0.0.1:$GW_PORT/eecho" "$IM_SOCK"'
   if wait_for 20 "$IM_JOB" is_socket "$IM_SOCK"; then
-    idle_streams pipegate "$GW_PID" "$(child_of "$IM_JOB")" "$IM_SOCK"
+    idle_streams pipegate "$GW_PID" "$(child_of "$IM_JOB")" "$IM_SOCK" "$IDLE_STREAMS"
   else
     R[idle_pipegate_fail]="mount did not come up: $(tail -n 2 "$W/logs/idle-mount.err" | tr '\n' ' ')"
   fi
   stop "$IM_JOB"
   if [[ -n $SSH_JOB && -n $SSHD_PID ]]; then
-    idle_streams ssh "$SSHD_PID" "$(child_of "$SSH_JOB")" "$W/ssh-eecho.sock"
+    idle_streams ssh "$SSHD_PID" "$(child_of "$SSH_JOB")" "$W/ssh-eecho.sock" "$SSH_IDLE_STREAMS"
   fi
   idle_conns pipegate "$GW_PID" "$GW_PORT" 'exec "$PG" mount "pipe://127.0.0.1:$GW_PORT/eecho" "$IC_SOCK"'
   if [[ -n $SSHD_PID ]]; then
@@ -1354,6 +1372,12 @@ report() {
       done
       sum_row "64-byte round trip p50, µs (lower is better)" l50
       sum_row "64-byte round trip p99, µs (lower is better)" l99
+      for t in 50 99; do
+        R[lf${t}_pipegate]=${R[lat_pipegate_p$t]:-}
+        R[lf${t}_none]=${R[lat_relay_p$t]:-}
+      done
+      sum_row "64-byte round trip p50 against two bare relays (limit column), µs" lf50
+      sum_row "64-byte round trip p99 against two bare relays (limit column), µs" lf99
     fi
     if want conn; then sum_row "new local connection through a running tunnel, 1 byte each way, per s" conn; fi
     if want spawn; then sum_row "new client process per session (connect, 1 byte each way), per s" spawn; fi
@@ -1405,7 +1429,7 @@ report() {
       echo "| **pipegated**: idle streams on one mount's connection | ${R[idle_pipegate_n]:-0} of $IDLE_STREAMS | $(val "${R[idle_pipegate]:-}") | $(val "${R[idle_pipegate_client]:-}") (the mount) |"
     fi
     if [[ -n ${R[idle_ssh]:-} || -n ${R[idle_ssh_fail]:-} ]]; then
-      echo "| sshd: idle channels of one ssh -L | ${R[idle_ssh_n]:-0} of $IDLE_STREAMS | $(val "${R[idle_ssh]:-}") | $(val "${R[idle_ssh_client]:-}") (ssh) |"
+      echo "| sshd: idle channels of one ssh -L | ${R[idle_ssh_n]:-0} of $SSH_IDLE_STREAMS | $(val "${R[idle_ssh]:-}") | $(val "${R[idle_ssh_client]:-}") (ssh) |"
     fi
     [[ -z ${R[ic_pipegate]:-}${R[ic_pipegate_fail]:-} ]] ||
       echo "| **pipegated**: idle connections (one \`pipegate mount\` each, no stream) | $IDLE_CONNS | $(val "${R[ic_pipegate]:-}" FAILED) | |"
@@ -1483,6 +1507,7 @@ ${f%_fail}: ${R[$f]}"
   echo "| path | p50 µs | p99 µs | p50 vs no tunnel | p50 vs socat-TLS |"
   echo "|---|---:|---:|---:|---:|"
   lat_row none "no tunnel (echo socket directly)"
+  lat_row relay "two bare relays, no TLS, no framing (\`benchtool relay\`: unix → TCP → unix): the floor of a two-process tunnel"
   lat_row pipegate "**pipegate mount** (unix export)"
   [[ -n $SKIP_SOCAT ]] || lat_row socat "socat-TLS (UNIX-LISTEN → OPENSSL → OPENSSL-LISTEN → UNIX-CONNECT)"
   if [[ -n $STUN_JOB ]]; then lat_row stunnel "stunnel (server; socat UNIX-LISTEN → OPENSSL client)"; fi
