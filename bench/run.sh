@@ -288,6 +288,12 @@ tree_rss() {
 kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 freeport() { "$BT" freeport; }
+# cpu_busy: jiffies the whole machine has spent running anything (user, nice, system, irq,
+# softirq; not idle, iowait or steal) since boot.
+cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_per COUNT JIFFIES: µs of machine CPU per unit of work.
+cpu_per() { awk -v n="$1" -v j="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", j * 1e6 / hz / n }'; }
 
 # ---------------------------------------------------------------------------------------------
 # Tools.
@@ -896,15 +902,18 @@ METHODS=(none pg_cat pg_write)
 [[ -n $SKIP_SOCAT ]] || METHODS+=(socat socat_default socat_write)
 [[ -n $STUN_JOB ]] && METHODS+=(stunnel)
 [[ -n $SSH_JOB ]] && METHODS+=(ssh)
-declare -A SECS
+declare -A SECS TPCPU
 want tp || REPS_TP=0
 want tp && log "== throughput ($SIZE bytes, $REPS repetition(s), methods: ${METHODS[*]})"
 for ((rep = 1; rep <= ${REPS_TP:-$REPS}; rep++)); do
   for m in "${METHODS[@]}"; do
     [[ -z ${R[tp_${m}_fail]:-} ]] || continue
+    c0=$(cpu_busy)
     if "rep_$m" && [[ -n $REP_SECS ]]; then
+      c1=$(cpu_busy)
       s=$REP_SECS
       SECS[$m]+="$s "
+      TPCPU[$m]+="$(awk -v j=$((c1 - c0)) -v hz="$CLK_TCK" -v b="$SIZE" 'BEGIN { printf "%.2f", j / hz / (b / 1073741824) }') "
       log "  $m rep $rep/$REPS: $(awk -v b="$SIZE" -v s="$s" 'BEGIN { printf "%.1f MiB/s (%.3f s)", b / 1048576 / s, s }')"
     else
       R[tp_${m}_fail]=1
@@ -915,6 +924,8 @@ for m in "${METHODS[@]}"; do
   [[ -z ${R[tp_${m}_fail]:-} && -n ${SECS[$m]:-} ]] || continue
   # shellcheck disable=SC2046,SC2086
   R[tp_${m}]=$(median $(for s in ${SECS[$m]}; do awk -v b="$SIZE" -v s="$s" 'BEGIN { printf "%.1f\n", b / 1048576 / s }'; done))
+  # shellcheck disable=SC2086
+  R[tpcpu_${m}]=$(median ${TPCPU[$m]})
   R[tp_${m}_runs]=$(for s in ${SECS[$m]}; do awk -v b="$SIZE" -v s="$s" 'BEGIN { printf "%.0f ", b / 1048576 / s }'; done)
 done
 
@@ -1210,17 +1221,20 @@ fi
 if want redis && [[ -n $REDIS_JOB ]]; then
   log "== redis-benchmark -c 50 -n $REDIS_N -t set,get ($REPS repetition(s))"
   tunnels_up redis redis "$W/redis.sock" "$STUN_REDIS_PORT" "$W/ssh-redis.sock" s.sock
-  declare -A RS=() RG=()
+  declare -A RS=() RG=() RC=()
   for ((rep = 1; rep <= REPS; rep++)); do
     for m in "${TM[@]}"; do
       [[ -z ${R[redis_set_sum_${m}_fail]:-} ]] || continue
       export M_SOCK=${TS[$m]}
+      c0=$(cpu_busy)
       if run_job "redis-$m" 600 'exec redis-benchmark -s "$M_SOCK" -c 50 -n "$REDIS_N" -t set,get --csv'; then
+        c1=$(cpu_busy)
         set_v=$(awk -F'"' '$2 == "SET" { print $4 }' "$W/logs/redis-$m.out")
         get_v=$(awk -F'"' '$2 == "GET" { print $4 }' "$W/logs/redis-$m.out")
         if [[ -n $set_v && -n $get_v ]]; then
           RS[$m]+="$set_v "
           RG[$m]+="$get_v "
+          RC[$m]+="$(cpu_per $((2 * REDIS_N)) $((c1 - c0))) "
           log "  $m rep $rep/$REPS: SET $set_v/s, GET $get_v/s"
           continue
         fi
@@ -1235,23 +1249,29 @@ if want redis && [[ -n $REDIS_JOB ]]; then
     put_median "redis_set_sum_${m}" ${RS[$m]:-}
     # shellcheck disable=SC2086
     put_median "redis_get_sum_${m}" ${RG[$m]:-}
+    # shellcheck disable=SC2086
+    put_median "redis_cpu_${m}" ${RC[$m]:-}
   done
   tunnels_down
 fi
 if want pg && [[ -n $PG_JOB ]]; then
   log "== pgbench -S -c 16 -j 2 -T $PG_SECS (scale $PG_SCALE, $REPS repetition(s))"
   tunnels_up pg pg "$PG_SOCK_DIR/.s.PGSQL.5432" "$STUN_PG_PORT" "$W/sshpg/.s.PGSQL.5432" .s.PGSQL.5432
-  declare -A PV=()
+  declare -A PV=() PC=()
   for ((rep = 1; rep <= REPS; rep++)); do
     for m in "${TM[@]}"; do
       [[ -z ${R[pg_${m}_fail]:-} ]] || continue
       export M_DIR
       M_DIR=$(dirname "${TS[$m]}")
+      c0=$(cpu_busy)
       if run_job "pg-$m" $((PG_SECS + 120)) \
         'exec pgbench -n -S -c 16 -j 2 -T "$PG_SECS" -h "$M_DIR" -p 5432 -U postgres postgres'; then
+        c1=$(cpu_busy)
         v=$(awk '/^tps = / { printf "%.1f", $3; exit }' "$W/logs/pg-$m.out")
+        n=$(awk '/^number of transactions actually processed: / { print $6; exit }' "$W/logs/pg-$m.out")
         if [[ -n $v ]]; then
           PV[$m]+="$v "
+          PC[$m]+="$(cpu_per "${n:-0}" $((c1 - c0))) "
           log "  $m rep $rep/$REPS: $v tps"
           continue
         fi
@@ -1262,6 +1282,8 @@ if want pg && [[ -n $PG_JOB ]]; then
   for m in "${TM[@]}"; do
     # shellcheck disable=SC2086
     [[ -n ${R[pg_${m}_fail]:-} ]] || put_median "pg_$m" ${PV[$m]:-}
+    # shellcheck disable=SC2086
+    [[ -n ${R[pg_${m}_fail]:-} ]] || put_median "pgcpu_$m" ${PC[$m]:-}
   done
   tunnels_down
 fi
@@ -1282,9 +1304,9 @@ val() { [[ -n ${1:-} ]] && echo "$1" || echo "${2:-–}"; }
 tp_row() { # tp_row KEY LABEL
   local v=${R[tp_$1]:-} runs=${R[tp_$1_runs]:-}
   if [[ -n ${R[tp_$1_fail]:-} ]]; then
-    echo "| $2 | FAILED | | | |"
+    echo "| $2 | FAILED | | | | |"
   else
-    echo "| $2 | $(val "$v") | ${runs% } | $(ratio "$v" "${R[tp_none]:-}") | $(ratio "$v" "${R[tp_socat]:-}") |"
+    echo "| $2 | $(val "$v") | ${runs% } | $(ratio "$v" "${R[tp_none]:-}") | $(ratio "$v" "${R[tp_socat]:-}") | $(val "${R[tpcpu_$1]:-}") |"
   fi
 }
 lat_row() { # lat_row KEY LABEL
@@ -1329,6 +1351,23 @@ path_rows() {
     v=${R[${prefix}_${m}]:-}
     [[ -n $v ]] || continue
     echo "| $label | $v | ${R[${prefix}_${m}_runs]:-} | $(ratio "$v" "$lim") | $(ratio "$pg" "$v") |"
+  done
+}
+# cpu_rows PREFIX UNIT: machine CPU per unit of work for each path (R[PREFIX_<path>]), and what
+# that CPU allows on this machine's cores if the work is CPU-bound, against the direct path.
+cpu_rows() {
+  local m label v lim=${R[${1}_none]:-} cores
+  cores=$(nproc)
+  echo "Machine CPU (every process, user + system) per $2, µs, median; the bound is what $cores cores"
+  echo "allow at that cost, as a fraction of the direct path's bound (= direct µs / path µs):"
+  echo
+  echo "| path | CPU µs per $2 | runs | bound vs direct |"
+  echo "|---|---:|---|---:|"
+  for m in "${PATH_NAMES[@]}"; do
+    v=${R[${1}_${m}]:-}
+    [[ -n $v ]] || continue
+    label=PATH_LABEL_$m
+    echo "| ${!label} | $v | ${R[${1}_${m}_runs]:-} | $(ratio "$lim" "$v") |"
   done
 }
 # sum_row LABEL PREFIX [lower]: one summary line: pipegate, each peer with pipegate/peer, the limit
@@ -1459,6 +1498,8 @@ ${f%_fail}: ${R[$f]}"
       echo "| path | GET/s | runs | vs direct | pipegate / this |"
       echo "|---|---:|---|---:|---:|"
       path_rows redis_get_sum
+      echo
+      cpu_rows redis_cpu "request (SET and GET)"
     fi
     echo
   fi
@@ -1471,14 +1512,16 @@ ${f%_fail}: ${R[$f]}"
       echo "| path | tps | runs | vs direct | pipegate / this |"
       echo "|---|---:|---|---:|---:|"
       path_rows pg
+      echo
+      cpu_rows pgcpu transaction
     fi
     echo
   fi
   if want tp; then
   echo "### Throughput: $SIZE bytes ($(kib_to_mib $((SIZE / 1024))) MiB) FIFO to FIFO, median of $REPS"
   echo
-  echo "| path | MiB/s (median) | runs, MiB/s | vs no tunnel | vs socat-TLS |"
-  echo "|---|---:|---|---:|---:|"
+  echo "| path | MiB/s (median) | runs, MiB/s | vs no tunnel | vs socat-TLS | machine CPU s per GiB |"
+  echo "|---|---:|---|---:|---:|---:|"
   tp_row none "no tunnel: \`cat FILE > fifo\`, checker reads the fifo"
   tp_row pg_cat "**pipegate cat** (read export → \`pipegate cat\` → checker)"
   if [[ -z $SKIP_SOCAT ]]; then
