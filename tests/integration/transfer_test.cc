@@ -1,6 +1,7 @@
 // Bulk data through the gateway and the bridge, verified by SHA-256 end to end (SPEC §3):
 // fifo read and write exports, many streams on one connection, and backpressure.
 
+#include <netdb.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -30,10 +31,11 @@ std::string MiB(uint64_t bytes) { return std::to_string(bytes / kMiB) + " MiB"; 
 
 // Starts `pipegate cat` of the FIFO read export "bulk" into @p out, waits until the gateway has
 // opened the FIFO for it, and writes @p source into the FIFO; then both must end with status 0.
+// @p address replaces gw.Address("bulk") when given.
 void CatFromFifoExport(TempDir& dir, GatewayFixture& gw, const std::string& source,
-                       const std::string& out) {
+                       const std::string& out, const std::string& address = "") {
   const std::string fifo = gw.ExportPath("bulk");
-  Bridge cat(dir, {"cat", gw.Address("bulk")}, StdioSpec::Null(), out);
+  Bridge cat(dir, {"cat", address.empty() ? gw.Address("bulk") : address}, StdioSpec::Null(), out);
   ASSERT_TRUE(cat.started());
   // The gateway opens the FIFO for reading once the remote reader is attached.
   ASSERT_TRUE(WaitFor([&] { return ProcessHasFileOpen(gw.pid(), fifo) || !cat.Running(); },
@@ -85,6 +87,31 @@ TEST(Transfer, AGatewayListeningOnIpv6LoopbackServesCat) {
   ASSERT_NO_FATAL_FAILURE(CatFromFifoExport(dir, gw, source, out));
   EXPECT_EQ(Sha256Hex(out), sha);
   EXPECT_NE(gw.Log().find("listening on [::1]:"), std::string::npos) << gw.Log();
+}
+
+// A host name goes through the resolver (a numeric address does not): `localhost` reaches the
+// gateway on 127.0.0.1, and the certificate's DNS name localhost is what is verified.
+TEST(Transfer, AGatewayNamedByHostNameIsResolved) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  ASSERT_EQ(::getaddrinfo("localhost", nullptr, &hints, &res), 0);
+  const bool v4_first = res->ai_family == AF_INET;
+  ::freeaddrinfo(res);
+  if (!v4_first) {
+    GTEST_SKIP() << "localhost resolves to ::1 first here; the gateway fixture listens on "
+                    "127.0.0.1, and the client dials only the first address";
+  }
+  TempDir dir;
+  const std::string source = dir.Join("source");
+  const std::string sha = WriteRandomFile(source, 4 * kMiB, 10);
+  GatewayFixture gw(dir, WithExports({ExportSpec::FifoRead("bulk")}));
+  ASSERT_TRUE(gw.Start());
+
+  const std::string out = dir.Join("out");
+  ASSERT_NO_FATAL_FAILURE(CatFromFifoExport(
+      dir, gw, source, out, "pipe://localhost:" + std::to_string(gw.port()) + "/bulk"));
+  EXPECT_EQ(Sha256Hex(out), sha);
 }
 
 // `pipegate write` < file -> TLS -> gateway -> FIFO -> local reader. Exit 0 must mean that every
