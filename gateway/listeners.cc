@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,29 +19,6 @@ namespace pipegate::gateway {
 namespace {
 
 constexpr int kBacklog = 511;
-
-// Fills @p ss from a numeric IPv4 or IPv6 address (an IPv6 address may name its zone after
-// '%', as in fe80::1%eth0; an unknown zone is ignored). @return False if @p host is neither.
-bool ParseIp(const std::string& host, uint16_t port, sockaddr_storage* ss) {
-  *ss = {};
-  auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
-  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    return true;
-  }
-  *ss = {};
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
-  std::string address = host;
-  if (size_t zone = host.find('%'); zone != std::string::npos) {
-    address = host.substr(0, zone);
-    v6->sin6_scope_id = ::if_nametoindex(host.c_str() + zone + 1);
-  }
-  if (::inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) != 1) return false;
-  v6->sin6_family = AF_INET6;
-  v6->sin6_port = htons(port);
-  return true;
-}
 
 // Logs the address @p fd is bound to (the port chosen for port 0, for one).
 void LogBound(int fd, std::string_view what) {
@@ -73,7 +49,7 @@ Status ListenSockets::Bind(const std::vector<std::string>& listen, std::string_v
     if (!hp)
       return Status(Code::kUsage, fmt::format("listen '{}': {}", spec, hp.error().message()));
     sockaddr_storage ss{};
-    if (!ParseIp(hp->first, hp->second, &ss)) {
+    if (!ParseNumericAddress(hp->first, hp->second, &ss)) {
       return Status(Code::kUsage, fmt::format("listen '{}': not an IP address", spec));
     }
     int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -11,6 +11,8 @@
 #include "pipegate/address.h"
 
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
 
 #include <array>
 #include <cstdint>
@@ -360,6 +362,30 @@ Result<std::pair<std::string, uint16_t>> ParseHostPort(std::string_view text) {
     return std::move(host_port).error();
   }
   return std::make_pair(std::move(host_port->host), host_port->port);
+}
+
+bool ParseNumericAddress(const std::string& host, uint16_t port, sockaddr_storage* out) {
+  *out = {};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(out);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return true;
+  }
+  *out = {};
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
+  std::string address = host;
+  if (size_t zone = host.find('%'); zone != std::string::npos) {
+    address = host.substr(0, zone);
+    v6->sin6_scope_id = ::if_nametoindex(host.c_str() + zone + 1);
+  }
+  if (::inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) != 1) {
+    *out = {};
+    return false;
+  }
+  v6->sin6_family = AF_INET6;
+  v6->sin6_port = htons(port);
+  return true;
 }
 
 }  // namespace pipegate

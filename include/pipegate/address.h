@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -34,5 +36,10 @@ Status ValidatePipeName(std::string_view name);
 
 /// @brief Parses a listen address `HOST:PORT` or `[V6]:PORT` (port 0 allowed).
 Result<std::pair<std::string, uint16_t>> ParseHostPort(std::string_view text);
+
+/// @brief Fills @p out from a numeric IPv4 or IPv6 address and @p port (an IPv6 address may name
+/// its zone after '%', as in fe80::1%eth0; an unknown zone is ignored). No brackets, no lookup.
+/// @return False if @p host is neither; @p out is then zeroed.
+bool ParseNumericAddress(const std::string& host, uint16_t port, sockaddr_storage* out);
 
 }  // namespace pipegate

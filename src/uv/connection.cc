@@ -1,6 +1,5 @@
 #include "uv/connection.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -10,6 +9,7 @@
 
 #include <atomic>
 
+#include "pipegate/address.h"
 #include "pipegate/log.h"
 
 namespace pipegate::uvglue {
@@ -81,29 +81,6 @@ Result<Connection*> Connection::Accept(uv_loop_t* loop, uv_stream_t* server,
   return c;
 }
 
-namespace {
-
-// Fills @p out from a numeric IPv4 or IPv6 address (no brackets, no scope).
-bool LiteralAddress(const std::string& host, uint16_t port, sockaddr_storage* out) {
-  *out = {};
-  auto* v4 = reinterpret_cast<sockaddr_in*>(out);
-  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    return true;
-  }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
-  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    return true;
-  }
-  *out = {};
-  return false;
-}
-
-}  // namespace
-
 Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
                                 std::shared_ptr<const TlsContext> tls,
                                 const ConnectionOptions& options, ConnectionHandler* handler,
@@ -112,7 +89,7 @@ Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16
                            handler, mux);
   c->port_ = port;
   c->state_ = State::kResolving;
-  if (LiteralAddress(host, port, &c->literal_address_)) {
+  if (ParseNumericAddress(host, port, &c->literal_address_)) {
     // A numeric address needs no resolver, and so no libuv thread pool (four threads that a
     // short-lived `pipegate connect` would start and join for nothing). The dial starts in
     // this loop turn's check phase (OnCheck), so that its failures, like the resolver's, reach

@@ -177,7 +177,7 @@ class Connection {
   uv_idle_t idle_{};
   uv_timer_t timer_{};
   uv_getaddrinfo_t resolve_req_{};
-  /// Connect() of a numeric address: the address OnCheck dials (else AF_UNSPEC).
+  /// Connect() of a numeric address (ParseNumericAddress): what OnCheck dials, else AF_UNSPEC.
   sockaddr_storage literal_address_{};
   uv_connect_t connect_req_{};
   uv_write_t write_req_{};

@@ -1,5 +1,9 @@
 #include "pipegate/address.h"
 
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
 #include <string>
 #include <string_view>
 
@@ -257,6 +261,35 @@ TEST(ParseHostPort, RejectsBadInput) {
     if (!result.has_value()) {
       EXPECT_EQ(result.error().code(), Code::kUsage);
     }
+  }
+}
+
+TEST(ParseNumericAddress, FillsIpv4AndIpv6WithThePort) {
+  sockaddr_storage ss{};
+  ASSERT_TRUE(ParseNumericAddress("127.0.0.1", 7445, &ss));
+  ASSERT_EQ(ss.ss_family, AF_INET);
+  const auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+  EXPECT_EQ(ntohs(v4->sin_port), 7445);
+  EXPECT_EQ(ntohl(v4->sin_addr.s_addr), INADDR_LOOPBACK);
+
+  ASSERT_TRUE(ParseNumericAddress("::1", 8000, &ss));
+  ASSERT_EQ(ss.ss_family, AF_INET6);
+  const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  EXPECT_EQ(ntohs(v6->sin6_port), 8000);
+  EXPECT_TRUE(IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr));
+  EXPECT_EQ(v6->sin6_scope_id, 0u);
+
+  ASSERT_TRUE(ParseNumericAddress("fe80::1%lo", 1, &ss));
+  ASSERT_EQ(ss.ss_family, AF_INET6);
+  EXPECT_EQ(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_scope_id, ::if_nametoindex("lo"));
+}
+
+TEST(ParseNumericAddress, RefusesNamesAndBracketsAndLeavesNothingBehind) {
+  for (const char* host : {"localhost", "[::1]", "", "1.2.3", "example.com", "::1::2"}) {
+    sockaddr_storage ss{};
+    ss.ss_family = AF_INET;
+    EXPECT_FALSE(ParseNumericAddress(host, 1, &ss)) << host;
+    EXPECT_EQ(ss.ss_family, AF_UNSPEC) << host;
   }
 }
 
