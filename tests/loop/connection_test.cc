@@ -386,5 +386,37 @@ TEST_F(ConnectionLoopTest, StreamRoundTripAndCleanClose) {
   EXPECT_EQ(0, client_->writable + server_->writable);
 }
 
+// A numeric address is dialled without the resolver: a refused dial reaches the handler after
+// Connect() returned (the caller stores the pointer it returns), with the address in the reason.
+// (libuv reports ECONNREFUSED from the loop in any case; a dial that fails inside
+// uv_tcp_connect, such as an unroutable address, cannot be made on loopback.)
+TEST_F(ConnectionLoopTest, ARefusedDialOfANumericAddressIsReportedFromTheLoop) {
+  // A bound socket that never listens holds a port that refuses connections.
+  int held = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(held, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(0, ::bind(held, reinterpret_cast<const sockaddr*>(&addr), sizeof addr));
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(0, ::getsockname(held, reinterpret_cast<sockaddr*>(&addr), &len));
+  const uint16_t port = ntohs(addr.sin_port);
+
+  const ConnectionOptions options = QuietConnectionOptions(/*is_client=*/true);
+  client_ = std::make_unique<Side>(options.mux);
+  client_->conn = Connection::Connect(&loop_, "127.0.0.1", port, tls_.client, options,
+                                      client_.get(), &client_->mux);
+  EXPECT_FALSE(client_->closed) << "the handler heard of the dial inside Connect()";
+  ASSERT_TRUE(RunUntil([&] { return client_->freed; }, Duration(3000)));
+  ::close(held);
+  EXPECT_TRUE(client_->closed);
+  EXPECT_EQ(Code::kConnect, client_->close_why.code());
+  EXPECT_NE(
+      client_->close_why.message().find("could not connect to 127.0.0.1:" + std::to_string(port)),
+      std::string::npos)
+      << client_->close_why.message();
+  EXPECT_FALSE(client_->ready);
+}
+
 }  // namespace
 }  // namespace pipegate::uvglue
