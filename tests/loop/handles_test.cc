@@ -18,6 +18,8 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include "support/tcp_proxy.h"
+
 namespace pipegate::uvglue {
 namespace {
 
@@ -137,15 +139,9 @@ TEST(LoopHandles, AsyncWakesFromAnotherThreadAndRefusesAfterClose) {
 }
 
 TEST(LoopHandles, ListenerReportsAPendingConnection) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  uint16_t port = 0;
+  int fd = ::pipegate::testing::ListenOnLoopback(&port);
   ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(fd, 8), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
 
   Loop loop;
   int accepted = 0;
@@ -163,8 +159,8 @@ TEST(LoopHandles, ListenerReportsAPendingConnection) {
   listener = std::move(*opened);
   ::close(fd);  // The listener holds its own duplicate.
 
-  int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  int client = ::pipegate::testing::ConnectLoopback(port);
+  ASSERT_GE(client, 0);
   Deadline deadline(loop, 10000);
   while (accepted == 0 && !deadline.expired()) uv_run(loop.native(), UV_RUN_ONCE);
   deadline.Cancel();

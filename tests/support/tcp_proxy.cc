@@ -36,20 +36,46 @@ struct Direction {
 
 }  // namespace
 
-int ListenOnLoopback(uint16_t* port) {
+int BindOnLoopback(uint16_t* port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t length = sizeof addr;
   if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      listen(fd, 64) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
     if (fd >= 0) {
       close(fd);
     }
     return -1;
   }
   *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+int ConnectLoopback(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return -1;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  // Blocking connect: on loopback it completes (or is refused) at once.
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int ListenOnLoopback(uint16_t* port) {
+  const int fd = BindOnLoopback(port);
+  if (fd >= 0 && listen(fd, 64) != 0) {
+    close(fd);
+    return -1;
+  }
   return fd;
 }
 
@@ -116,15 +142,8 @@ void TcpProxy::AcceptLoop() {
       continue;
     }
     ++accepted_;
-    const int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(target_);
-    if (server < 0 || connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      if (server >= 0) {
-        close(server);
-      }
+    const int server = ConnectLoopback(target_);
+    if (server < 0) {
       ResetAndClose(client);
       continue;
     }

@@ -10,9 +10,17 @@
 
 namespace pipegate::testing {
 
-/// @brief A non-blocking TCP socket listening on 127.0.0.1 at a free port.
+/// @brief A non-blocking TCP socket bound to 127.0.0.1 at a free port, not listening: while it
+/// is open, a connection to @p port is refused, and no other socket takes the port.
 /// @return The socket (the caller closes it), with @p port set; -1 on failure.
+int BindOnLoopback(uint16_t* port);
+
+/// @brief BindOnLoopback(), then listening.
 int ListenOnLoopback(uint16_t* port);
+
+/// @brief A blocking TCP socket connected to 127.0.0.1:@p port (on loopback the connect
+/// completes or is refused at once). @return The socket (the caller closes it); -1 on failure.
+int ConnectLoopback(uint16_t port);
 
 /// @brief A loopback TCP relay between clients and a target port, which a test can cut.
 ///
