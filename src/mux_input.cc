@@ -215,15 +215,15 @@ void Mux::OnDataEnd() {
   }
 }
 
-// One case per frame type, each a few lines of checks then a callback: kept as one switch so
-// the frame table of docs/protocol.md can be read against it top to bottom (longer than 60
-// lines for that reason).
 Status Mux::FindForFrame(uint32_t id, const char* frame, Stream** out) {
   *out = Find(id);
   if (*out != nullptr || IsClosedId(id)) return Status::Ok();
   return ProtocolError(fmt::format("{} for unknown stream {}", frame, id));
 }
 
+// One case per frame type, each a few lines of checks then a callback: kept as one switch so
+// the frame table of docs/protocol.md can be read against it top to bottom (longer than 60
+// lines for that reason).
 Status Mux::OnFrame() {
   const uint8_t* p = control_.data();
   size_t n = control_.size();

@@ -89,26 +89,35 @@ Connection* Connection::Connect(uv_loop_t* loop, const std::string& host, uint16
                            handler, mux);
   c->port_ = port;
   c->state_ = State::kResolving;
-  if (ParseNumericAddress(host, port, &c->literal_address_)) {
-    // A numeric address needs no resolver, and so no libuv thread pool (four threads that a
-    // short-lived `pipegate connect` would start and join for nothing). The dial starts in
-    // this loop turn's check phase (OnCheck), so that its failures, like the resolver's, reach
-    // the handler after Connect() has returned.
-    c->Flush();
-    return c;
+  // The handler hears of nothing before Connect() returns (the caller is still to store the
+  // pointer): what is known now, a numeric address (dialled without the resolver, so without
+  // libuv's thread pool, which a short-lived `pipegate connect` would start and join for
+  // nothing) or a resolver that refused at once, waits for this loop turn's check phase
+  // (OnCheck → DialDeferred).
+  if (!ParseNumericAddress(host, port, &c->literal_address_)) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    std::string service = std::to_string(port);
+    int rc = uv_getaddrinfo(loop, &c->resolve_req_, &Connection::OnResolved, host.c_str(),
+                            service.c_str(), &hints);
+    if (rc == 0) {
+      c->resolving_ = true;
+      return c;
+    }
+    c->dial_failure_ =
+        Status(Code::kConnect, fmt::format("cannot resolve '{}': {}", host, uv_strerror(rc)));
   }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  std::string service = std::to_string(port);
-  int rc = uv_getaddrinfo(loop, &c->resolve_req_, &Connection::OnResolved, host.c_str(),
-                          service.c_str(), &hints);
-  if (rc != 0) {
-    c->Abort(Status(Code::kConnect, fmt::format("cannot resolve '{}': {}", host, uv_strerror(rc))));
-  } else {
-    c->resolving_ = true;
-  }
+  c->Flush();
   return c;
+}
+
+void Connection::DialDeferred() {
+  if (!dial_failure_.ok()) {
+    Abort(dial_failure_);
+    return;
+  }
+  Dial(literal_address_);
 }
 
 void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept {
@@ -287,8 +296,8 @@ void Connection::OnCheck(uv_check_t* handle) noexcept {
   uv_check_stop(handle);
   uv_idle_stop(&self->idle_);
   self->flush_scheduled_ = false;
-  if (self->state_ == State::kResolving && self->literal_address_.ss_family != AF_UNSPEC) {
-    self->Dial(self->literal_address_);  // Connect() of a numeric address.
+  if (self->state_ == State::kResolving && !self->resolving_) {
+    self->DialDeferred();
     return;
   }
   self->DoFlush();

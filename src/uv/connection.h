@@ -72,7 +72,7 @@ class Connection {
                                     const ConnectionOptions& options, ConnectionHandler* handler,
                                     Mux* mux);
   /// @brief Resolves (unless @p host is a numeric address) and dials @p host:@p port; failures
-  /// arrive as OnConnectionClosed.
+  /// arrive as OnConnectionClosed, never before Connect() has returned.
   static Connection* Connect(uv_loop_t* loop, const std::string& host, uint16_t port,
                              std::shared_ptr<const TlsContext> tls,
                              const ConnectionOptions& options, ConnectionHandler* handler,
@@ -162,6 +162,8 @@ class Connection {
 
   /// Starts the TCP connect to @p ss (state kResolving → kConnecting).
   void Dial(const sockaddr_storage& ss);
+  /// What Connect() left for the loop: dial literal_address_, or fail with dial_failure_.
+  void DialDeferred();
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept;
   static void OnConnected(uv_connect_t* req, int status) noexcept;
   static void OnAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
@@ -177,8 +179,10 @@ class Connection {
   uv_idle_t idle_{};
   uv_timer_t timer_{};
   uv_getaddrinfo_t resolve_req_{};
-  /// Connect() of a numeric address (ParseNumericAddress): what OnCheck dials, else AF_UNSPEC.
+  /// Connect() of a numeric address (ParseNumericAddress): what DialDeferred() dials.
   sockaddr_storage literal_address_{};
+  /// Connect()'s resolver refused at once: what DialDeferred() reports instead.
+  Status dial_failure_;
   uv_connect_t connect_req_{};
   uv_write_t write_req_{};
   CloseCount<Connection> closes_;  ///< Handles closing; MaybeFree() after the last.

@@ -29,6 +29,7 @@
 
 #include "support/connection_pair.h"
 #include "support/pki.h"
+#include "support/tcp_proxy.h"
 #include "support/timing.h"
 
 namespace pipegate::uvglue {
@@ -391,16 +392,9 @@ TEST_F(ConnectionLoopTest, StreamRoundTripAndCleanClose) {
 // (libuv reports ECONNREFUSED from the loop in any case; a dial that fails inside
 // uv_tcp_connect, such as an unroutable address, cannot be made on loopback.)
 TEST_F(ConnectionLoopTest, ARefusedDialOfANumericAddressIsReportedFromTheLoop) {
-  // A bound socket that never listens holds a port that refuses connections.
-  int held = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  uint16_t port = 0;
+  const int held = ::pipegate::testing::BindOnLoopback(&port);  // Refuses while it is open.
   ASSERT_GE(held, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(0, ::bind(held, reinterpret_cast<const sockaddr*>(&addr), sizeof addr));
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(0, ::getsockname(held, reinterpret_cast<sockaddr*>(&addr), &len));
-  const uint16_t port = ntohs(addr.sin_port);
 
   const ConnectionOptions options = QuietConnectionOptions(/*is_client=*/true);
   client_ = std::make_unique<Side>(options.mux);
@@ -416,6 +410,21 @@ TEST_F(ConnectionLoopTest, ARefusedDialOfANumericAddressIsReportedFromTheLoop) {
       std::string::npos)
       << client_->close_why.message();
   EXPECT_FALSE(client_->ready);
+}
+
+// A resolver that refuses at once (libuv checks a host name's IDNA form before its thread pool
+// sees it: invalid UTF-8 is EINVAL) is reported from the loop too, not from inside Connect().
+TEST_F(ConnectionLoopTest, AResolverThatRefusesAtOnceIsReportedFromTheLoop) {
+  const ConnectionOptions options = QuietConnectionOptions(/*is_client=*/true);
+  client_ = std::make_unique<Side>(options.mux);
+  client_->conn = Connection::Connect(&loop_, "bad\xff.invalid", 7445, tls_.client, options,
+                                      client_.get(), &client_->mux);
+  EXPECT_FALSE(client_->closed) << "the handler heard of the failure inside Connect()";
+  ASSERT_TRUE(RunUntil([&] { return client_->freed; }, Duration(3000)));
+  EXPECT_TRUE(client_->closed);
+  EXPECT_EQ(Code::kConnect, client_->close_why.code());
+  EXPECT_NE(client_->close_why.message().find("cannot resolve"), std::string::npos)
+      << client_->close_why.message();
 }
 
 }  // namespace
