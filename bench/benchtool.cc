@@ -287,13 +287,19 @@ int PingPong(int argc, char** argv) {
   return 0;
 }
 
+// 127.0.0.1:@p port.
+sockaddr_in Loopback(uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sa;
+}
+
 int FreePort() {
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) Die("socket");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
+  sockaddr_in a = Loopback(0);
   if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) Die("bind");
   socklen_t len = sizeof a;
   if (::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) < 0) Die("getsockname");
@@ -590,14 +596,6 @@ RelayAddress ParseRelayAddress(const char* text) {
     std::exit(1);
   }
   return a;
-}
-
-sockaddr_in Loopback(uint16_t port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return sa;
 }
 
 void NoDelay(int fd) {
