@@ -17,6 +17,7 @@
 
 #include "support/fault_relay.h"
 #include "support/process.h"
+#include "support/tcp_proxy.h"
 #include "support/timing.h"
 
 namespace pipegate::testing {
@@ -25,20 +26,7 @@ namespace {
 // A listening socket on 127.0.0.1:0 that the test accepts from by hand.
 class Listener {
  public:
-  Listener() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd_, 16) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      close(fd_);
-      fd_ = -1;
-      return;
-    }
-    port_ = ntohs(addr.sin_port);
-  }
+  Listener() { fd_ = ListenOnLoopback(&port_); }
   ~Listener() {
     if (fd_ >= 0) {
       close(fd_);
@@ -62,19 +50,6 @@ class Listener {
   int fd_ = -1;
   uint16_t port_ = 0;
 };
-
-int Dial(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // Reads exactly n bytes within the nominal timeout. On failure returns what it got, with errno.
 std::string ReadN(int fd, size_t n, Duration timeout, int* error = nullptr) {
@@ -138,7 +113,7 @@ TEST(FaultRelay, ForwardsBothWaysAndPassesAHalfClose) {
   ASSERT_GE(target.fd(), 0);
   FaultRelay relay(target.port());
   ASSERT_TRUE(relay.ok());
-  const int client = Dial(relay.port());
+  const int client = ConnectLoopback(relay.port());
   ASSERT_GE(client, 0);
   const int server = target.Accept(Duration(5000));
   ASSERT_GE(server, 0);
@@ -173,7 +148,7 @@ TEST(FaultRelay, CutResetsBothSidesAndKeepsListening) {
   Listener target;
   FaultRelay relay(target.port());
   ASSERT_TRUE(relay.ok());
-  const int client = Dial(relay.port());
+  const int client = ConnectLoopback(relay.port());
   ASSERT_GE(client, 0);
   const int server = target.Accept(Duration(5000));
   ASSERT_GE(server, 0);
@@ -186,7 +161,7 @@ TEST(FaultRelay, CutResetsBothSidesAndKeepsListening) {
   close(client);
   close(server);
 
-  const int again = Dial(relay.port());
+  const int again = ConnectLoopback(relay.port());
   ASSERT_GE(again, 0);
   const int server2 = target.Accept(Duration(5000));
   ASSERT_GE(server2, 0);
@@ -206,7 +181,7 @@ TEST(FaultRelay, StallHoldsEverythingWithoutClosingThenForwards) {
   Listener target;
   FaultRelay relay(target.port());
   ASSERT_TRUE(relay.ok());
-  const int client = Dial(relay.port());
+  const int client = ConnectLoopback(relay.port());
   const int server = target.Accept(Duration(5000));
   ASSERT_GE(server, 0);
 
@@ -215,7 +190,7 @@ TEST(FaultRelay, StallHoldsEverythingWithoutClosingThenForwards) {
   EXPECT_TRUE(relay.stalled());
   ASSERT_TRUE(SendAll(client, "held"));
   // A connection made during the stall is held too: the target sees nothing yet.
-  const int late = Dial(relay.port());
+  const int late = ConnectLoopback(relay.port());
   ASSERT_GE(late, 0);
   pollfd p{server, POLLIN, 0};
   EXPECT_EQ(poll(&p, 1, 200), 0) << "bytes went through a stall";
@@ -243,7 +218,7 @@ TEST(FaultRelay, DownstreamStallHoldsRepliesOnly) {
   Listener target;
   FaultRelay relay(target.port());
   ASSERT_TRUE(relay.ok());
-  const int client = Dial(relay.port());
+  const int client = ConnectLoopback(relay.port());
   const int server = target.Accept(Duration(5000));
   ASSERT_GE(server, 0);
   relay.StallDownstream(Duration(10000));
@@ -272,13 +247,13 @@ TEST(FaultRelay, RefusesNewConnectionsWithoutATargetAndRetargets) {
   FaultRelay relay(first.port());
   ASSERT_TRUE(relay.ok());
   relay.SetTarget(0);
-  const int refused = Dial(relay.port());
+  const int refused = ConnectLoopback(relay.port());
   ASSERT_GE(refused, 0);  // The relay accepts, then resets.
   EXPECT_EQ(ReadOutcome(refused, Duration(5000)), ECONNRESET);
   close(refused);
 
   relay.SetTarget(second.port());
-  const int client = Dial(relay.port());
+  const int client = ConnectLoopback(relay.port());
   const int server = second.Accept(Duration(5000));
   ASSERT_GE(server, 0) << "the new target got nothing";
   EXPECT_LT(first.Accept(Duration(0)), 0);
@@ -310,7 +285,7 @@ class Traffic {
     const std::string chunk(64 * 1024, 'd');
     const Clock::time_point deadline = Clock::now() + Scaled(Duration(30000));
     while (!stop_ && Clock::now() < deadline) {
-      const int fd = Dial(relay_port_);
+      const int fd = ConnectLoopback(relay_port_);
       if (fd < 0) {
         std::this_thread::sleep_for(Duration(10));
         continue;
@@ -430,7 +405,7 @@ TEST(FaultRelay, DestructorReturnsPromptlyWithLiveAndStalledConnections) {
   Clock::time_point start;
   {
     FaultRelay relay(target.port());
-    client = Dial(relay.port());
+    client = ConnectLoopback(relay.port());
     server = target.Accept(Duration(5000));
     ASSERT_GE(server, 0);
     relay.Stall(Duration(60000));
