@@ -40,10 +40,14 @@ void Mux::EraseStream(uint32_t id) {
 
 void Mux::Start() {
   out_.Clear();  // SETTINGS open every connection; nothing queued before them is valid.
-  AppendSettings(out_, {{SettingId::kMaxFramePayload, options_.max_frame_payload},
-                        {SettingId::kStreamWindow, options_.stream_window},
-                        {SettingId::kSessionWindow, options_.session_window},
-                        {SettingId::kMaxStreams, options_.max_streams}});
+  std::vector<Setting> settings{{SettingId::kMaxFramePayload, options_.max_frame_payload},
+                                {SettingId::kStreamWindow, options_.stream_window},
+                                {SettingId::kSessionWindow, options_.session_window},
+                                {SettingId::kMaxStreams, options_.max_streams}};
+  if (!options_.is_client && options_.early_data > 0) {
+    settings.push_back({SettingId::kEarlyData, options_.early_data});
+  }
+  AppendSettings(out_, settings);
 }
 
 Mux::Stream* Mux::Find(uint32_t id) {
@@ -84,7 +88,9 @@ size_t Mux::SendWindow(uint32_t id) const {
 
 uint64_t Mux::OwnSendWindow(uint32_t id) const {
   const Stream* s = Find(id);
-  if (detached_ || s == nullptr || !s->accepted || s->send_done || s->fin_sent) return 0;
+  if (detached_ || s == nullptr || (!s->accepted && !s->early) || s->send_done || s->fin_sent) {
+    return 0;
+  }
   // The peer's windows, clamped to what this side is willing to hold unacknowledged.
   uint64_t limit = s->send_limit;
   if (options_.max_unacked_per_stream != 0) {
@@ -186,9 +192,7 @@ void Mux::Consumed(uint32_t id, size_t n) {
   s->delivered += n;
   SessionConsumed(n);
   if (s->fin_received && s->delivered == s->received) {
-    MaybeSendCredit(id, *s, /*force=*/true);
-    s->recv_done = true;
-    MaybeClose(id);
+    FinishReceiving(id, *s);
     return;
   }
   MaybeSendCredit(id, *s, /*force=*/false);
@@ -304,28 +308,70 @@ Result<uint32_t> Mux::Open(const OpenPayload& open) {
   Stream& s = streams_[id];
   s.recv_limit = options_.stream_window;
   s.open = open;
-  if (!detached_) AppendOpen(Out(), id, open);  // Else ResumeWith() sends it.
+  if ((open.flags & kOpenFlagEarlyData) != 0) {
+    // Granted by the gateway's SETTINGS of this connection; without them, the stream waits for
+    // OPEN_OK as any other (and the gateway is not asked to hold anything).
+    s.early = peer_settings_ && peer_early_data_ > 0;
+    if (s.early) {
+      s.send_limit = peer_early_data_;
+    } else {
+      s.open.flags &= static_cast<uint8_t>(~kOpenFlagEarlyData);
+    }
+  }
+  if (!detached_) AppendOpen(Out(), id, s.open);  // Else ResumeWith() sends it.
   return id;
 }
 
 void Mux::RequestList() { AppendList(out_); }
 
-void Mux::Accept(uint32_t id, const OpenOkPayload& ok) {
+size_t Mux::Accept(uint32_t id, const OpenOkPayload& ok) {
   Stream* s = Find(id);
-  if (s == nullptr || s->accepted) return;
+  if (s == nullptr || s->accepted) return 0;
+  PG_DCHECK(!s->early || EarlyDataFits(ok));
   s->accepted = true;
   s->ok = ok;
   s->send_limit = peer_stream_window_;
-  s->recv_limit = options_.stream_window;
+  s->recv_limit = std::max(s->recv_limit, s->delivered + options_.stream_window);
   AppendOpenOk(Out(), id, ok);
+  const size_t early = s->recv_done ? 0 : s->held.size();
+  if (s->received > 0 || s->fin_received) DeliverHeld(id);
+  return early;
+}
+
+void Mux::DeliverHeld(uint32_t id) {
+  Stream* s = Find(id);
+  if (s == nullptr || s->recv_done) return;
+  Buffer held = std::move(s->held);  // Callbacks may end the stream; the bytes stay valid.
+  // As on the wire, the FIN counts as arrived only after the bytes before it: a Consumed()
+  // from inside OnStreamData must not end the direction before OnStreamFin reports it.
+  const bool fin = std::exchange(s->fin_received, false);
+  if (held.size() > 0) {
+    cb_->OnStreamData(id, held.data(), held.size());
+    s = Find(id);
+    if (s == nullptr || s->recv_done) return;
+  }
+  if (!fin) return;
+  s->fin_received = true;
+  cb_->OnStreamFin(id);
+  s = Find(id);
+  if (s != nullptr && !s->recv_done && s->delivered == s->received) FinishReceiving(id, *s);
+}
+
+void Mux::FinishReceiving(uint32_t id, Stream& s) {
+  MaybeSendCredit(id, s, /*force=*/true);
+  s.recv_done = true;
+  MaybeClose(id);
 }
 
 void Mux::Reject(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr || s->accepted) return;
+  // Early data it held is dropped: counted as delivered, so the connection's credit flows on.
+  const uint64_t dropped = s->recv_done ? 0 : s->received - s->delivered;
   Tombstone(id, *s, error);
   EraseStream(id);
   AppendReset(Out(), id, ResetPayload{error, 0, std::string(reason)});
+  SessionConsumed(static_cast<size_t>(dropped));
   cb_->OnStreamClosed(id);
 }
 

@@ -190,6 +190,10 @@ void Mux::OnDataChunk(const uint8_t* p, size_t n) {
     return;
   }
   s->received += n;
+  if (!s->accepted && !options_.is_client) {
+    s->held.Append(p, n);  // Early data, bounded by the early window; Accept() delivers it.
+    return;
+  }
   cb_->OnStreamData(frame_.stream_id, p, n);
 }
 
@@ -198,6 +202,12 @@ void Mux::OnDataEnd() {
   uint32_t id = frame_.stream_id;
   Stream* s = Find(id);
   if (s == nullptr || s->recv_done) return;
+  if (!s->accepted && !options_.is_client) {
+    // Before Accept(): a FIN waits with the early data for Accept() to deliver it. A message
+    // end has no meaning there (early data is a byte stream; EarlyDataFits).
+    if ((frame_.flags & kFlagFin) != 0) s->fin_received = true;
+    return;
+  }
   if ((frame_.flags & kFlagMsgEnd) != 0) {
     // A replayed frame wholly below `received` was discarded above: its boundary was reported.
     cb_->OnStreamMessageEnd(id);
@@ -208,11 +218,7 @@ void Mux::OnDataEnd() {
   s->fin_received = true;
   cb_->OnStreamFin(id);
   s = Find(id);
-  if (s != nullptr && !s->recv_done && s->delivered == s->received) {
-    MaybeSendCredit(id, *s, /*force=*/true);
-    s->recv_done = true;
-    MaybeClose(id);
-  }
+  if (s != nullptr && !s->recv_done && s->delivered == s->received) FinishReceiving(id, *s);
 }
 
 Status Mux::FindForFrame(uint32_t id, const char* frame, Stream** out) {
@@ -280,7 +286,9 @@ Status Mux::OnFrame() {
         return Status::Ok();
       }
       Stream& s = streams_[id];
-      s.recv_limit = 0;  // No DATA before Accept().
+      // No DATA before Accept(), unless the client asked for the early window we grant.
+      s.early = (open->flags & kOpenFlagEarlyData) != 0 && options_.early_data > 0;
+      s.recv_limit = s.early ? options_.early_data : 0;
       cb_->OnOpenRequest(id, *open);
       return Status::Ok();
     }
@@ -292,7 +300,7 @@ Status Mux::OnFrame() {
       if (Status found = FindForFrame(id, "OPEN_OK", &s); !found.ok() || s == nullptr) return found;
       if (s->accepted) return Status::Ok();  // Replayed after a reconnect.
       s->accepted = true;
-      s->send_limit = peer_stream_window_;
+      s->send_limit = std::max<uint64_t>(s->send_limit, peer_stream_window_);
       cb_->OnOpenAccepted(id, *ok);
       return Status::Ok();
     }
@@ -395,6 +403,7 @@ Status Mux::ApplySettings(const std::vector<Setting>& settings) {
   peer_stream_window_ = 256 * 1024;
   session_send_limit_ = 16u << 20;
   peer_max_streams_ = 100;
+  peer_early_data_ = 0;
   for (const Setting& s : settings) {
     switch (s.id) {
       case SettingId::kMaxFramePayload:
@@ -411,6 +420,9 @@ Status Mux::ApplySettings(const std::vector<Setting>& settings) {
         break;
       case SettingId::kMaxStreams:
         peer_max_streams_ = s.value;
+        break;
+      case SettingId::kEarlyData:
+        peer_early_data_ = s.value;
         break;
       default:
         break;  // Unknown settings are ignored, so new ones can be added.
@@ -432,7 +444,7 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
         // Wake every stream that has its own credit left.
         std::vector<uint32_t> ids;
         for (auto& [sid, s] : streams_) {
-          if (!s.send_done && !s.fin_sent && s.accepted && s.sent < s.send_limit) {
+          if (!s.send_done && !s.fin_sent && (s.accepted || s.early) && s.sent < s.send_limit) {
             ids.push_back(sid);
           }
         }

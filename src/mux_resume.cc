@@ -91,7 +91,7 @@ void Mux::SendRecorded(uint32_t id, Stream& s) {
   if (s.stop_sent) AppendStop(Out(), id, s.stop);
 }
 
-void Mux::ResendData(uint32_t id, Stream& s, uint64_t from) {
+void Mux::ResendData(uint32_t id, Stream& s, uint64_t from, bool widened) {
   uint64_t pos = from;
   size_t max = peer_max_payload_ - kDataPrefixSize;
   auto next_end = s.msg_ends.begin();  // Message boundaries are replayed where they were.
@@ -103,7 +103,7 @@ void Mux::ResendData(uint32_t id, Stream& s, uint64_t from) {
     AppendData(Out(), id, msg_end ? kFlagMsgEnd : 0, pos, s.replay.data() + (pos - s.acked), n);
     pos += n;
     session_sent_ += n;
-    session_send_limit_ += n;  // The peer widened its window by the same amount.
+    if (widened) session_send_limit_ += n;
   }
   if (s.fin_sent && !s.reset_sent) {
     if (s.exit_sent) AppendExit(Out(), id, s.exit);  // The EXIT goes right before its FIN.
@@ -150,7 +150,9 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
     bool ours = !IsPeerId(id);
     if (it == by_id.end()) {
       if (ours && id > peer_last_id && !st.accepted) {
-        AppendOpen(Out(), id, st.open);  // The OPEN never arrived: send it again.
+        AppendOpen(Out(), id, st.open);  // The OPEN never arrived: send it again,
+        // with its early data, which the peer's fresh session window covers as new bytes.
+        if (st.sent > 0 || st.fin_sent) ResendData(id, st, 0, /*widened=*/false);
         continue;
       }
       resets.emplace_back(id, ErrorCode::kCancel);  // The peer no longer knows this stream.

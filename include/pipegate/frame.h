@@ -80,6 +80,9 @@ enum class SettingId : uint16_t {
   kStreamWindow = 2,     ///< Initial credit the sender grants each new stream.
   kSessionWindow = 3,    ///< Initial credit the sender grants the whole connection.
   kMaxStreams = 4,       ///< Concurrent streams the sender accepts.
+  /// Gateway: DATA bytes it accepts on a stream opened with kOpenFlagEarlyData before it
+  /// answers the OPEN (absent or 0: none).
+  kEarlyData = 5,
 };
 
 /// @brief A decoded frame header.
@@ -101,7 +104,7 @@ Result<FrameHeader> DecodeFrameHeader(const uint8_t* in, uint32_t max_payload);
 // Typed payloads of control frames.
 struct OpenPayload {
   uint8_t access = 0;    ///< Access value (1 read, 2 write, 3 duplex).
-  uint8_t flags = 0;     ///< kOpenFlagLines, kOpenFlagWaitOnlyWhileBusy, kOpenFlagFollow.
+  uint8_t flags = 0;     ///< kOpenFlagLines, kOpenFlagWaitOnlyWhileBusy, kOpenFlagFollow, ...
   uint32_t wait_ms = 0;  ///< How long the gateway may wait for busy/no reader.
   std::string name;
 };
@@ -112,6 +115,11 @@ inline constexpr uint8_t kOpenFlagWaitOnlyWhileBusy = 0x2;
 /// A read of a FIFO export stays attached across the EOFs of its local writers (`cat
 /// --follow`, like `tail -f`): the stream ends only when the client ends it.
 inline constexpr uint8_t kOpenFlagFollow = 0x4;
+/// DATA follows the OPEN before OPEN_OK, up to the gateway's kEarlyData setting, held by the
+/// gateway until the local pipe is open (dropped on a refusal). Only for a byte stream the
+/// client writes: a gateway refuses it for an export that would not grant the client's
+/// direction or that carries messages.
+inline constexpr uint8_t kOpenFlagEarlyData = 0x8;
 
 struct OpenOkPayload {
   uint8_t kind = 0;          ///< ExportKind.

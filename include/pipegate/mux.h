@@ -28,6 +28,12 @@ class ReplayBudget {
   virtual void Give(uint64_t n) = 0;
 };
 
+/// @return True if a stream granted as @p ok may take early data (kOpenFlagEarlyData): the client's
+/// direction is granted, as a byte stream.
+inline bool EarlyDataFits(const OpenOkPayload& ok) noexcept {
+  return (ok.access & 0x2) != 0 && (ok.flags & kExportMessages) == 0;
+}
+
 /// @brief Limits one side of a connection declares in its SETTINGS.
 struct MuxOptions {
   bool is_client = false;
@@ -35,6 +41,9 @@ struct MuxOptions {
   uint32_t stream_window = 1u << 20;    ///< Credit we grant each stream (bounds its memory).
   uint32_t session_window = 16u << 20;  ///< Credit we grant the whole connection.
   uint32_t max_streams = 256;           ///< Concurrent streams we accept.
+  /// Server: DATA bytes a stream opened with kOpenFlagEarlyData may carry before Accept() (held
+  /// by the Mux and delivered by Accept(); counted against the session window). 0 = none.
+  uint32_t early_data = 64u << 10;
   bool resumable = false;  ///< Keep sent bytes until acknowledged, so streams survive Detach().
   /// Sending side: bytes of one stream sent and not yet acknowledged, whatever window the peer
   /// grants (the peer's stream window is clamped to it). 0 = the peer's window alone.
@@ -149,13 +158,20 @@ class Mux {
   Buffer& output() noexcept { return out_; }
 
   // Client side.
-  /// @brief Opens a stream; the answer comes as OnOpenAccepted or OnStreamReset.
+  /// @brief Opens a stream; the answer comes as OnOpenAccepted or OnStreamReset. With
+  /// kOpenFlagEarlyData, the stream may send up to the gateway's kEarlyData setting at once
+  /// (SendWindow() says how much); the flag is dropped when the gateway grants none (SETTINGS
+  /// not yet received, or an older gateway).
   Result<uint32_t> Open(const OpenPayload& open);
   /// @brief Asks for the export list; answers come as OnListReply.
   void RequestList();
 
   // Server side.
-  void Accept(uint32_t id, const OpenOkPayload& ok);
+  /// @brief Answers OPEN_OK, then delivers what the stream received before it (early data, and
+  /// a FIN) through OnStreamData and OnStreamFin, from inside this call. @p ok must grant the
+  /// client's direction as a byte stream if the OPEN had kOpenFlagEarlyData (EarlyDataFits).
+  /// @return The early bytes delivered (0 for an unknown or already answered stream).
+  size_t Accept(uint32_t id, const OpenOkPayload& ok);
   void Reject(uint32_t id, ErrorCode error, std::string_view reason);
   void SendListReply(const std::vector<ListEntry>& entries);
 
@@ -221,10 +237,11 @@ class Mux {
     uint32_t stream_window = 0;
     uint32_t max_streams = 0;
     uint64_t session_window = 0;
+    uint32_t early_data = 0;
   };
   PeerSettings peer_settings() const noexcept {
-    return PeerSettings{peer_settings_, peer_max_payload_, peer_stream_window_, peer_max_streams_,
-                        session_send_limit_};
+    return PeerSettings{peer_settings_,    peer_max_payload_,   peer_stream_window_,
+                        peer_max_streams_, session_send_limit_, peer_early_data_};
   }
   /// @brief Takes over SETTINGS that another mux received on the connection being moved here.
   void AdoptPeerSettings(const PeerSettings& p) noexcept {
@@ -233,6 +250,7 @@ class Mux {
     peer_stream_window_ = p.stream_window;
     peer_max_streams_ = p.max_streams;
     session_send_limit_ = p.session_window;
+    peer_early_data_ = p.early_data;
     resume_window_ = false;  // This Mux already carries a session.
   }
   /// @return Of stream @p id: bytes the peer confirmed delivered, and bytes we delivered.
@@ -266,6 +284,10 @@ class Mux {
  private:
   struct Stream {
     bool accepted = false;
+    /// Opened with kOpenFlagEarlyData and granted it: the client sends before OPEN_OK.
+    bool early = false;
+    /// Server: what arrived before Accept() (early data), delivered by Accept().
+    Buffer held;
     OpenPayload open;            ///< Client: the OPEN, for replay after a reconnect.
     OpenOkPayload ok;            ///< Server: the OPEN_OK, for replay after a reconnect.
     Buffer replay;               ///< Resumable: bytes [acked, sent) kept until acknowledged.
@@ -305,6 +327,12 @@ class Mux {
   void OnDataChunk(const uint8_t* p, size_t n);
   void OnDataEnd();
   Status ApplySettings(const std::vector<Setting>& settings);
+  /// @brief Server: delivers what stream @p id received before Accept() (OnStreamData, then a
+  /// held FIN as OnDataEnd would have).
+  void DeliverHeld(uint32_t id);
+  /// @brief The peer's FIN of stream @p s arrived and every byte before it is delivered:
+  /// confirms it (forced CREDIT) and ends the receiving direction.
+  void FinishReceiving(uint32_t id, Stream& s);
   Status OnCredit(uint32_t id, const CreditPayload& c);
   void MaybeSendCredit(uint32_t id, Stream& s, bool force);
   void MaybeSendSessionCredit();
@@ -314,7 +342,9 @@ class Mux {
   void EndBothDirections(uint32_t id, Stream& s, ErrorCode error, std::string_view reason);
   void Ack(Stream& s, uint64_t delivered);
   void SendRecorded(uint32_t id, Stream& s);  // Replays RESET/STOP this side sent.
-  void ResendData(uint32_t id, Stream& s, uint64_t from);
+  /// @brief Queues DATA of [from, sent) and the FIN if sent. @p widened: the peer widened its
+  /// session window for these bytes (it knows the stream and counted them in its resume).
+  void ResendData(uint32_t id, Stream& s, uint64_t from, bool widened = true);
   void Tombstone(uint32_t id, const Stream& s, ErrorCode error);
   void MaybeClose(uint32_t id);
   /// @return Where frames go: output(), or a scratch sink while detached (state still
@@ -361,6 +391,7 @@ class Mux {
   uint32_t peer_max_payload_ = kDefaultMaxFramePayload;
   uint32_t peer_stream_window_ = 0;
   uint32_t peer_max_streams_ = 0;
+  uint32_t peer_early_data_ = 0;
 
   // Session credit.
   uint64_t session_sent_ = 0;

@@ -598,6 +598,33 @@ TEST(ResumeMux, SeveralLostOpensAreResentInIdOrder) {
   }
 }
 
+TEST(ResumeMux, EarlyDataCutAnywhereBeforeTheAcceptArrivesWholeAndOnce) {
+  // A mount's connection: the OPEN, early data and FIN go out together, and the connection
+  // breaks somewhere in them before the gateway accepted (it may have held part of it).
+  const std::string up = Pattern(3000, 21);
+  for (size_t cut : {size_t{0}, size_t{5}, size_t{40}, size_t{100}, size_t{1500}, SIZE_MAX}) {
+    Pair p;
+    p.server.auto_accept = false;
+    ASSERT_TRUE(p.Connect());
+    Result<uint32_t> id = p.client.mux.Open(OpenPayload{3, kOpenFlagEarlyData, 0, "pipe"});
+    ASSERT_TRUE(id.has_value());
+    ASSERT_EQ(Pair::SendSome(p.client, *id, up, 0), up.size()) << "cut " << cut;
+    p.client.mux.SendFin(*id);
+    ASSERT_TRUE(p.Deliver(p.client, p.server, cut).ok()) << "cut " << cut;
+    p.Disconnect();
+    ASSERT_TRUE(p.Reconnect()) << "cut " << cut;
+    EXPECT_EQ(p.server.opens[*id], 1) << "cut " << cut;
+    EXPECT_TRUE(p.server.received[*id].empty()) << "held until the accept; cut " << cut;
+    p.server.mux.Accept(*id, p.server.ok);
+    ASSERT_TRUE(p.Pump()) << "cut " << cut;
+    EXPECT_EQ(p.server.received[*id], up) << "cut " << cut;
+    EXPECT_EQ(p.server.fins[*id], 1) << "cut " << cut;
+    EXPECT_EQ(p.client.accepted[*id], 1) << "cut " << cut;
+    EXPECT_EQ(p.client.delivered[*id], 1) << "cut " << cut;
+    EXPECT_TRUE(p.client.resets.empty() && p.server.resets.empty()) << "cut " << cut;
+  }
+}
+
 TEST(ResumeMux, OpenOkLostIsResent) {
   Pair p;
   ASSERT_TRUE(p.Connect());
