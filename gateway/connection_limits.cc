@@ -22,6 +22,7 @@ MuxOptions MuxOptionsFor(const Limits& limits) {
       limits.max_frame_size + static_cast<uint32_t>(kDataPrefixSize), kMaxFramePayloadLimit);
   options.session_window = limits.max_bytes_in_flight_per_connection;
   options.stream_window = std::min(options.stream_window, options.session_window);
+  options.early_data = std::min(options.early_data, options.stream_window);
   options.max_unacked_per_stream = limits.max_replay_bytes_per_stream;
   options.max_unacked_per_session = limits.max_replay_bytes_per_session;
   return options;

@@ -44,6 +44,7 @@ namespace pipegate::gateway {
   X(refused_streams_gateway, "opens over max_streams")                                    \
   X(refused_pending_opens, "waiting opens over max_pending_opens_per_connection")         \
   X(opens_waited, "opens that began to wait (--wait) for a busy export or a reader")      \
+  X(early_data_streams, "streams granted that could send data behind their OPEN")         \
   X(mapped_opens, "streams opened as a mapped local account (identity mapping)")          \
   X(mapping_refused, "opens refused: the identity maps to no local account")              \
   X(mapped_denied, "opens refused: the mapped account may not open the local pipe")       \

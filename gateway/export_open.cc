@@ -59,6 +59,16 @@ OpenDecision Refused(Verdict verdict, ErrorCode error, std::string reason, std::
 
 }  // namespace
 
+OpenOkPayload GrantFor(const ExportConfig& e) {
+  auto granted = static_cast<uint8_t>(e.kind == ExportKind::kFifo ? e.access : Access::kDuplex);
+  OpenOkPayload ok{static_cast<uint8_t>(e.kind), granted};
+  if (e.socket_type == SocketType::kSeqpacket) {
+    ok.flags = kExportMessages;
+    ok.max_message = e.max_message_size;
+  }
+  return ok;
+}
+
 OpenDecision Authorize(const Snapshot& snap, const PeerIdentity& peer, const OpenPayload& open) {
   const Limits& limits = snap.config.limits;
   Status valid = ValidatePipeName(open.name);
@@ -89,6 +99,12 @@ OpenDecision Authorize(const Snapshot& snap, const PeerIdentity& peer, const Ope
     std::string why = fmt::format("access denied: '{}' is {}-only", e->name,
                                   e->access == Access::kRead ? "read" : "write");
     return Refused(Verdict::kWrongAccess, ErrorCode::kAccessDenied, why, why);
+  }
+  if ((open.flags & kOpenFlagEarlyData) != 0 && !EarlyDataFits(GrantFor(*e))) {
+    std::string why =
+        fmt::format("early data needs a byte stream the client writes: '{}' is {}", e->name,
+                    e->socket_type == SocketType::kSeqpacket ? "a message export" : "read-only");
+    return Refused(Verdict::kWrongAccess, ErrorCode::kProtocol, why, why);
   }
   OpenDecision granted;
   if (!e->identity_map.empty()) {

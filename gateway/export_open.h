@@ -36,9 +36,14 @@ struct OpenDecision {
   bool granted() const noexcept { return export_config != nullptr; }
 };
 
+/// @return The OPEN_OK a stream of @p e is accepted with: its kind, the access granted (a fifo
+/// export's own direction; duplex for the others) and, for a seqpacket export, message mode.
+OpenOkPayload GrantFor(const ExportConfig& e);
+
 /// @brief Decides an OPEN of @p open by @p peer against @p snap: name validity (SPEC §2 and
-/// max_name_length), existence, the allow list (with hide_existence) and, for a fifo export,
-/// the direction. Pure: no I/O, no counters, no logging; the caller counts and audits.
+/// max_name_length), existence, the allow list (with hide_existence), for a fifo export the
+/// direction, and early data only where the grant fits it (EarlyDataFits). Pure: no I/O, no
+/// counters, no logging; the caller counts and audits.
 /// @return The decision; on a grant, `export_config` points into @p snap, which must outlive it.
 OpenDecision Authorize(const Snapshot& snap, const PeerIdentity& peer, const OpenPayload& open);
 

@@ -254,16 +254,13 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
                                                              : uvglue::RecordMode::kBlocks);
     pipe->WatchHangup(true);  // A reader that leaves while we are idle is a broken pipe.
   }
-  uint8_t granted = static_cast<uint8_t>(e.kind == ExportKind::kFifo ? e.access : Access::kDuplex);
-  OpenOkPayload ok{static_cast<uint8_t>(e.kind), granted};
   if (e.socket_type == SocketType::kSeqpacket) {
-    ok.flags = kExportMessages;
-    ok.max_message = e.max_message_size;
     s->SetMessageMode(uvglue::MessageFraming::kSocket, uvglue::MessageFraming::kSocket,
                       e.max_message_size);
   }
-  mux_->Accept(id, ok);
-  s->StartReading();
+  if ((open.flags & kOpenFlagEarlyData) != 0) counters().early_data_streams++;
+  mux_->Accept(id, GrantFor(e));  // Delivers early data to the stream, which may end here.
+  if (Find(id) == s) s->StartReading();
   return true;
 }
 

@@ -463,6 +463,77 @@ TEST_F(AbuseTest, BytesInFlightAreBoundedByTheWindow) {
   ExpectRecovered("window");
 }
 
+// Early data (protocol.md, "Early data"): what a client sends behind an OPEN is held only up
+// to its allowance while the OPEN waits, refused where it would have nowhere to go, and handed
+// to the local socket once the open is granted.
+TEST_F(AbuseTest, EarlyDataIsHeldWithinItsAllowanceAndOnlyWhereItFits) {
+  const std::string server_path = dir_.Join("svc.sock");
+  UnixEchoServer server(server_path);
+  ASSERT_TRUE(server.ok()) << server.error();
+  ExportSpec svc = ExportSpec::Unix("svc", server_path);
+  svc.max_clients = 1;  // A second open waits: its early data is held meanwhile.
+  StartGateway("", {svc});
+  std::string error;
+  std::unique_ptr<RawClient> client = RawClient::Connect(gw_->port(), Alice(), &error);
+  ASSERT_TRUE(client) << error;
+  auto early_open = [&](uint32_t id, const std::string& name, uint32_t wait_ms) {
+    std::string payload{char{3}, static_cast<char>(kOpenFlagEarlyData)};  // Duplex.
+    for (int shift = 24; shift >= 0; shift -= 8) payload += static_cast<char>(wait_ms >> shift);
+    payload += static_cast<char>(name.size());
+    payload += name;
+    return client->SendRaw(FrameType::kOpen, 0, id, static_cast<uint32_t>(payload.size()), payload);
+  };
+  auto data = [&](uint32_t id, uint64_t offset, const std::string& bytes, bool fin = false) {
+    std::string payload(8, '\0');
+    for (int i = 0; i < 8; ++i)
+      payload[static_cast<size_t>(i)] = static_cast<char>(offset >> (56 - 8 * i));
+    payload += bytes;
+    return client->SendRaw(FrameType::kData, fin ? kFlagFin : 0, id,
+                           static_cast<uint32_t>(payload.size()), payload);
+  };
+
+  // A read-only FIFO would drop the client's bytes: refused, and the connection goes on.
+  ASSERT_TRUE(early_open(1, "logs", 0));
+  ASSERT_TRUE(data(1, 0, "lost"));
+  std::optional<RawFrame> refused = client->WaitFor(FrameType::kReset, 1, Duration(5000));
+  ASSERT_TRUE(refused);
+  auto [code, reason] = DecodeResetReason(*refused);
+  EXPECT_EQ(code, ErrorCode::kProtocol);
+  EXPECT_EQ(reason, "early data needs a byte stream the client writes: 'logs' is read-only");
+
+  // Stream 3 takes the export's only instance; 5 and 7 wait for it with early data.
+  ASSERT_TRUE(client->SendOpen(3, "svc", 3));
+  ASSERT_TRUE(client->WaitFor(FrameType::kOpenOk, 3, Duration(5000)));
+  ASSERT_TRUE(early_open(5, "svc", 20000));
+  ASSERT_TRUE(data(5, 0, std::string(64 * 1024, 'e')));  // Exactly the allowance: held.
+  ASSERT_TRUE(data(5, 64 * 1024, "!"));                  // One byte more: that stream ends.
+  std::optional<RawFrame> over = client->WaitFor(FrameType::kReset, 5, Duration(5000));
+  ASSERT_TRUE(over);
+  EXPECT_EQ(DecodeResetReason(*over).first, ErrorCode::kFlowControl);
+  std::string request(4000, '\0');
+  for (size_t i = 0; i < request.size(); ++i) request[i] = static_cast<char>(i * 131 + i / 7);
+  ASSERT_TRUE(early_open(7, "svc", 20000));
+  ASSERT_TRUE(data(7, 0, request, /*fin=*/true));
+  // Ending stream 3 frees the instance: 7 is granted, and its held bytes reach the echo server
+  // and come back whole.
+  ASSERT_TRUE(data(3, 0, "", /*fin=*/true));
+  ASSERT_TRUE(client->WaitFor(FrameType::kOpenOk, 7, Duration(10000)));
+  std::string echoed;
+  bool fin = false;
+  while (!fin) {
+    std::optional<RawFrame> f = client->NextFrame(Duration(10000));
+    ASSERT_TRUE(f) << "echoed " << echoed.size() << " of " << request.size();
+    if (f->header.type != FrameType::kData || f->header.stream_id != 7) continue;
+    echoed += f->payload.substr(8);
+    fin = (f->header.flags & kFlagFin) != 0;
+  }
+  EXPECT_EQ(Sha256HexOf(echoed), Sha256HexOf(request));
+  std::map<std::string, uint64_t> k = ReadCounters(*gw_);
+  EXPECT_EQ(k["protocol_errors"], 0u);  // Each abuse cost only its own stream.
+  EXPECT_EQ(k["early_data_streams"], 1u);
+  ExpectRecovered("early data");
+}
+
 struct BadCertificate {
   std::string label;
   std::string stem;          // Client certificate, relative to the PKI.

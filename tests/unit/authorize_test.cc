@@ -137,6 +137,35 @@ TEST(Authorize, ChecksTheAllowListBeforeTheDirection) {
             Verdict::kAccessDenied);
 }
 
+TEST(Authorize, GrantsEarlyDataOnlyWhereTheClientsBytesHaveSomewhereToGo) {
+  Snapshot snap = MakeSnapshot();
+  ExportConfig messages = snap.config.exports.back();
+  messages.name = "jobs";
+  messages.socket_type = SocketType::kSeqpacket;
+  messages.max_message_size = 4096;
+  snap.config.exports.push_back(messages);
+  snap.slots["jobs"] = std::make_shared<ExportSlot>();
+  auto early = [](std::string name, Access access) {
+    OpenPayload open = Open(std::move(name), access);
+    open.flags = kOpenFlagEarlyData;
+    return open;
+  };
+  EXPECT_TRUE(Authorize(snap, Peer("alice"), early("shell", Access::kDuplex)).granted());
+  EXPECT_TRUE(Authorize(snap, Peer("bob"), early("sink", Access::kWrite)).granted());
+  // A duplex open of a read FIFO is granted the read direction: early bytes would be lost.
+  OpenDecision read = Authorize(snap, Peer("alice"), early("logs", Access::kDuplex));
+  EXPECT_FALSE(read.granted());
+  EXPECT_EQ(read.error, ErrorCode::kProtocol);
+  EXPECT_EQ(read.reason, "early data needs a byte stream the client writes: 'logs' is read-only");
+  OpenDecision msg = Authorize(snap, Peer("alice"), early("jobs", Access::kDuplex));
+  EXPECT_FALSE(msg.granted());
+  EXPECT_EQ(msg.reason,
+            "early data needs a byte stream the client writes: 'jobs' is a message export");
+  // Without the flag both are granted as before.
+  EXPECT_TRUE(Authorize(snap, Peer("alice"), Open("logs", Access::kDuplex)).granted());
+  EXPECT_TRUE(Authorize(snap, Peer("alice"), Open("jobs", Access::kDuplex)).granted());
+}
+
 TEST(ExportInstance, HonoursMaxClients) {
   auto slot = std::make_shared<ExportSlot>();
   std::optional<ExportInstance> a = ExportInstance::TryAcquire(slot, 2);
