@@ -119,11 +119,10 @@ void Client::FlushSoon() {
 }
 
 Result<uint32_t> Client::OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms,
-                                    bool wait_only_while_busy) {
+                                    uint8_t flags) {
   OpenPayload open;
   open.access = static_cast<uint8_t>(access);
-  open.flags = static_cast<uint8_t>((options_.lines ? kOpenFlagLines : 0) |
-                                    (wait_only_while_busy ? kOpenFlagWaitOnlyWhileBusy : 0) |
+  open.flags = static_cast<uint8_t>(flags | (options_.lines ? kOpenFlagLines : 0) |
                                     (options_.follow ? kOpenFlagFollow : 0));
   open.wait_ms = wait_ms;
   open.name = options_.address.name;
@@ -131,7 +130,18 @@ Result<uint32_t> Client::OpenStream(Access access, uvglue::StreamPipes pipes, ui
   if (!id) return id.error();
   auto stream = std::make_unique<BridgeStream>(this, *id, options_.address.name);
   stream->Attach(std::move(pipes));
+  BridgeStream* s = stream.get();
   streams_[*id] = std::move(stream);
+  // The Mux grants the early window only once the gateway's SETTINGS offered one. A local
+  // client usually writes right after its connect(): reading now lets those bytes leave with
+  // the OPEN, in one record and one write, rather than a loop turn later (at the cost of one
+  // read that finds nothing, for a protocol where the server speaks first). The read may end
+  // the stream: nothing of it is used after.
+  if ((flags & kOpenFlagEarlyData) != 0 && mux_->SendWindow(*id) > 0) {
+    s->early = true;
+    s->StartReading();
+    s->OnLocalReadable();
+  }
   if (conn_ != nullptr) conn_->Flush();
   return *id;
 }
@@ -193,7 +203,11 @@ void Client::OnOpenAccepted(uint32_t id, const OpenOkPayload& ok) {
                                                              : MessageFraming::kRaw;
     s->SetMessageMode(framing, framing, ok.max_message);
   }
-  s->StartReading();
+  if (s->early) {
+    s->Resume();  // Reading since the OPEN; the stream's full window is open now.
+  } else {
+    s->StartReading();
+  }
 }
 
 void Client::OnStreamMessageEnd(uint32_t id) {

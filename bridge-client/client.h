@@ -51,6 +51,7 @@ class BridgeStream final : public uvglue::StreamLink {
   using StreamLink::StreamLink;
   Status result;  ///< First error seen; OK if the stream ended cleanly.
   bool accepted = false;
+  bool early = false;  ///< Reading since the OPEN (early data), not since OPEN_OK.
   /// Bytes the gateway confirmed delivered, as last seen while the Mux still had the stream.
   uint64_t confirmed = 0;
   /// How the process behind an exec stream ended (EXIT), once the gateway said so.
@@ -135,7 +136,7 @@ class Client final : public uvglue::ConnectionHandler,
     return !finished_ && (resuming_ || (conn_ != nullptr && ready_));
   }
   Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms,
-                              bool wait_only_while_busy = false) override;
+                              uint8_t flags = 0) override;
   void AttachPipes(uint32_t id, uvglue::StreamPipes pipes) override;
   void AbortStream(uint32_t id) override;
   /// @brief Ends the command with @p status: closes the streams, the mount, the connection,

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "pipegate/log.h"
+#include "pipegate/mux.h"
 
 namespace pipegate::bridge {
 
@@ -45,6 +46,10 @@ void Mount::Start(const ListEntry& entry) {
   }
   mode_ = *mode;
   messages_ = (entry.flags & kExportMessages) != 0;
+  // What the local program writes right after connect() goes with the OPEN, sparing a round
+  // trip per connection, where the export takes it (a byte stream the client writes).
+  early_data_ = mode_ == MountMode::kSocket &&
+                EarlyDataFits(OpenOkPayload{entry.kind, entry.access, entry.flags, 0});
   if (messages_ && mode_ != MountMode::kSocket) {
     host_->Finish(Status(Code::kUsage, fmt::format("'{}' carries messages: it can be mounted as "
                                                    "a (seqpacket) socket, not as a FIFO",
@@ -260,7 +265,9 @@ void Mount::AcceptConnections() {
     const bool asked = options_.wait_ms > 0;
     Result<uint32_t> id =
         host_->OpenStream(Access::kDuplex, uvglue::StreamPipes::Duplex(std::move(pipe)),
-                          asked ? options_.wait_ms : kMountWaitMs, /*wait_only_while_busy=*/!asked);
+                          asked ? options_.wait_ms : kMountWaitMs,
+                          static_cast<uint8_t>((asked ? 0 : kOpenFlagWaitOnlyWhileBusy) |
+                                               (early_data_ ? kOpenFlagEarlyData : 0)));
     if (!id) PG_LOG(kWarn, "{}: {}", options_.address.ToString(), id.error().message());
   }
 }

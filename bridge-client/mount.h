@@ -37,11 +37,13 @@ class MountHost {
   /// @brief Opens a stream of @p access on the local @p pipes, which it takes in any case
   /// (on an error they are closed). The pipes may be empty and given later with AttachPipes().
   /// @param wait_ms How long the gateway may wait for a busy pipe or a missing reader.
-  /// @param wait_only_while_busy Wait only while the export is busy; a missing reader (a
-  /// socket nobody listens on) is answered at once.
+  /// @param flags OPEN flags added to the command's own: kOpenFlagWaitOnlyWhileBusy (wait only
+  /// while the export is busy; a missing reader, a socket nobody listens on, is answered at
+  /// once) and kOpenFlagEarlyData (the stream reads @p pipes at once and sends what it reads
+  /// before the gateway accepts; only for an export known to take it, EarlyDataFits).
   /// @return The stream's id.
   virtual Result<uint32_t> OpenStream(Access access, uvglue::StreamPipes pipes, uint32_t wait_ms,
-                                      bool wait_only_while_busy = false) = 0;
+                                      uint8_t flags = 0) = 0;
   /// @brief Gives stream @p id its local pipes (from Mount::OnStreamAccepted(), before the
   /// stream starts reading them).
   virtual void AttachPipes(uint32_t id, uvglue::StreamPipes pipes) = 0;
@@ -111,7 +113,8 @@ class Mount final : public uvglue::LocalPipeEvents {
   const BridgeOptions& options_;
   MountHost* host_;
   MountMode mode_ = MountMode::kFifoFromWriter;
-  bool messages_ = false;  ///< The export carries messages: the socket is SOCK_SEQPACKET.
+  bool messages_ = false;    ///< The export carries messages: the socket is SOCK_SEQPACKET.
+  bool early_data_ = false;  ///< Connections open their streams with kOpenFlagEarlyData.
   MountState state_ = MountState::kBackoff;
   bool stopped_ = false;
   /// The mounted path, made (or adopted) by Prepare*Path; every later open goes through it.
