@@ -257,8 +257,9 @@ void Mount::AcceptConnections() {
   for (int i = 0; i < kAcceptBatch && !stopped_; ++i) {
     int fd = ::accept4(listener_->fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
-    LocalPipePtr pipe =
-        *LocalPipe::Open(loop_.native(), fd, LocalPipe::kRead | LocalPipe::kWrite, true, nullptr);
+    LocalPipePtr pipe = *LocalPipe::Open(
+        loop_.native(), fd, LocalPipe::kRead | LocalPipe::kWrite | LocalPipe::kNonBlockingSocket,
+        true, nullptr);
     // As a connect() to a local socket whose backlog is full waits, a connection to a busy
     // export waits (up to kMountWaitMs); as one to a socket nobody listens on is refused, the
     // connection is closed at once when the service is not there. --wait asks to wait for both.

@@ -187,6 +187,7 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st, const Ma
                   fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
   }
   std::string via = fmt::format("/proc/self/fd/{}", path_fd);
+  // Checked on every open: a privilege drop (setresuid) can make /proc/self/fd unsearchable.
   if (::access("/proc/self/fd", X_OK) != 0) via = e.path;  // No /proc: the lstat check above.
   const int type = e.socket_type == SocketType::kSeqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
   int fd = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -276,6 +277,9 @@ Result<int> OpenExportAs(const ExportConfig& e, const AdoptRule* rule, bool foll
     ::close(*fd);
     return Status(Code::kIo, fmt::format("pipe '{}': the identity helper sent no socket", e.name));
   }
+  // The helper makes it non-blocking (OpenExport); made sure of here, as the contract says.
+  const int flags = ::fcntl(*fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) (void)::fcntl(*fd, F_SETFL, flags | O_NONBLOCK);
   return fd;
 }
 

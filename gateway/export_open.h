@@ -91,9 +91,10 @@ class ExportInstance {
 /// @param rule For a `create = true` FIFO, what the opened FIFO must satisfy; else null.
 /// @param follow For a read FIFO export: open it read-write, so that it never reports EOF while
 /// the stream holds it (kOpenFlagFollow); ignored otherwise.
-/// @return The descriptor (the caller owns it), or kNoReader/kBusy (worth retrying while the
-/// client waits; kNoReader also when the path does not exist yet), kNotFound (the path is not
-/// a FIFO or socket, or is a symlink) or kIo.
+/// @return The descriptor (the caller owns it; non-blocking, and for a unix export a
+/// connected socket: LocalPipe::kNonBlockingSocket applies), or kNoReader/kBusy (worth retrying
+/// while the client waits; kNoReader also when the path does not exist yet), kNotFound (the path is
+/// not a FIFO or socket, or is a symlink) or kIo.
 /// @param as When opening as a mapped account: a refusal by the local permissions (EACCES,
 /// EPERM) is then kAccessDenied naming the account, instead of kIo. The caller (or the identity
 /// helper) has switched to that account already.

@@ -228,9 +228,10 @@ bool Session::StartStream(uint32_t id, const OpenPayload& open, const ExportConf
                   : e.access == Access::kRead ? LocalPipe::kRead
                                               : LocalPipe::kWrite;
   // The stream holds the instance and the charge (given back when it is deleted) and, once
-  // attached, the local pipe.
+  // attached, the local pipe. A unix export's fd is a non-blocking socket (OpenExport).
+  const unsigned hint = e.kind == ExportKind::kUnix ? LocalPipe::kNonBlockingSocket : 0;
   Result<LocalPipePtr> opened =
-      LocalPipe::Open(worker_->loop().native(), fd, dirs, true, stream.get());
+      LocalPipe::Open(worker_->loop().native(), fd, dirs | hint, true, stream.get());
   if (!opened) {
     stream.reset();
     AuditOpen(id, open, Verdict::kUnavailable, opened.error().message(), false, as);

@@ -20,13 +20,18 @@ Result<LocalPipe::Ptr> LocalPipe::Open(uv_loop_t* loop, int fd, unsigned directi
 LocalPipe::LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd,
                      LocalPipeEvents* events)
     : loop_(loop), fd_(fd), directions_(directions), owns_fd_(owns_fd), events_(events) {
-  struct stat st {};
-  if (fstat(fd_, &st) == 0) {
-    is_socket_ = S_ISSOCK(st.st_mode);
-    is_fifo_ = S_ISFIFO(st.st_mode);
+  int flags = 0;
+  if ((directions & kNonBlockingSocket) != 0) {
+    is_socket_ = true;
+  } else {
+    struct stat st {};
+    if (fstat(fd_, &st) == 0) {
+      is_socket_ = S_ISSOCK(st.st_mode);
+      is_fifo_ = S_ISFIFO(st.st_mode);
+    }
+    flags = fcntl(fd_, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
   }
-  int flags = fcntl(fd_, F_GETFL);
-  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
   // Regular files and some devices cannot be polled (epoll says EPERM): they are always ready,
   // so they are read from an idle handle and written synchronously.
   pollable_ = uv_poll_init(loop_, &poll_, fd_) == 0;

@@ -56,6 +56,10 @@ class LocalPipeEvents {
 class LocalPipe {
  public:
   enum Direction : unsigned { kRead = 1, kWrite = 2 };
+  /// A hint with the directions: the fd is a socket already non-blocking (from accept4() or
+  /// socket() with SOCK_NONBLOCK), so Open() asks the kernel neither (one syscall each, per
+  /// connection of a mount or a socket export).
+  static constexpr unsigned kNonBlockingSocket = 4;
 
   /// @brief The deleter of Ptr: Close(), which frees the pipe after its close callbacks.
   struct Closer {
