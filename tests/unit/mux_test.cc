@@ -218,6 +218,10 @@ class Wire {
     AppendOpen(b_, id, OpenPayload{3, 0, 0, name});
     return *this;
   }
+  Wire& Open(uint32_t id, const OpenPayload& open) {
+    AppendOpen(b_, id, open);
+    return *this;
+  }
   Wire& OpenOk(uint32_t id) {
     AppendOpenOk(b_, id, OpenOkPayload{1, 3});
     return *this;
@@ -1473,6 +1477,15 @@ OpenPayload EarlyOpen(const std::string& name = "db") {
   return OpenPayload{3, kOpenFlagEarlyData, 0, name};
 }
 
+// A server that grants @p early_data bytes of early data (stream window 1000), after SETTINGS.
+std::unique_ptr<Endpoint> EarlyServer(uint32_t early_data, uint32_t session_window = 100000) {
+  MuxOptions o = Options(false, 1000, session_window, 4);
+  o.early_data = early_data;
+  auto e = std::make_unique<Endpoint>(o);
+  e->Handshake();
+  return e;
+}
+
 TEST(MuxEarly, OnlyAGatewayOffersAnEarlyWindow) {
   MuxOptions server = Options(false);
   server.early_data = 4096;
@@ -1521,10 +1534,10 @@ TEST(MuxEarly, AClientSendsEarlyOnlyWhatTheGatewayOffered) {
 TEST(MuxEarly, TheGatewayHoldsEarlyDataAndItsFinUntilItAccepts) {
   std::unique_ptr<Endpoint> e(Server());
   e->Handshake();
-  Wire w;
-  AppendOpen(w.buffer(), 1, EarlyOpen());
   EXPECT_CALL(e->cb, OnOpenRequest(1, _));
-  ASSERT_TRUE(e->Feed(w.Data(1, 0, "GET ").Data(1, 4, "key\n", /*fin=*/true)).ok());
+  ASSERT_TRUE(
+      e->Feed(Wire().Open(1, EarlyOpen()).Data(1, 0, "GET ").Data(1, 4, "key\n", /*fin=*/true))
+          .ok());
   EXPECT_THAT(Sent(e->mux), IsEmpty());  // StrictMock: nothing reached the app either.
   {
     InSequence seq;  // OPEN_OK first, then the bytes in order, then the FIN.
@@ -1542,64 +1555,48 @@ TEST(MuxEarly, TheGatewayHoldsEarlyDataAndItsFinUntilItAccepts) {
 }
 
 TEST(MuxEarly, MoreThanTheEarlyWindowResetsTheStream) {
-  MuxOptions o = Options(false, 1000, 100000, 4);
-  o.early_data = 100;
-  Endpoint e(o);
-  e.Handshake();
-  Wire w;
-  AppendOpen(w.buffer(), 1, EarlyOpen());
-  EXPECT_CALL(e.cb, OnOpenRequest(1, _));
+  std::unique_ptr<Endpoint> e = EarlyServer(100);
+  EXPECT_CALL(e->cb, OnOpenRequest(1, _));
   {
     InSequence seq;
-    EXPECT_CALL(e.cb, OnStreamReset(1, ErrorCode::kFlowControl, _));
-    EXPECT_CALL(e.cb, OnStreamClosed(1));
+    EXPECT_CALL(e->cb, OnStreamReset(1, ErrorCode::kFlowControl, _));
+    EXPECT_CALL(e->cb, OnStreamClosed(1));
   }
-  ASSERT_TRUE(e.Feed(w.Zeros(1, 0, 100).Zeros(1, 100, 1)).ok());
-  EXPECT_THAT(Sent(e.mux),
+  ASSERT_TRUE(e->Feed(Wire().Open(1, EarlyOpen()).Zeros(1, 0, 100).Zeros(1, 100, 1)).ok());
+  EXPECT_THAT(Sent(e->mux),
               ElementsAre("STOP 1 flow \"the peer exceeded the stream's window\"",
                           "RESET 1 flow @0 \"the peer exceeded the stream's window\""));
-  EXPECT_FALSE(e.mux.HasStream(1));
+  EXPECT_FALSE(e->mux.HasStream(1));
 }
 
 TEST(MuxEarly, AGatewayWithoutAnEarlyWindowTreatsItAsDataBeforeAccept) {
-  MuxOptions o = Options(false, 1000, 100000, 4);
-  o.early_data = 0;
-  Endpoint e(o);
-  e.Handshake();
-  Wire w;
-  AppendOpen(w.buffer(), 1, EarlyOpen());
-  EXPECT_CALL(e.cb, OnOpenRequest(1, _));
-  EXPECT_CALL(e.cb, OnStreamReset(1, ErrorCode::kFlowControl, _));
-  EXPECT_CALL(e.cb, OnStreamClosed(1));
-  ASSERT_TRUE(e.Feed(w.Data(1, 0, "x")).ok());
-  EXPECT_FALSE(e.mux.HasStream(1));
+  std::unique_ptr<Endpoint> e = EarlyServer(0);
+  EXPECT_CALL(e->cb, OnOpenRequest(1, _));
+  EXPECT_CALL(e->cb, OnStreamReset(1, ErrorCode::kFlowControl, _));
+  EXPECT_CALL(e->cb, OnStreamClosed(1));
+  ASSERT_TRUE(e->Feed(Wire().Open(1, EarlyOpen()).Data(1, 0, "x")).ok());
+  EXPECT_FALSE(e->mux.HasStream(1));
 }
 
 TEST(MuxEarly, ARefusalDropsHeldBytesAndGivesTheirConnectionCreditBack) {
   // Session window 400: its CREDIT goes out once 100 bytes count as delivered.
-  MuxOptions o = Options(false, 1000, 400, 4);
-  o.early_data = 100;
-  Endpoint e(o);
-  e.Handshake();
-  Wire w;
-  AppendOpen(w.buffer(), 1, EarlyOpen());
-  EXPECT_CALL(e.cb, OnOpenRequest(1, _));
-  ASSERT_TRUE(e.Feed(w.Zeros(1, 0, 100)).ok());
-  EXPECT_THAT(Sent(e.mux), IsEmpty());
-  EXPECT_CALL(e.cb, OnStreamClosed(1));
-  e.mux.Reject(1, ErrorCode::kNoReader, "nobody listens");
-  EXPECT_THAT(Sent(e.mux),
+  std::unique_ptr<Endpoint> e = EarlyServer(100, /*session_window=*/400);
+  EXPECT_CALL(e->cb, OnOpenRequest(1, _));
+  ASSERT_TRUE(e->Feed(Wire().Open(1, EarlyOpen()).Zeros(1, 0, 100)).ok());
+  EXPECT_THAT(Sent(e->mux), IsEmpty());
+  EXPECT_CALL(e->cb, OnStreamClosed(1));
+  e->mux.Reject(1, ErrorCode::kNoReader, "nobody listens");
+  EXPECT_THAT(Sent(e->mux),
               ElementsAre("RESET 1 no_reader @0 \"nobody listens\"", "CREDIT 0 100/500"));
 }
 
 TEST(MuxEarly, AClientResetBeforeTheAcceptDropsWhatWasHeld) {
   std::unique_ptr<Endpoint> e(Server());
   e->Handshake();
-  Wire w;
-  AppendOpen(w.buffer(), 1, EarlyOpen());
   EXPECT_CALL(e->cb, OnOpenRequest(1, _));
   EXPECT_CALL(e->cb, OnStreamReset(1, ErrorCode::kCancel, _));
-  ASSERT_TRUE(e->Feed(w.Data(1, 0, "abc").Reset(1, ErrorCode::kCancel)).ok());
+  ASSERT_TRUE(
+      e->Feed(Wire().Open(1, EarlyOpen()).Data(1, 0, "abc").Reset(1, ErrorCode::kCancel)).ok());
   // The open is still answered, and nothing held reaches the app (StrictMock: no data).
   e->mux.Accept(1, OpenOkPayload{2, 3});
   EXPECT_THAT(Sent(e->mux), ElementsAre("OPEN_OK 1"));
