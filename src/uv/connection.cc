@@ -117,7 +117,8 @@ void Connection::DialDeferred() {
     Abort(dial_failure_);
     return;
   }
-  Dial(literal_address_);
+  candidates_.assign(1, literal_address_);
+  DialNext();
 }
 
 void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept {
@@ -135,24 +136,61 @@ void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) no
                        fmt::format("cannot resolve '{}': {}", self->host_, uv_strerror(status))));
     return;
   }
-  // Prefer the first address the resolver gives (it orders by RFC 6724).
-  sockaddr_storage ss{};
-  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  // Every address, in the resolver's order (RFC 6724): the first that answers is used.
+  for (const addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    sockaddr_storage ss{};
+    std::memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    self->candidates_.push_back(ss);
+  }
   uv_freeaddrinfo(res);
-  self->Dial(ss);
+  if (self->candidates_.empty()) {
+    self->Abort(
+        Status(Code::kConnect, fmt::format("cannot resolve '{}': no address", self->host_)));
+    return;
+  }
+  self->DialNext();
 }
 
-void Connection::Dial(const sockaddr_storage& ss) {
+void Connection::DialNext() {
+  const sockaddr_storage& ss = candidates_[next_candidate_++];
   peer_address_ = FormatAddress(ss);
   state_ = State::kConnecting;
   int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&ss),
                           &Connection::OnConnected);
   if (rc != 0) {
-    Abort(Status(Code::kConnect,
-                 fmt::format("could not connect to {}: {}", peer_address_, uv_strerror(rc))));
+    DialFailed(fmt::format("{}: {}", peer_address_, uv_strerror(rc)));
     return;
   }
   connecting_ = true;
+}
+
+void Connection::DialFailed(const std::string& what) {
+  if (!dial_errors_.empty()) dial_errors_ += "; ";
+  dial_errors_ += what;
+  if (next_candidate_ >= candidates_.size()) {
+    Abort(Status(Code::kConnect,
+                 candidates_.size() == 1
+                     ? fmt::format("could not connect to {}", dial_errors_)
+                     : fmt::format("could not connect to '{}' ({})", host_, dial_errors_)));
+    return;
+  }
+  // A socket whose connect failed cannot be used again, and the next address may be of the
+  // other family: the next attempt gets a fresh one once this one is closed.
+  redialing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnRedialClosed);
+}
+
+void Connection::OnRedialClosed(uv_handle_t* handle) noexcept {
+  auto* self = static_cast<Connection*>(handle->data);
+  self->redialing_ = false;
+  if (self->state_ >= State::kClosing) {  // Closed meanwhile (CloseHandles skipped tcp_).
+    self->MaybeFree();
+    return;
+  }
+  uv_tcp_init(self->loop_, &self->tcp_);
+  self->tcp_.data = self;
+  self->DialNext();
 }
 
 void Connection::OnConnected(uv_connect_t* req, int status) noexcept {
@@ -163,8 +201,7 @@ void Connection::OnConnected(uv_connect_t* req, int status) noexcept {
     return;
   }
   if (status != 0) {
-    self->Abort(Status(Code::kConnect, fmt::format("could not connect to {}: {}",
-                                                   self->peer_address_, uv_strerror(status))));
+    self->DialFailed(fmt::format("{}: {}", self->peer_address_, uv_strerror(status)));
     return;
   }
   self->StartTls();
@@ -508,13 +545,19 @@ void Connection::CloseHandles() {
   }
   state_ = State::kClosed;
   if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_req_));
+  if (redialing_) {  // tcp_ is closing already; OnRedialClosed() waits for it.
+    uvglue::CloseHandles<Connection, &Connection::closes_, &Connection::MaybeFree>(
+        this, {AsHandle(&check_), AsHandle(&idle_), AsHandle(&timer_)});
+    return;
+  }
   uvglue::CloseHandles<Connection, &Connection::closes_, &Connection::MaybeFree>(
       this, {AsHandle(&tcp_), AsHandle(&check_), AsHandle(&idle_), AsHandle(&timer_)});
 }
 
 void Connection::MaybeFree() {
-  // A getaddrinfo still running holds &resolve_req_; wait for its (cancelled) callback.
-  if (state_ != State::kClosed || closes_.pending > 0 || resolving_) return;
+  // A getaddrinfo still running holds &resolve_req_; wait for its (cancelled) callback. A
+  // socket closing for a redial is waited for too.
+  if (state_ != State::kClosed || closes_.pending > 0 || resolving_ || redialing_) return;
   ConnectionHandler* handler = handler_;
   delete this;  // The only delete of a Connection.
   handler->OnConnectionFreed();

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <uv.h>
 
@@ -160,10 +161,14 @@ class Connection {
     return write_queued() + (mux_ != nullptr ? mux_->output().size() : 0);
   }
 
-  /// Starts the TCP connect to @p ss (state kResolving → kConnecting).
-  void Dial(const sockaddr_storage& ss);
+  /// Starts the TCP connect to the next of candidates_ (state kResolving → kConnecting).
+  void DialNext();
+  /// The connect to one address failed (@p what names it and why): dials the next address on
+  /// a fresh socket, or fails the connection naming every address tried.
+  void DialFailed(const std::string& what);
   /// What Connect() left for the loop: dial literal_address_, or fail with dial_failure_.
   void DialDeferred();
+  static void OnRedialClosed(uv_handle_t* handle) noexcept;
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept;
   static void OnConnected(uv_connect_t* req, int status) noexcept;
   static void OnAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
@@ -181,6 +186,11 @@ class Connection {
   uv_getaddrinfo_t resolve_req_{};
   /// Connect() of a numeric address (ParseNumericAddress): what DialDeferred() dials.
   sockaddr_storage literal_address_{};
+  /// Client: the addresses to try, in the resolver's order (RFC 6724), and the next one; a
+  /// refused or unreachable address is followed by the next, as ssh and curl do.
+  std::vector<sockaddr_storage> candidates_;
+  size_t next_candidate_ = 0;
+  std::string dial_errors_;  ///< "ADDRESS: why" of each address that failed, "; "-separated.
   /// Connect()'s resolver refused at once: what DialDeferred() reports instead.
   Status dial_failure_;
   uv_connect_t connect_req_{};
@@ -188,6 +198,8 @@ class Connection {
   CloseCount<Connection> closes_;  ///< Handles closing; MaybeFree() after the last.
   bool resolving_ = false;
   bool connecting_ = false;
+  /// tcp_ is being closed to dial the next candidate on a fresh socket (OnRedialClosed).
+  bool redialing_ = false;
   bool write_in_flight_ = false;
   bool flush_scheduled_ = false;
   bool handler_told_closed_ = false;

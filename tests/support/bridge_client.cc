@@ -47,6 +47,8 @@ ClientResult RunPipegate(TempDir& dir, std::vector<std::string> args, ClientOpti
   ClientResult result;
   const std::string base = dir.Unique("client");
   ProcessOptions process_options = PipegateOptions(dir, std::move(args), options.identity);
+  process_options.argv.insert(process_options.argv.begin(), options.wrapper.begin(),
+                              options.wrapper.end());
   for (auto& entry : options.env) {
     process_options.env.push_back(std::move(entry));
   }

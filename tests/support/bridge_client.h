@@ -30,6 +30,8 @@ struct ClientOptions {
   std::string stdout_path;             ///< Empty: captured into ClientResult::out.
   Duration timeout = Duration(30000);  ///< Nominal; on timeout the client is killed.
   std::vector<std::pair<std::string, std::optional<std::string>>> env;
+  /// Argv run in front of `pipegate ARGS...`, which it must exec (e.g. `unshare ... sh -c`).
+  std::vector<std::string> wrapper;
 
   /// @brief Options with stdin from `path`.
   static ClientOptions Stdin(std::string path) {
