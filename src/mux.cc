@@ -230,6 +230,7 @@ void Mux::StopReading(uint32_t id, ErrorCode error, std::string_view reason) {
   s->recv_done = true;
   if (s->end_error == ErrorCode::kNoError) s->end_error = error;
   SessionConsumed(static_cast<size_t>(s->received - s->delivered));
+  s->held = Buffer();
   if (!s->fin_received) {
     s->stop_sent = true;
     s->stop = StopPayload{error, std::string(reason)};
@@ -273,6 +274,7 @@ void Mux::EndBothDirections(uint32_t id, Stream& s, ErrorCode error, std::string
   if (!s.recv_done) {
     s.recv_done = true;
     SessionConsumed(static_cast<size_t>(s.received - s.delivered));
+    s.held = Buffer();
     if (!s.fin_received) {
       s.stop_sent = true;
       s.stop = StopPayload{error, std::string(reason)};
@@ -340,7 +342,11 @@ size_t Mux::Accept(uint32_t id, const OpenOkPayload& ok) {
 
 void Mux::DeliverHeld(uint32_t id) {
   Stream* s = Find(id);
-  if (s == nullptr || s->recv_done) return;
+  if (s == nullptr) return;
+  if (s->recv_done) {
+    s->held = Buffer();  // Its credit went back when the direction ended.
+    return;
+  }
   Buffer held = std::move(s->held);  // Callbacks may end the stream; the bytes stay valid.
   // As on the wire, the FIN counts as arrived only after the bytes before it: a Consumed()
   // from inside OnStreamData must not end the direction before OnStreamFin reports it.

@@ -318,6 +318,7 @@ Status Mux::OnFrame() {
       if (!s->recv_done) {
         s->recv_done = true;
         SessionConsumed(static_cast<size_t>(s->received - s->delivered));
+        s->held = Buffer();  // Early data the peer withdrew: its credit went back just now.
       }
       if (refused) s->send_done = true;
       cb_->OnStreamReset(id, r->error, r->reason);

@@ -50,7 +50,10 @@ void Mux::Detach() {
   session_received_ = session_delivered_ = session_credited_ = 0;
   session_recv_limit_ = options_.session_window;
   session_carry_ = 0;
-  for (auto& [id, st] : streams_) session_carry_ += st.received - st.delivered;
+  for (auto& [id, st] : streams_) {
+    // A direction that ended gave the credit of its undelivered bytes back already.
+    if (!st.recv_done) session_carry_ += st.received - st.delivered;
+  }
 }
 
 std::vector<ResumeStream> Mux::ResumeState() const {
@@ -70,6 +73,12 @@ void Mux::SendResumeOk(const ResumeOkPayload& ok) { AppendResumeOk(out_, ok); }
 size_t Mux::replay_bytes() const {
   size_t total = 0;
   for (const auto& [id, st] : streams_) total += st.replay.size();
+  return total;
+}
+
+size_t Mux::early_data_capacity() const {
+  size_t total = 0;
+  for (const auto& [id, st] : streams_) total += st.held.capacity();
   return total;
 }
 
@@ -214,6 +223,10 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
   for (auto [id, error] : resets) {
     Stream* st = Find(id);
     if (st == nullptr) continue;
+    // Bytes it received and never delivered (early data held for an OPEN still waiting) give
+    // their connection credit back, as a RESET on the wire would have.
+    if (!st->recv_done) SessionConsumed(static_cast<size_t>(st->received - st->delivered));
+    st->held = Buffer();
     st->send_done = st->recv_done = true;
     if (st->end_error == ErrorCode::kNoError) st->end_error = error;
     cb_->OnStreamReset(id, error,

@@ -264,6 +264,8 @@ class Mux {
   void SendResumeOk(const ResumeOkPayload& ok);
   /// @return Bytes held for replay across all streams.
   size_t replay_bytes() const;
+  /// @return Bytes allocated for early data held until Accept(), across all streams.
+  size_t early_data_capacity() const;
   /// @return Bytes allocated for replay across all streams (at least replay_bytes()).
   size_t replay_capacity() const;
   /// @brief Frees the replay storage of every stream that has nothing held and sent nothing

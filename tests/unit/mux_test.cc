@@ -1595,11 +1595,39 @@ TEST(MuxEarly, AClientResetBeforeTheAcceptDropsWhatWasHeld) {
   e->Handshake();
   EXPECT_CALL(e->cb, OnOpenRequest(1, _));
   EXPECT_CALL(e->cb, OnStreamReset(1, ErrorCode::kCancel, _));
-  ASSERT_TRUE(
-      e->Feed(Wire().Open(1, EarlyOpen()).Data(1, 0, "abc").Reset(1, ErrorCode::kCancel)).ok());
+  ASSERT_TRUE(e->Feed(Wire().Open(1, EarlyOpen()).Data(1, 0, "abc")).ok());
+  EXPECT_GE(e->mux.early_data_capacity(), 3u);
+  ASSERT_TRUE(e->Feed(Wire().Reset(1, ErrorCode::kCancel)).ok());
+  // The RESET gave the bytes' connection credit back: they are freed with it, not kept until
+  // an accept (which a busy export may never give), or a client could refill the window.
+  EXPECT_EQ(e->mux.early_data_capacity(), 0u);
   // The open is still answered, and nothing held reaches the app (StrictMock: no data).
   e->mux.Accept(1, OpenOkPayload{2, 3});
   EXPECT_THAT(Sent(e->mux), ElementsAre("OPEN_OK 1"));
+}
+
+// A client that opens with early data and resets, over and over, while the opens wait: what the
+// gateway holds stays within the connection window, however often the window is reused.
+TEST(MuxEarly, RepeatedResetsBeforeTheAcceptHoldNothing) {
+  MuxOptions o = Options(false, /*stream_window=*/1u << 20, /*session_window=*/256u << 10,
+                         /*max_streams=*/64);
+  o.early_data = 64u << 10;
+  ::testing::NiceMock<MockMuxCallbacks> cb;
+  Mux mux(o, &cb);
+  mux.Start();
+  mux.output().Clear();
+  Wire settings;
+  settings.Settings();
+  ASSERT_TRUE(mux.Feed(settings.buffer().data(), settings.buffer().size()).ok());
+  constexpr uint32_t kStreams = 32;  // 32 x 64 KiB: eight times the connection window.
+  for (uint32_t id = 1; id < 2 * kStreams; id += 2) {
+    Wire f;
+    f.Open(id, EarlyOpen()).Zeros(id, 0, 64u << 10).Reset(id, ErrorCode::kCancel);
+    ASSERT_TRUE(mux.Feed(f.buffer().data(), f.buffer().size()).ok()) << "stream " << id;
+    EXPECT_EQ(mux.early_data_capacity(), 0u) << "stream " << id;
+  }
+  for (uint32_t id = 1; id < 2 * kStreams; id += 2) mux.Accept(id, OpenOkPayload{2, 3});
+  EXPECT_EQ(mux.early_data_capacity(), 0u);
 }
 
 // ---- Two Muxes back to back ----

@@ -625,6 +625,54 @@ TEST(ResumeMux, EarlyDataCutAnywhereBeforeTheAcceptArrivesWholeAndOnce) {
   }
 }
 
+// Opens wait at the gateway (a busy export) with early data held, which fills the connection
+// window; their client side ends, with a RESET the gateway gets or one the cut loses. After the
+// resume, a fresh stream must have the whole window: the held bytes' credit came back when the
+// streams ended and must not be withheld again as carry.
+TEST(ResumeMux, EarlyDataOfStreamsThatEndedBeforeTheResumeIsNotCarried) {
+  for (bool reset_arrives : {true, false}) {
+    SCOPED_TRACE(reset_arrives ? "RESET arrives before the cut" : "RESET lost in the cut");
+    Pair p(/*stream_window=*/8192, /*session_window=*/8192);
+    p.server.auto_accept = false;
+    ASSERT_TRUE(p.Connect());
+    const std::string early = Pattern(2048, 7);
+    std::vector<uint32_t> waiting;
+    for (int i = 0; i < 4; ++i) {
+      Result<uint32_t> id = p.client.mux.Open(OpenPayload{3, kOpenFlagEarlyData, 0, "busy"});
+      ASSERT_TRUE(id.has_value());
+      ASSERT_EQ(Pair::SendSome(p.client, *id, early, 0), early.size());
+      ASSERT_TRUE(p.Pump());
+      waiting.push_back(*id);
+    }
+    for (uint32_t id : waiting) {
+      if (reset_arrives) {
+        p.client.mux.ResetSending(id, ErrorCode::kCancel, "local program went away");
+        ASSERT_TRUE(p.Pump());
+      } else {
+        p.client.mux.Abort(id, ErrorCode::kCancel, "gone");
+      }
+    }
+    p.Disconnect();
+    ASSERT_TRUE(p.Reconnect());
+    if (!reset_arrives) {
+      for (uint32_t id : waiting) EXPECT_FALSE(p.server.mux.HasStream(id)) << "stream " << id;
+    }
+    EXPECT_EQ(p.server.mux.early_data_capacity(), 0u);
+    p.server.auto_accept = true;
+    const uint32_t id = p.Open();
+    ASSERT_TRUE(p.Pump());
+    ASSERT_EQ(p.client.accepted[id], 1);
+    const std::string up = Pattern(64 * 1024, 8);
+    size_t off = 0;
+    for (int round = 0; round < 1000 && off < up.size(); ++round) {
+      off = Pair::SendSome(p.client, id, up, off);
+      ASSERT_TRUE(p.Pump());
+    }
+    EXPECT_EQ(p.server.received[id].size(), up.size())
+        << "stalled after " << off << " bytes: connection credit withheld";
+  }
+}
+
 TEST(ResumeMux, OpenOkLostIsResent) {
   Pair p;
   ASSERT_TRUE(p.Connect());
