@@ -100,6 +100,7 @@ bool Session::IsLive(const ExportStream* s) const {
 
 void Session::OnStreamReset(uint32_t id, ErrorCode error, std::string_view reason) {
   PG_DEBUG(kMux, "[S{}] reset by client: {} {}", id, ErrorCodeName(error), SanitizeForLog(reason));
+  if (ExportStream* s = Find(id)) s->OnPeerReset();
 }
 
 void Session::OnStreamClosed(uint32_t id) {

@@ -346,6 +346,16 @@ void LocalPipe::FinishWriting() {
   }
 }
 
+void LocalPipe::AbortWriting() {
+  if (closing_ || write_ended_) return;
+  queue_ = Buffer();
+  message_lengths_.clear();
+  holding_partial_ = false;
+  finishing_ = true;
+  uv_timer_stop(&hold_timer_);
+  EndWriteSide();
+}
+
 void LocalPipe::EndWriteSide() {
   write_ended_ = true;
   if (is_socket_) ::shutdown(fd_, SHUT_WR);

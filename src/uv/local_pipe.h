@@ -112,6 +112,9 @@ class LocalPipe {
   /// shutdown(SHUT_WR), so the peer reads EOF. Any other fd (a FIFO) stays open: its reader
   /// sees EOF only once Close() has freed the pipe and, with it, the fd it owns.
   void FinishWriting();
+  /// @brief Ends the write side now and frees what is queued, unwritten (the peer withdrew
+  /// it): as FinishWriting() on an empty queue.
+  void AbortWriting();
   /// @brief Watches for the reader of a write-only FIFO going away (POLLERR) while idle.
   void WatchHangup(bool on);
 

@@ -198,6 +198,15 @@ void StreamLink::OnFin() {
   }
 }
 
+void StreamLink::OnPeerReset() {
+  incoming_ = Buffer();
+  if (out_ != nullptr) {
+    out_->AbortWriting();
+  } else {
+    local_write_done_ = true;
+  }
+}
+
 void StreamLink::OnLocalWritten(size_t n) {
   StreamLinkOwner* owner = owner_;
   Mux* mux = owner->stream_mux();

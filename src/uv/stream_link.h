@@ -104,6 +104,10 @@ class StreamLink : public LocalPipeEvents {
   bool message_mode() const noexcept { return max_message_ != 0; }
   /// @brief The peer's FIN: end the local write side once the queue drains.
   void OnFin();
+  /// @brief The peer's RESET of its direction: what it sent and the local pipe has not taken
+  /// yet is dropped (its connection credit went back with the RESET, so keeping it would let
+  /// the peer make this side hold more than its windows), and the local write side ends.
+  void OnPeerReset();
 
   uint32_t id() const noexcept { return id_; }
   const std::string& name() const noexcept { return name_; }

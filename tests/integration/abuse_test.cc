@@ -11,12 +11,14 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <regex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -532,6 +534,77 @@ TEST_F(AbuseTest, EarlyDataIsHeldWithinItsAllowanceAndOnlyWhereItFits) {
   EXPECT_EQ(k["protocol_errors"], 0u);  // Each abuse cost only its own stream.
   EXPECT_EQ(k["early_data_streams"], 1u);
   ExpectRecovered("early data");
+}
+
+// A client sends a stream's whole window to a service that reads nothing, then RESETs the
+// stream: the RESET gives the window's connection credit back, so the gateway must drop what it
+// still queued for the service, or the client could make it hold a window per stream, over and
+// over, past every documented cap. 64 such streams send 64 MiB; the gateway's RSS settles.
+TEST_F(AbuseTest, AResetStreamDropsWhatItsLocalPipeHadNotTaken) {
+  // The service: a listening socket nobody accepts on. Connects succeed; nothing is read.
+  const std::string deaf_path = dir_.Join("deaf.sock");
+  const int deaf = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(deaf, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", deaf_path.c_str());
+  ASSERT_EQ(bind(deaf, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(deaf, 256), 0);
+  StartGateway("", {ExportSpec::Unix("deaf", deaf_path)});
+  std::string error;
+  std::unique_ptr<RawClient> client = RawClient::Connect(gw_->port(), Alice(), &error);
+  ASSERT_TRUE(client) << error;
+
+  constexpr uint64_t kWindow = 4 * kMiB;  // max_bytes_in_flight_per_connection's default
+  constexpr uint32_t kStreams = 64;
+  constexpr size_t kChunk = 32 * 1024;
+  uint64_t session_limit = kWindow, session_sent = 0;
+  std::set<uint32_t> accepted;
+  // Reads one frame: a connection CREDIT raises the limit, an OPEN_OK marks its stream.
+  auto read_one = [&]() -> bool {
+    std::optional<RawFrame> f = client->NextFrame(Duration(10000));
+    if (!f) return false;
+    if (f->header.type == FrameType::kCredit && f->header.stream_id == 0 &&
+        f->payload.size() == 16) {
+      uint64_t limit = 0;
+      for (int i = 8; i < 16; ++i) limit = limit << 8 | static_cast<uint8_t>(f->payload[i]);
+      session_limit = std::max(session_limit, limit);
+    } else if (f->header.type == FrameType::kOpenOk) {
+      accepted.insert(f->header.stream_id);
+    }
+    return true;
+  };
+  const std::string zeros(kChunk, '\0');
+  for (uint32_t n = 0; n < kStreams; ++n) {
+    const uint32_t id = 2 * n + 1;
+    ASSERT_TRUE(client->SendOpen(id, "deaf", 3));
+    while (accepted.count(id) == 0) ASSERT_TRUE(read_one()) << "no OPEN_OK for stream " << id;
+    for (uint64_t offset = 0; offset < kMiB; offset += kChunk) {
+      while (session_sent + kChunk > session_limit) {
+        ASSERT_TRUE(read_one()) << "no connection credit after " << session_sent << " bytes";
+      }
+      std::string payload(8, '\0');
+      for (int i = 0; i < 8; ++i)
+        payload[static_cast<size_t>(i)] = static_cast<char>(offset >> (56 - 8 * i));
+      payload += zeros;
+      ASSERT_TRUE(
+          client->SendRaw(FrameType::kData, 0, id, static_cast<uint32_t>(payload.size()), payload));
+      session_sent += kChunk;
+    }
+    std::string reset(12, '\0');
+    reset[3] = static_cast<char>(ErrorCode::kCancel);
+    ASSERT_TRUE(client->SendRaw(FrameType::kReset, 0, id, 12, reset));
+  }
+  // Every byte was sent within the connection window, which the RESETs kept handing back.
+  EXPECT_EQ(session_sent, uint64_t{kStreams} * kMiB);
+  std::map<std::string, uint64_t> k = ReadCounters(*gw_);
+  EXPECT_EQ(k["protocol_errors"], 0u);
+  Report("reset_streams", std::to_string(kStreams) + " streams sent a 1 MiB window each to a " +
+                              "service that reads nothing, then reset; RSS " + MiB(Rss(*gw_)) +
+                              " (baseline " + MiB(baseline_rss_) + ")");
+  ExpectRecovered("reset streams");  // RSS back within 16 MiB of the baseline.
+  client.reset();
+  close(deaf);
 }
 
 struct BadCertificate {
