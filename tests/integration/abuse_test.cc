@@ -164,8 +164,12 @@ TEST_F(AbuseTest, ConnectionLimitsRefuseTheExcess) {
       Duration(5000));
   EXPECT_EQ(closed, 20);
   // The honest client comes from 127.0.0.1: its own source has room.
+  const int sockets_before_honest = CountSockets(gw_->pid());
   EXPECT_TRUE(HonestCatWorks(dir_, *gw_));
-  // 20 held from .20; 15 more from .21 reach the total of 35 (minus the honest one, gone).
+  // Its connection is gone from the gateway too (the cat's exit does not wait for that).
+  ASSERT_TRUE(WaitFor([&] { return CountSockets(gw_->pid()) <= sockets_before_honest; },
+                      Duration(5000), Duration(20)));
+  // 20 held from .20; 15 more from .21 reach the total of 35.
   std::vector<int> more;
   for (int i = 0; i < 20; ++i) more.push_back(ConnectFrom("127.0.0.21", gw_->port()));
   ASSERT_TRUE(WaitFor(
