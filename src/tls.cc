@@ -121,8 +121,9 @@ Result<ossl::SslCtxPtr> NewBaseContext(bool server, const std::string& cert, con
   PG_CHECK(ctx != nullptr);
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
-  // RELEASE_BUFFERS: an idle connection (a slowloris one included) holds no 16 KiB record
-  // buffers, only what its state needs.
+  // RELEASE_BUFFERS: a connection in its handshake (a slowloris one included) or idle holds no
+  // 17 KiB record buffers, only what its state needs; an established session clears the mode
+  // while records flow (TlsSession::ReleaseIdleBuffers).
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY | SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_num_tickets(ctx.get(), 0);
   SSL_CTX_set_max_early_data(ctx.get(), 0);

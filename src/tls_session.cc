@@ -181,6 +181,7 @@ void TlsSession::CountRefusal(long verify, const std::string& reason) const {
 
 void TlsSession::FeedCiphertext(const uint8_t* data, size_t len) {
   if (len == 0) return;
+  if (state_ == State::kEstablished) NoteRecords();
   int rc = BIO_write(rbio_, data, static_cast<int>(len));
   PG_CHECK(rc == static_cast<int>(len));
 }
@@ -265,6 +266,7 @@ Status TlsSession::Advance(Buffer& plaintext) {
 
 Status TlsSession::WritePlaintext(const uint8_t* data, size_t len) {
   if (state_ != State::kEstablished) return Status(Code::kInternal, "TLS session not established");
+  NoteRecords();
   while (len > 0) {
     ERR_clear_error();
     // A memory BIO never blocks, so SSL_write takes everything (in ≤ 16 KiB records).
@@ -296,6 +298,23 @@ void TlsSession::DrainCiphertext(Buffer& out) {
 }
 
 size_t TlsSession::pending_ciphertext() const { return ciphertext_out_.size(); }
+
+void TlsSession::NoteRecords() {
+  if (records_since_housekeeping_ < kBusyRecords) ++records_since_housekeeping_;
+  if (keep_buffers_ || records_since_housekeeping_ < kBusyRecords) return;
+  keep_buffers_ = true;
+  SSL_clear_mode(ssl_.get(), SSL_MODE_RELEASE_BUFFERS);
+}
+
+void TlsSession::ReleaseIdleBuffers() {
+  const bool idle = records_since_housekeeping_ == 0;
+  records_since_housekeeping_ = 0;
+  if (!keep_buffers_ || !idle) return;
+  keep_buffers_ = false;
+  SSL_set_mode(ssl_.get(), SSL_MODE_RELEASE_BUFFERS);
+  // Refused (0) while part of a record waits in a buffer; the mode frees it after that record.
+  SSL_free_buffers(ssl_.get());
+}
 
 // ---- Session resumption support: keying material bound to this connection. ----
 

@@ -186,6 +186,14 @@ class TlsSession {
   void DrainCiphertext(Buffer& out);
   /// @return Ciphertext bytes waiting to be drained.
   size_t pending_ciphertext() const;
+  /// @brief Housekeeping, about once a second. OpenSSL's two record buffers (about 17 KiB
+  /// each) are kept from the moment a period sees kBusyRecords feeds or writes, which spares
+  /// an allocation and a free per record, and given back here once a whole period passed with
+  /// none, so that an idle connection holds neither; one that sends a few records now and then
+  /// (set-up, keepalive) never takes them for longer than a record.
+  void ReleaseIdleBuffers();
+  /// @return Whether OpenSSL keeps its record buffers between records now.
+  bool keeps_record_buffers() const noexcept { return keep_buffers_; }
 
   State state() const noexcept { return state_; }
   bool established() const noexcept { return state_ == State::kEstablished; }
@@ -203,6 +211,8 @@ class TlsSession {
 
  private:
   Status Fail(int ssl_error);
+  // Counts a feed or a write; a busy session keeps its record buffers (ReleaseIdleBuffers).
+  void NoteRecords();
   std::string DescribeOwnCertificateProblem() const;
   void CountRefusal(long verify_result, const std::string& reason) const;
   /// OpenSSL verify callback of pinning client contexts (installed by TlsContext::NewClient).
@@ -222,6 +232,10 @@ class TlsSession {
   std::string peer_host_;
   State state_ = State::kHandshaking;
   bool peer_closed_ = false;
+  // Feeds and writes in one housekeeping period that make a session busy.
+  static constexpr uint32_t kBusyRecords = 16;
+  bool keep_buffers_ = false;                // SSL_MODE_RELEASE_BUFFERS is cleared.
+  uint32_t records_since_housekeeping_ = 0;  // Saturates at kBusyRecords.
   PeerIdentity peer_;
   std::string peer_spki_;
   std::string pin_mismatch_;  ///< The gateway's actual pin, when --pin refused it.

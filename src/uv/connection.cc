@@ -464,6 +464,7 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
     self->idle_since_ms_ = 0;
   }
   self->mux_->ReleaseIdleMemory();
+  self->tls_->ReleaseIdleBuffers();
   self->handler_->OnHousekeeping(now);
   uint64_t silent = now - self->last_recv_ms_;
   if (silent >= self->options_.keepalive_timeout_ms) {
