@@ -156,6 +156,7 @@ void Connection::DialNext() {
   const sockaddr_storage& ss = candidates_[next_candidate_++];
   peer_address_ = FormatAddress(ss);
   state_ = State::kConnecting;
+  attempt_started_ms_ = uv_now(loop_);
   int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&ss),
                           &Connection::OnConnected);
   if (rc != 0) {
@@ -181,6 +182,18 @@ void Connection::DialFailed(const std::string& what) {
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnRedialClosed);
 }
 
+bool Connection::GiveUpOnSlowAddress(uint64_t now) {
+  if (!connecting_ || redialing_ || next_candidate_ >= candidates_.size()) return false;
+  // Each address gets its share of the time: one that drops SYNs would use up all of it.
+  if (now - attempt_started_ms_ < options_.handshake_timeout_ms / candidates_.size()) return false;
+  if (!dial_errors_.empty()) dial_errors_ += "; ";
+  dial_errors_ += fmt::format("{}: timed out", peer_address_);
+  redialing_ = true;
+  // Cancels the connect: OnConnected(UV_ECANCELED) runs first, then OnRedialClosed.
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnRedialClosed);
+  return true;
+}
+
 void Connection::OnRedialClosed(uv_handle_t* handle) noexcept {
   auto* self = static_cast<Connection*>(handle->data);
   self->redialing_ = false;
@@ -196,6 +209,7 @@ void Connection::OnRedialClosed(uv_handle_t* handle) noexcept {
 void Connection::OnConnected(uv_connect_t* req, int status) noexcept {
   auto* self = static_cast<Connection*>(req->data);
   self->connecting_ = false;
+  if (self->redialing_) return;  // Given up on (GiveUpOnSlowAddress); OnRedialClosed goes on.
   if (self->state_ >= State::kClosing) {
     self->CloseHandles();
     return;
@@ -442,11 +456,19 @@ void Connection::OnTimer(uv_timer_t* handle) noexcept {
   }
   if (self->state_ == State::kClosed) return;
   if (!self->ever_ready_ && !self->mux_->ready()) {
+    if (self->GiveUpOnSlowAddress(now)) return;
     if (now - self->started_ms_ >= self->options_.handshake_timeout_ms) {
-      Code code = self->state_ < State::kHandshaking ? Code::kConnect : Code::kTls;
-      self->Abort(Status(code, self->state_ < State::kHandshaking
-                                   ? "could not connect: timed out"
-                                   : "TLS failed: handshake timed out"));
+      if (self->state_ >= State::kHandshaking) {
+        self->Abort(Status(Code::kTls, "TLS failed: handshake timed out"));
+      } else if (self->candidates_.size() > 1) {
+        std::string tried = self->dial_errors_;
+        if (!tried.empty()) tried += "; ";
+        self->Abort(
+            Status(Code::kConnect, fmt::format("could not connect to '{}' ({}{}: timed out)",
+                                               self->host_, tried, self->peer_address_)));
+      } else {
+        self->Abort(Status(Code::kConnect, "could not connect: timed out"));
+      }
     }
     return;
   }

@@ -166,6 +166,9 @@ class Connection {
   /// The connect to one address failed (@p what names it and why): dials the next address on
   /// a fresh socket, or fails the connection naming every address tried.
   void DialFailed(const std::string& what);
+  /// With more addresses left, closes an attempt that has had its share of the handshake
+  /// timeout and dials the next. @return True if it did.
+  bool GiveUpOnSlowAddress(uint64_t now);
   /// What Connect() left for the loop: dial literal_address_, or fail with dial_failure_.
   void DialDeferred();
   static void OnRedialClosed(uv_handle_t* handle) noexcept;
@@ -218,6 +221,7 @@ class Connection {
   std::unique_ptr<TlsSession> tls_;
   Mux* mux_;  // Owned by the handler's session; outlives this connection or is rebound.
   uint64_t started_ms_ = 0;
+  uint64_t attempt_started_ms_ = 0;  // when DialNext() began the current attempt
   uint64_t last_recv_ms_ = 0;
   uint64_t close_deadline_ms_ = 0;
   bool ping_outstanding_ = false;
