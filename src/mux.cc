@@ -88,7 +88,7 @@ size_t Mux::SendWindow(uint32_t id) const {
 
 uint64_t Mux::OwnSendWindow(uint32_t id) const {
   const Stream* s = Find(id);
-  if (detached_ || s == nullptr || (!s->accepted && !s->early) || s->send_done || s->fin_sent) {
+  if (detached_ || s == nullptr || !MaySend(*s) || s->send_done || s->fin_sent) {
     return 0;
   }
   // The peer's windows, clamped to what this side is willing to hold unacknowledged.

@@ -445,7 +445,7 @@ Status Mux::OnCredit(uint32_t id, const CreditPayload& c) {
         // Wake every stream that has its own credit left.
         std::vector<uint32_t> ids;
         for (auto& [sid, s] : streams_) {
-          if (!s.send_done && !s.fin_sent && (s.accepted || s.early) && s.sent < s.send_limit) {
+          if (!s.send_done && !s.fin_sent && MaySend(s) && s.sent < s.send_limit) {
             ids.push_back(sid);
           }
         }

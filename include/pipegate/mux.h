@@ -358,6 +358,9 @@ class Mux {
   }
   /// @return SendWindow() without the shared replay budget: what this Mux alone allows.
   uint64_t OwnSendWindow(uint32_t id) const;
+  /// A stream sends once accepted; a client's early stream before that too. (A gateway's
+  /// early stream does not: a client CREDIT before OPEN_OK gives it no right to send first.)
+  bool MaySend(const Stream& s) const { return s.accepted || (s.early && options_.is_client); }
   /// @brief Forgets stream @p id, giving its replay bytes back to the budgets.
   void EraseStream(uint32_t id);
   void ReleaseReplay(uint64_t n);

@@ -1606,6 +1606,17 @@ TEST(MuxEarly, AClientResetBeforeTheAcceptDropsWhatWasHeld) {
   EXPECT_THAT(Sent(e->mux), ElementsAre("OPEN_OK 1"));
 }
 
+// Early data is the client's: a CREDIT it sends before OPEN_OK lets the gateway send nothing
+// until it has accepted.
+TEST(MuxEarly, AGatewaySendsNothingBeforeItsAcceptWhateverTheClientCredits) {
+  std::unique_ptr<Endpoint> e = EarlyServer(100);
+  EXPECT_CALL(e->cb, OnOpenRequest(1, _));
+  ASSERT_TRUE(e->Feed(Wire().Open(1, EarlyOpen()).Credit(1, 0, 1u << 20)).ok());
+  EXPECT_EQ(e->mux.SendWindow(1), 0u);
+  e->mux.Accept(1, OpenOkPayload{2, 3});
+  EXPECT_GT(e->mux.SendWindow(1), 0u);
+}
+
 // A client that opens with early data and resets, over and over, while the opens wait: what the
 // gateway holds stays within the connection window, however often the window is reused.
 TEST(MuxEarly, RepeatedResetsBeforeTheAcceptHoldNothing) {
