@@ -141,31 +141,41 @@ struct TwoAddressHost {
   std::string SecondListen() const { return v6_first ? "127.0.0.1:0" : "[::1]:0"; }
 };
 
+// A gateway with an echo export, listening only on the address "localhost" resolves to second.
+class Dial : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    host_ = std::make_unique<TwoAddressHost>(dir_);
+    if (!host_->why_not.empty()) GTEST_SKIP() << host_->why_not;
+    server_ = std::make_unique<UnixEchoServer>(dir_.Join("echo.sock"));
+    ASSERT_TRUE(server_->ok()) << server_->error();
+    GatewayOptions options = WithExports({ExportSpec::Unix("echo", dir_.Join("echo.sock"))});
+    options.listen = host_->SecondListen();
+    gw_ = std::make_unique<GatewayFixture>(dir_, options);
+    ASSERT_TRUE(gw_->Start());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TwoAddressHost> host_;
+  std::unique_ptr<UnixEchoServer> server_;
+  std::unique_ptr<GatewayFixture> gw_;
+};
+
 // A name with two addresses, the first refusing: the client connects to the second, as ssh and
 // curl do, and when both refuse it names both.
-TEST(Transfer, AHostNameWhoseFirstAddressRefusesIsDialledAtItsNextAddress) {
-  TempDir dir;
-  TwoAddressHost host(dir);
-  if (!host.why_not.empty()) GTEST_SKIP() << host.why_not;
-  const std::string server_path = dir.Join("echo.sock");
-  UnixEchoServer server(server_path);
-  ASSERT_TRUE(server.ok()) << server.error();
-  GatewayOptions options = WithExports({ExportSpec::Unix("echo", server_path)});
-  options.listen = host.SecondListen();
-  GatewayFixture gw(dir, options);
-  ASSERT_TRUE(gw.Start());
-
-  const std::string input = dir.Join("input");
+TEST_F(Dial, AHostNameWhoseFirstAddressRefusesIsDialledAtItsNextAddress) {
+  const std::string input = dir_.Join("input");
   const std::string sha = WriteRandomFile(input, 1 * kMiB, 11);
   ClientOptions client = ClientOptions::Stdin(input);
-  client.wrapper = host.wrapper;
-  const std::string port = std::to_string(gw.port());
-  ClientResult echoed = RunPipegate(dir, {"connect", "pipe://localhost:" + port + "/echo"}, client);
+  client.wrapper = host_->wrapper;
+  const std::string port = std::to_string(gw_->port());
+  ClientResult echoed =
+      RunPipegate(dir_, {"connect", "pipe://localhost:" + port + "/echo"}, client);
   ASSERT_EQ(echoed.status, 0) << echoed.Describe();
   EXPECT_EQ(Sha256HexOf(echoed.out), sha);
 
-  gw.Stop();
-  ClientResult refused = RunPipegate(dir, {"ls", "pipe://localhost:" + port}, client);
+  gw_->Stop();
+  ClientResult refused = RunPipegate(dir_, {"ls", "pipe://localhost:" + port}, client);
   EXPECT_TRUE(IsError(refused, 2, "pipe://localhost:" + port,
                       "could not connect to 'localhost' \\((\\[::1\\]|127\\.0\\.0\\.1):" + port +
                           ": connection refused; (\\[::1\\]|127\\.0\\.0\\.1):" + port +
@@ -177,33 +187,22 @@ TEST(Transfer, AHostNameWhoseFirstAddressRefusesIsDialledAtItsNextAddress) {
 // The first address takes the SYN and never answers (a full accept queue drops it, as a
 // firewall that drops packets would): after its share of the 10 s connect time (5 s of two
 // addresses) the client moves on to the second, instead of spending all of it on the first.
-TEST(Transfer, AHostNameWhoseFirstAddressNeverAnswersIsDialledAtItsNextAddressInTime) {
-  TempDir dir;
-  TwoAddressHost host(dir);
-  if (!host.why_not.empty()) GTEST_SKIP() << host.why_not;
-  const std::string server_path = dir.Join("echo.sock");
-  UnixEchoServer server(server_path);
-  ASSERT_TRUE(server.ok()) << server.error();
-  GatewayOptions options = WithExports({ExportSpec::Unix("echo", server_path)});
-  options.listen = host.SecondListen();
-  GatewayFixture gw(dir, options);
-  ASSERT_TRUE(gw.Start());
-
+TEST_F(Dial, AHostNameWhoseFirstAddressNeverAnswersIsDialledAtItsNextAddressInTime) {
   // The first address: a listener on the gateway's port with an accept queue of one, filled.
-  const bool v6 = host.v6_first;
+  const bool v6 = host_->v6_first;
   sockaddr_storage ss{};
   socklen_t len = 0;
   if (v6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
     a->sin6_family = AF_INET6;
     a->sin6_addr = in6addr_loopback;
-    a->sin6_port = htons(gw.port());
+    a->sin6_port = htons(gw_->port());
     len = sizeof *a;
   } else {
     auto* a = reinterpret_cast<sockaddr_in*>(&ss);
     a->sin_family = AF_INET;
     a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a->sin_port = htons(gw.port());
+    a->sin_port = htons(gw_->port());
     len = sizeof *a;
   }
   const int deaf = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -229,13 +228,14 @@ TEST(Transfer, AHostNameWhoseFirstAddressNeverAnswersIsDialledAtItsNextAddressIn
     GTEST_SKIP() << "a full accept queue does not drop connections here";
   }
 
-  const std::string input = dir.Join("input");
+  const std::string input = dir_.Join("input");
   const std::string sha = WriteRandomFile(input, 256 * 1024, 12);
   ClientOptions client = ClientOptions::Stdin(input);
-  client.wrapper = host.wrapper;
-  const std::string port = std::to_string(gw.port());
+  client.wrapper = host_->wrapper;
+  const std::string port = std::to_string(gw_->port());
   const Clock::time_point start = Clock::now();
-  ClientResult echoed = RunPipegate(dir, {"connect", "pipe://localhost:" + port + "/echo"}, client);
+  ClientResult echoed =
+      RunPipegate(dir_, {"connect", "pipe://localhost:" + port + "/echo"}, client);
   const auto took = std::chrono::duration_cast<Duration>(Clock::now() - start);
   for (int fd : fillers) close(fd);
   close(deaf);
