@@ -227,10 +227,8 @@ void Mux::MaybeSendSessionCredit() {
 void Mux::StopReading(uint32_t id, ErrorCode error, std::string_view reason) {
   Stream* s = Find(id);
   if (s == nullptr || s->recv_done) return;
-  s->recv_done = true;
+  DropReceiving(*s);
   if (s->end_error == ErrorCode::kNoError) s->end_error = error;
-  SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-  s->held = Buffer();
   if (!s->fin_received) {
     s->stop_sent = true;
     s->stop = StopPayload{error, std::string(reason)};
@@ -272,9 +270,7 @@ void Mux::StreamError(uint32_t id, ErrorCode error, std::string_view reason) {
 void Mux::EndBothDirections(uint32_t id, Stream& s, ErrorCode error, std::string_view reason) {
   if (s.end_error == ErrorCode::kNoError) s.end_error = error;
   if (!s.recv_done) {
-    s.recv_done = true;
-    SessionConsumed(static_cast<size_t>(s.received - s.delivered));
-    s.held = Buffer();
+    DropReceiving(s);
     if (!s.fin_received) {
       s.stop_sent = true;
       s.stop = StopPayload{error, std::string(reason)};
@@ -342,11 +338,7 @@ size_t Mux::Accept(uint32_t id, const OpenOkPayload& ok) {
 
 void Mux::DeliverHeld(uint32_t id) {
   Stream* s = Find(id);
-  if (s == nullptr) return;
-  if (s->recv_done) {
-    s->held = Buffer();  // Its credit went back when the direction ended.
-    return;
-  }
+  if (s == nullptr || s->recv_done) return;
   Buffer held = std::move(s->held);  // Callbacks may end the stream; the bytes stay valid.
   // As on the wire, the FIN counts as arrived only after the bytes before it: a Consumed()
   // from inside OnStreamData must not end the direction before OnStreamFin reports it.
@@ -361,6 +353,13 @@ void Mux::DeliverHeld(uint32_t id) {
   cb_->OnStreamFin(id);
   s = Find(id);
   if (s != nullptr && !s->recv_done && s->delivered == s->received) FinishReceiving(id, *s);
+}
+
+void Mux::DropReceiving(Stream& s) {
+  PG_DCHECK(!s.recv_done);
+  s.recv_done = true;
+  SessionConsumed(static_cast<size_t>(s.received - s.delivered));
+  s.held = Buffer();
 }
 
 void Mux::FinishReceiving(uint32_t id, Stream& s) {

@@ -315,11 +315,7 @@ Status Mux::OnFrame() {
       // answers the open.
       bool refused = !s->accepted && !IsPeerId(id);
       if (s->recv_done && !refused) return Status::Ok();
-      if (!s->recv_done) {
-        s->recv_done = true;
-        SessionConsumed(static_cast<size_t>(s->received - s->delivered));
-        s->held = Buffer();  // Early data the peer withdrew: its credit went back just now.
-      }
+      if (!s->recv_done) DropReceiving(*s);
       if (refused) s->send_done = true;
       cb_->OnStreamReset(id, r->error, r->reason);
       MaybeClose(id);

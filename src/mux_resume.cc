@@ -223,11 +223,10 @@ Status Mux::ResumeWith(const std::vector<ResumeStream>& peer, uint32_t peer_last
   for (auto [id, error] : resets) {
     Stream* st = Find(id);
     if (st == nullptr) continue;
-    // Bytes it received and never delivered (early data held for an OPEN still waiting) give
-    // their connection credit back, as a RESET on the wire would have.
-    if (!st->recv_done) SessionConsumed(static_cast<size_t>(st->received - st->delivered));
-    st->held = Buffer();
-    st->send_done = st->recv_done = true;
+    // As a RESET on the wire would: what it received and never delivered (early data held for
+    // an OPEN still waiting) gives its connection credit back.
+    if (!st->recv_done) DropReceiving(*st);
+    st->send_done = true;
     if (st->end_error == ErrorCode::kNoError) st->end_error = error;
     cb_->OnStreamReset(id, error,
                        error == ErrorCode::kCancel ? "the stream was lost across the reconnect"

@@ -335,6 +335,10 @@ class Mux {
   /// @brief The peer's FIN of stream @p s arrived and every byte before it is delivered:
   /// confirms it (forced CREDIT) and ends the receiving direction.
   void FinishReceiving(uint32_t id, Stream& s);
+  /// @brief Ends @p s's receiving direction with bytes still undelivered (a RESET, a STOP, an
+  /// abort): their connection credit goes back at once, so they are dropped, early data held
+  /// for the open included. Only on a direction not yet done.
+  void DropReceiving(Stream& s);
   Status OnCredit(uint32_t id, const CreditPayload& c);
   void MaybeSendCredit(uint32_t id, Stream& s, bool force);
   void MaybeSendSessionCredit();
