@@ -169,6 +169,11 @@ class Connection {
   /// With more addresses left, closes an attempt that has had its share of the handshake
   /// timeout and dials the next. @return True if it did.
   bool GiveUpOnSlowAddress(uint64_t now);
+  /// Before the mux is ready (timer): moves past a slow address, or fails the connection once
+  /// handshake_timeout_ms has passed, naming every address tried.
+  void CheckHandshakeDeadline(uint64_t now);
+  /// "ADDRESS:PORT", with IPv6 addresses in brackets.
+  static std::string FormatPeer(const sockaddr_storage& ss);
   /// What Connect() left for the loop: dial literal_address_, or fail with dial_failure_.
   void DialDeferred();
   static void OnRedialClosed(uv_handle_t* handle) noexcept;
