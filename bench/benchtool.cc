@@ -33,8 +33,8 @@
 //       good ones), then holds them until killed.
 //   benchtool relay LISTEN CONNECT
 //       The least a relay process can do: LISTEN and CONNECT are unix:PATH or tcp:PORT (on
-//       127.0.0.1). Serves one connection at a time: accepts on LISTEN, connects to CONNECT,
-//       then moves bytes both ways with one epoll_wait, one read and one write per message, no
+//       127.0.0.1). For every connection accepted on LISTEN it connects to CONNECT, then moves
+//       bytes both ways, all pairs in one epoll loop: one recv and one write per message, no
 //       encryption and no framing. Two of them in a chain (unix -> relay -> tcp -> relay ->
 //       unix) are the floor of any tunnel built from two relay processes, as pipegate, socat,
 //       stunnel and ssh -L all are.
@@ -603,6 +603,18 @@ void NoDelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+int RelayConnect(const RelayAddress& to) {
+  if (!to.tcp) return ConnectUnix(to.path.c_str());
+  int b = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa = Loopback(to.port);
+  if (b >= 0 && ::connect(b, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+    ::close(b);
+    b = -1;
+  }
+  if (b >= 0) NoDelay(b);
+  return b;
+}
+
 int Relay(int argc, char** argv) {
   if (argc < 4) return 1;
   std::signal(SIGPIPE, SIG_IGN);
@@ -615,59 +627,62 @@ int Relay(int argc, char** argv) {
     ::setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in sa = Loopback(from.port);
     if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 ||
-        ::listen(ls, 16) < 0) {
+        ::listen(ls, 128) < 0) {
       Die("relay listen");
     }
   } else {
-    ls = ListenUnix(from.path.c_str(), 16);
+    ls = ListenUnix(from.path.c_str(), 128);
   }
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  auto watch = [ep](int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Die("relay epoll_ctl");
+  };
+  watch(ls);
+  // peer[fd] is the other end of fd's pair, -1 for none. Writes block (the sockets stay in
+  // blocking mode): small request/response messages never fill a socket buffer here.
+  std::vector<int> peer;
   char buf[65536];
   for (;;) {
-    int a = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
-    if (a < 0) {
+    epoll_event evs[64];
+    int n = ::epoll_wait(ep, evs, 64, -1);
+    if (n < 0) {
       if (errno == EINTR) continue;
-      Die("relay accept");
+      Die("relay epoll_wait");
     }
-    int b = -1;
-    if (to.tcp) {
-      b = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in sa = Loopback(to.port);
-      if (b >= 0 && ::connect(b, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
-        ::close(b);
-        b = -1;
+    for (int i = 0; i < n; i++) {
+      int fd = evs[i].data.fd;
+      if (fd == ls) {
+        int a = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+        if (a < 0) continue;
+        int b = RelayConnect(to);
+        if (b < 0) {
+          ::close(a);
+          continue;
+        }
+        if (from.tcp) NoDelay(a);
+        size_t need = static_cast<size_t>(std::max(a, b)) + 1;
+        if (peer.size() < need) peer.resize(need, -1);
+        peer[static_cast<size_t>(a)] = b;
+        peer[static_cast<size_t>(b)] = a;
+        watch(a);
+        watch(b);
+        continue;
       }
-    } else {
-      b = ConnectUnix(to.path.c_str());
+      int other = static_cast<size_t>(fd) < peer.size() ? peer[static_cast<size_t>(fd)] : -1;
+      if (other < 0) continue;  // Closed earlier in this batch.
+      // Non-blocking: a number closed and reused earlier in this batch may have nothing to read.
+      ssize_t r = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      // Either side's EOF or error ends the pair: the clients here close both ways.
+      if (r > 0 && WriteFull(other, buf, static_cast<size_t>(r))) continue;
+      peer[static_cast<size_t>(fd)] = -1;
+      peer[static_cast<size_t>(other)] = -1;
+      ::close(fd);  // Closing removes both from the epoll set.
+      ::close(other);
     }
-    if (b < 0) {
-      ::close(a);
-      continue;
-    }
-    if (from.tcp) NoDelay(a);
-    if (to.tcp) NoDelay(b);
-    int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    for (int fd : {a, b}) {
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.fd = fd;
-      if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Die("relay epoll_ctl");
-    }
-    // Either side's EOF or error ends the pair: the round-trip clients here close both ways.
-    bool open = true;
-    while (open) {
-      epoll_event evs[2];
-      int n = ::epoll_wait(ep, evs, 2, -1);
-      if (n < 0 && errno != EINTR) Die("relay epoll_wait");
-      for (int i = 0; i < n && open; i++) {
-        int fd = evs[i].data.fd;
-        ssize_t r = ::read(fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR) continue;
-        open = r > 0 && WriteFull(fd == a ? b : a, buf, static_cast<size_t>(r));
-      }
-    }
-    ::close(ep);
-    ::close(a);
-    ::close(b);
   }
 }
 

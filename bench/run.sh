@@ -940,6 +940,9 @@ done
 #             per local connection)
 #   ssh       the running `ssh -L local.sock:target` session (one ssh channel per local
 #             connection, all on one ssh connection)
+#   relay     with T_RELAY set: `benchtool relay unix:L tcp:P` → `benchtool relay tcp:P
+#             unix:target`, two processes that only move bytes (one TCP connection per local
+#             connection): the floor of a two-process tunnel
 # tunnels_up NAME EXPORT TARGET STUNNEL_PORT SSH_SOCKET LEAF sets TS[path] = local socket and
 # TM = the paths that came up; tunnels_down stops the jobs.
 declare -A TS
@@ -998,6 +1001,24 @@ tunnels_up() {
     TS[ssh]=$5
     TM+=(ssh)
   fi
+  if [[ -n ${T_RELAY:-} ]]; then
+    # Two bare relays, the floor of a two-process tunnel for this workload (no TLS, no framing;
+    # one connection through the tunnel per local connection, as socat and stunnel make).
+    T_PORT=$(freeport)
+    d=$W/t-$name-relay
+    mkdir -p "$d"
+    T_SOCK=$d/$leaf
+    bg job /dev/null "$W/logs/t-$name-relay-b.err" "$LIFE" 'exec "$BT" relay "tcp:$T_PORT" "unix:$T_TARGET"'
+    TJOBS+=("$job")
+    if wait_for 10 "$job" port_listening "$T_PORT"; then
+      bg job /dev/null "$W/logs/t-$name-relay-a.err" "$LIFE" 'exec "$BT" relay "unix:$T_SOCK" "tcp:$T_PORT"'
+      TJOBS+=("$job")
+      if wait_for 10 "$job" is_socket "$T_SOCK"; then
+        TS[relay]=$T_SOCK
+        TM+=(relay)
+      fi
+    fi
+  fi
 }
 tunnels_down() {
   ((${#TJOBS[@]} == 0)) || stop "${TJOBS[@]}"
@@ -1022,7 +1043,7 @@ put_median() {
   R[$key]=$(median "$@")
   R[${key}_runs]="$*"
 }
-PATH_NAMES=(none pipegate socat stunnel ssh)
+PATH_NAMES=(none pipegate socat stunnel ssh relay)
 
 # ---------------------------------------------------------------------------------------------
 # 4. Concurrent bulk streams: STREAMS local connections at once to the data server through each
@@ -1220,7 +1241,7 @@ fi
 # 8. redis-benchmark (SET and GET, 50 clients) and pgbench -S (16 clients) through each path.
 if want redis && [[ -n $REDIS_JOB ]]; then
   log "== redis-benchmark -c 50 -n $REDIS_N -t set,get ($REPS repetition(s))"
-  tunnels_up redis redis "$W/redis.sock" "$STUN_REDIS_PORT" "$W/ssh-redis.sock" s.sock
+  T_RELAY=1 tunnels_up redis redis "$W/redis.sock" "$STUN_REDIS_PORT" "$W/ssh-redis.sock" s.sock
   declare -A RS=() RG=() RC=()
   for ((rep = 1; rep <= REPS; rep++)); do
     for m in "${TM[@]}"; do
@@ -1256,7 +1277,7 @@ if want redis && [[ -n $REDIS_JOB ]]; then
 fi
 if want pg && [[ -n $PG_JOB ]]; then
   log "== pgbench -S -c 16 -j 2 -T $PG_SECS (scale $PG_SCALE, $REPS repetition(s))"
-  tunnels_up pg pg "$PG_SOCK_DIR/.s.PGSQL.5432" "$STUN_PG_PORT" "$W/sshpg/.s.PGSQL.5432" .s.PGSQL.5432
+  T_RELAY=1 tunnels_up pg pg "$PG_SOCK_DIR/.s.PGSQL.5432" "$STUN_PG_PORT" "$W/sshpg/.s.PGSQL.5432" .s.PGSQL.5432
   declare -A PV=() PC=()
   for ((rep = 1; rep <= REPS; rep++)); do
     for m in "${TM[@]}"; do
@@ -1338,6 +1359,8 @@ PATH_LABEL_socat="socat-TLS (UNIX-LISTEN,fork → OPENSSL → OPENSSL-LISTEN,for
 PATH_LABEL_stunnel="stunnel (socat UNIX-LISTEN,fork → OPENSSL client)"
 # shellcheck disable=SC2034
 PATH_LABEL_ssh="ssh -L local.sock:remote.sock (channels on one connection)"
+# shellcheck disable=SC2034
+PATH_LABEL_relay="two bare relays, no TLS, no framing (\`benchtool relay\`: unix → TCP → unix): the floor of a two-process tunnel"
 path_rows() {
   local prefix=$1 m label v pg=${R[${1}_pipegate]:-} lim=${R[${1}_none]:-}
   for m in "${PATH_NAMES[@]}"; do
@@ -1429,8 +1452,19 @@ report() {
     if want redis; then
       sum_row "redis-benchmark SET, 50 clients, requests/s" redis_set_sum
       sum_row "redis-benchmark GET, 50 clients, requests/s" redis_get_sum
+      for t in set get; do
+        R[rf${t}_pipegate]=${R[redis_${t}_sum_pipegate]:-}
+        R[rf${t}_none]=${R[redis_${t}_sum_relay]:-}
+      done
+      sum_row "redis-benchmark SET against two bare relays (limit column), requests/s" rfset
+      sum_row "redis-benchmark GET against two bare relays (limit column), requests/s" rfget
     fi
-    if want pg; then sum_row "pgbench -S, 16 clients, tps" pg; fi
+    if want pg; then
+      sum_row "pgbench -S, 16 clients, tps" pg
+      R[pgf_pipegate]=${R[pg_pipegate]:-}
+      R[pgf_none]=${R[pg_relay]:-}
+      sum_row "pgbench -S against two bare relays (limit column), tps" pgf
+    fi
     echo
   fi
   if want multi; then
