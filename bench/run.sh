@@ -388,7 +388,7 @@ cp "$BIN_DIR/pipegated" "$BIN_DIR/pipegate" "$W/bin/"
 PGD=$W/bin/pipegated
 PG=$W/bin/pipegate
 BT=$W/bin/benchtool
-g++ -O2 -std=c++20 -pthread -o "$BT" "$ROOT/bench/benchtool.cc" || die "could not compile bench/benchtool.cc"
+g++ -O2 -std=c++20 -pthread -o "$BT" "$ROOT/bench/benchtool.cc" -lcrypto || die "could not compile bench/benchtool.cc"
 
 # ---------------------------------------------------------------------------------------------
 # PKI (same script the tests use) and data.
@@ -408,8 +408,10 @@ log "generating $SIZE bytes of test data"
 timeout "$TMO" "$BT" gen "$SIZE" 42 >"$DATA"
 read -r _ DIGEST _ < <(timeout "$TMO" "$BT" check <"$DATA")
 [[ -n $DIGEST ]] || die "could not digest the test data"
+read -r _ SHA_DIGEST _ < <(timeout "$TMO" "$BT" sha256 <"$DATA")
+[[ -n $SHA_DIGEST ]] || die "could not take the SHA-256 of the test data"
 
-export PG PGD BT DATA SIZE DIGEST W SOCAT_BUF SRV_TLS CLI_TLS TMO
+export PG PGD BT DATA SIZE DIGEST SHA_DIGEST W SOCAT_BUF SRV_TLS CLI_TLS TMO
 
 mkfifo "$W/a.fifo" "$W/sock.fifo" "$W/sockdef.fifo" "$W/sockw.fifo" "$W/stun.fifo" "$W/ssh.fifo" \
   "$W/idle.fifo"
@@ -808,11 +810,11 @@ fail_rep() { # fail_rep NAME LOGS...
   return 1
 }
 REP_SECS=""
-result_secs() { # result_secs FILE: validates "BYTES DIGEST SECONDS", sets REP_SECS
+result_secs() { # result_secs FILE [DIGEST]: validates "BYTES DIGEST SECONDS", sets REP_SECS
   local b d s
   REP_SECS=""
   read -r b d s <"$1" || return 1
-  [[ $b == "$SIZE" && $d == "$DIGEST" && -n $s ]] || return 1
+  [[ $b == "$SIZE" && $d == "${2:-$DIGEST}" && -n $s ]] || return 1
   REP_SECS=$s
 }
 
@@ -836,6 +838,29 @@ rep_pg_write() {
   bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" check "$SIZE" "$DIGEST" <"$W/dst.fifo"'
   bg wr /dev/null "$o.werr" "$TMO" 'exec "$PG" --wait 10 write "pipe://127.0.0.1:$GW_PORT/dst" <"$DATA"'
   await "$rd" "$wr" && result_secs "$o.out" || fail_rep "pipegate write" "$o.rerr" "$o.werr"
+}
+
+# The ceiling and pipegate's two directions again with a SHA-256 reader (benchtool sha256, OpenSSL's
+# SHA-256) instead of the cheap checker: what a user who checks a transfer runs. The reader then
+# needs about 0.75 s of CPU per GiB of its own, on the same two cores.
+rep_none_sha() {
+  local o=$W/logs/none-sha rd wr
+  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" sha256 "$SIZE" "$SHA_DIGEST" <"$W/a.fifo"'
+  bg wr /dev/null "$o.werr" "$TMO" 'exec cat "$DATA" >"$W/a.fifo"'
+  await "$rd" "$wr" && result_secs "$o.out" "$SHA_DIGEST" || fail_rep none-sha "$o.rerr" "$o.werr"
+}
+rep_pg_cat_sha() {
+  local o=$W/logs/pg-cat-sha rd wr
+  bg rd "$o.out" "$o.rerr" "$TMO" \
+    'set -o pipefail; "$PG" --wait 10 cat "pipe://127.0.0.1:$GW_PORT/src" | "$BT" sha256 "$SIZE" "$SHA_DIGEST"'
+  bg wr /dev/null "$o.werr" "$TMO" 'exec cat "$DATA" >"$W/src.fifo"'
+  await "$rd" "$wr" && result_secs "$o.out" "$SHA_DIGEST" || fail_rep "pipegate cat, sha256" "$o.rerr" "$o.werr"
+}
+rep_pg_write_sha() {
+  local o=$W/logs/pg-write-sha rd wr
+  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" sha256 "$SIZE" "$SHA_DIGEST" <"$W/dst.fifo"'
+  bg wr /dev/null "$o.werr" "$TMO" 'exec "$PG" --wait 10 write "pipe://127.0.0.1:$GW_PORT/dst" <"$DATA"'
+  await "$rd" "$wr" && result_secs "$o.out" "$SHA_DIGEST" || fail_rep "pipegate write, sha256" "$o.rerr" "$o.werr"
 }
 
 # socat -u PIPE:fifo OPENSSL-LISTEN (server) and socat -u OPENSSL STDOUT | check (client).
@@ -898,7 +923,7 @@ rep_stunnel() {
 }
 rep_ssh() { rep_relay ssh "$W/ssh.fifo" "$SSH_RELAY_PORT" "TCP:127.0.0.1:$SSH_FWD_PORT"; }
 
-METHODS=(none pg_cat pg_write)
+METHODS=(none pg_cat pg_write none_sha pg_cat_sha pg_write_sha)
 [[ -n $SKIP_SOCAT ]] || METHODS+=(socat socat_default socat_write)
 [[ -n $STUN_JOB ]] && METHODS+=(stunnel)
 [[ -n $SSH_JOB ]] && METHODS+=(ssh)
@@ -1322,12 +1347,15 @@ ratio() { # ratio A B -> "A/B x" or "–"
 }
 val() { [[ -n ${1:-} ]] && echo "$1" || echo "${2:-–}"; }
 
-tp_row() { # tp_row KEY LABEL
+tp_row() { # tp_row KEY LABEL [LIMIT_KEY]: LIMIT_KEY (default none) is the "no tunnel" row
   local v=${R[tp_$1]:-} runs=${R[tp_$1_runs]:-}
   if [[ -n ${R[tp_$1_fail]:-} ]]; then
     echo "| $2 | FAILED | | | | |"
   else
-    echo "| $2 | $(val "$v") | ${runs% } | $(ratio "$v" "${R[tp_none]:-}") | $(ratio "$v" "${R[tp_socat]:-}") | $(val "${R[tpcpu_$1]:-}") |"
+    local vs_socat
+    vs_socat=$(ratio "$v" "${R[tp_socat]:-}")
+    [[ -z ${3:-} ]] || vs_socat="–"  # socat's row has the other reader.
+    echo "| $2 | $(val "$v") | ${runs% } | $(ratio "$v" "${R[tp_${3:-none}]:-}") | $vs_socat | $(val "${R[tpcpu_$1]:-}") |"
   fi
 }
 lat_row() { # lat_row KEY LABEL
@@ -1425,6 +1453,12 @@ report() {
       R[tpwsum_socat]=${R[tp_socat_write]:-}
       R[tpwsum_none]=${R[tp_none]:-}
       sum_row "bulk, one stream, write direction (pipegate write), MiB/s" tpwsum
+      R[tpssum_pipegate]=${R[tp_pg_cat_sha]:-}
+      R[tpssum_none]=${R[tp_none_sha]:-}
+      sum_row "bulk, FIFO ends (pipegate cat), SHA-256 reader, MiB/s" tpssum
+      R[tpwssum_pipegate]=${R[tp_pg_write_sha]:-}
+      R[tpwssum_none]=${R[tp_none_sha]:-}
+      sum_row "bulk, write direction (pipegate write), SHA-256 reader, MiB/s" tpwssum
     fi
     if want multi; then sum_row "bulk, $STREAMS concurrent streams (aggregate MiB/s)" multi; fi
     if want lat; then
@@ -1576,6 +1610,9 @@ ${f%_fail}: ${R[$f]}"
   fi
   tp_row pg_write "**pipegate write** (stdin → write export → local checker)"
   [[ -n $SKIP_SOCAT ]] || tp_row socat_write "socat-TLS write direction (STDIN → OPENSSL → PIPE), \`-b $SOCAT_BUF\`"
+  tp_row none_sha "no tunnel, SHA-256 reader: \`cat FILE > fifo\`, \`benchtool sha256\` reads the fifo" none_sha
+  tp_row pg_cat_sha "**pipegate cat**, SHA-256 reader (vs the SHA-256 ceiling)" none_sha
+  tp_row pg_write_sha "**pipegate write**, SHA-256 reader (vs the SHA-256 ceiling)" none_sha
   echo
   fi
   if want lat; then
