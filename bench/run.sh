@@ -818,50 +818,49 @@ result_secs() { # result_secs FILE [DIGEST]: validates "BYTES DIGEST SECONDS", s
   REP_SECS=$s
 }
 
+# The reader of rep_none, rep_pg_cat and rep_pg_write: `benchtool check` (RCHK=check, the cheap
+# hash) or `benchtool sha256` (RCHK=sha256, OpenSSL's SHA-256: what a user who checks a transfer
+# runs; about 0.75 s of CPU per GiB of its own, on the same two cores). RDIGEST is its digest of
+# the data.
+reader() {
+  export RCHK=$1 RDIGEST=$DIGEST
+  [[ $1 == check ]] || RDIGEST=$SHA_DIGEST
+}
+reader check
+
 rep_none() {
-  local o=$W/logs/none rd wr
-  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" check "$SIZE" "$DIGEST" <"$W/a.fifo"'
+  local o=$W/logs/none-$RCHK rd wr
+  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" "$RCHK" "$SIZE" "$RDIGEST" <"$W/a.fifo"'
   bg wr /dev/null "$o.werr" "$TMO" 'exec cat "$DATA" >"$W/a.fifo"'
-  await "$rd" "$wr" && result_secs "$o.out" || fail_rep none "$o.rerr" "$o.werr"
+  await "$rd" "$wr" && result_secs "$o.out" "$RDIGEST" || fail_rep "none ($RCHK)" "$o.rerr" "$o.werr"
 }
 
 rep_pg_cat() {
-  local o=$W/logs/pg-cat rd wr
+  local o=$W/logs/pg-cat-$RCHK rd wr
   bg rd "$o.out" "$o.rerr" "$TMO" \
-    'set -o pipefail; "$PG" --wait 10 cat "pipe://127.0.0.1:$GW_PORT/src" | "$BT" check "$SIZE" "$DIGEST"'
+    'set -o pipefail; "$PG" --wait 10 cat "pipe://127.0.0.1:$GW_PORT/src" | "$BT" "$RCHK" "$SIZE" "$RDIGEST"'
   bg wr /dev/null "$o.werr" "$TMO" 'exec cat "$DATA" >"$W/src.fifo"'
-  await "$rd" "$wr" && result_secs "$o.out" || fail_rep "pipegate cat" "$o.rerr" "$o.werr"
+  await "$rd" "$wr" && result_secs "$o.out" "$RDIGEST" || fail_rep "pipegate cat ($RCHK)" "$o.rerr" "$o.werr"
 }
 
 rep_pg_write() {
-  local o=$W/logs/pg-write rd wr
-  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" check "$SIZE" "$DIGEST" <"$W/dst.fifo"'
+  local o=$W/logs/pg-write-$RCHK rd wr
+  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" "$RCHK" "$SIZE" "$RDIGEST" <"$W/dst.fifo"'
   bg wr /dev/null "$o.werr" "$TMO" 'exec "$PG" --wait 10 write "pipe://127.0.0.1:$GW_PORT/dst" <"$DATA"'
-  await "$rd" "$wr" && result_secs "$o.out" || fail_rep "pipegate write" "$o.rerr" "$o.werr"
+  await "$rd" "$wr" && result_secs "$o.out" "$RDIGEST" || fail_rep "pipegate write ($RCHK)" "$o.rerr" "$o.werr"
 }
 
-# The ceiling and pipegate's two directions again with a SHA-256 reader (benchtool sha256, OpenSSL's
-# SHA-256) instead of the cheap checker: what a user who checks a transfer runs. The reader then
-# needs about 0.75 s of CPU per GiB of its own, on the same two cores.
-rep_none_sha() {
-  local o=$W/logs/none-sha rd wr
-  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" sha256 "$SIZE" "$SHA_DIGEST" <"$W/a.fifo"'
-  bg wr /dev/null "$o.werr" "$TMO" 'exec cat "$DATA" >"$W/a.fifo"'
-  await "$rd" "$wr" && result_secs "$o.out" "$SHA_DIGEST" || fail_rep none-sha "$o.rerr" "$o.werr"
+# The same three with the SHA-256 reader.
+with_sha() { # with_sha FUNCTION
+  local rc=0
+  reader sha256
+  "$1" || rc=$?
+  reader check
+  return "$rc"
 }
-rep_pg_cat_sha() {
-  local o=$W/logs/pg-cat-sha rd wr
-  bg rd "$o.out" "$o.rerr" "$TMO" \
-    'set -o pipefail; "$PG" --wait 10 cat "pipe://127.0.0.1:$GW_PORT/src" | "$BT" sha256 "$SIZE" "$SHA_DIGEST"'
-  bg wr /dev/null "$o.werr" "$TMO" 'exec cat "$DATA" >"$W/src.fifo"'
-  await "$rd" "$wr" && result_secs "$o.out" "$SHA_DIGEST" || fail_rep "pipegate cat, sha256" "$o.rerr" "$o.werr"
-}
-rep_pg_write_sha() {
-  local o=$W/logs/pg-write-sha rd wr
-  bg rd "$o.out" "$o.rerr" "$TMO" 'exec "$BT" sha256 "$SIZE" "$SHA_DIGEST" <"$W/dst.fifo"'
-  bg wr /dev/null "$o.werr" "$TMO" 'exec "$PG" --wait 10 write "pipe://127.0.0.1:$GW_PORT/dst" <"$DATA"'
-  await "$rd" "$wr" && result_secs "$o.out" "$SHA_DIGEST" || fail_rep "pipegate write, sha256" "$o.rerr" "$o.werr"
-}
+rep_none_sha() { with_sha rep_none; }
+rep_pg_cat_sha() { with_sha rep_pg_cat; }
+rep_pg_write_sha() { with_sha rep_pg_write; }
 
 # socat -u PIPE:fifo OPENSSL-LISTEN (server) and socat -u OPENSSL STDOUT | check (client).
 rep_socat_buf() { # rep_socat_buf NAME BUF FIFO
