@@ -186,29 +186,35 @@ Result<int> ConnectSocket(const ExportConfig& e, const struct stat& st, const Ma
     return Status(Code::kNotFound,
                   fmt::format("pipe '{}' is not available: {} is not a socket", e.name, e.path));
   }
-  std::string via = fmt::format("/proc/self/fd/{}", path_fd);
-  // Checked on every open: a privilege drop (setresuid) can make /proc/self/fd unsearchable.
-  if (::access("/proc/self/fd", X_OK) != 0) via = e.path;  // No /proc: the lstat check above.
   const int type = e.socket_type == SocketType::kSeqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
-  int fd = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    ::close(path_fd);
-    return Status(Code::kIo, fmt::format("socket: {}", ErrnoText(errno)));
-  }
-  Result<sockaddr_un> address = UnixAddress(via);
-  if (!address) {
-    ::close(fd);
-    ::close(path_fd);
-    return Status(Code::kIo, fmt::format("socket path too long: {}", e.path));
-  }
-  sockaddr_un sun = *address;
-  int connected = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun);
-  int connect_errno = errno;
-  ::close(path_fd);
-  errno = connect_errno;
-  if (connected != 0 && errno != EINPROGRESS) {
+  // One connect() of a new socket to @p via: the socket, or -errno.
+  auto attempt = [&](const std::string& via) {
+    Result<sockaddr_un> address = UnixAddress(via);
+    if (!address) return -ENAMETOOLONG;
+    int fd = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    sockaddr_un sun = *address;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0 || errno == EINPROGRESS) {
+      return fd;
+    }
     int err = errno;
     ::close(fd);
+    return -err;
+  };
+  int fd = attempt(fmt::format("/proc/self/fd/{}", path_fd));
+  // A privilege drop (setresuid) can make /proc/self/fd unsearchable, and /proc may be absent:
+  // then the connect fails as if the socket were, and the path is used instead (the lstat
+  // check above). Asked only after a failure, so a working open costs no extra system call.
+  if ((fd == -EACCES || fd == -EPERM || fd == -ENOENT || fd == -ENOTDIR) &&
+      ::access("/proc/self/fd", X_OK) != 0) {
+    fd = attempt(e.path);
+  }
+  ::close(path_fd);
+  if (fd == -ENAMETOOLONG) {
+    return Status(Code::kIo, fmt::format("socket path too long: {}", e.path));
+  }
+  if (fd < 0) {
+    const int err = -fd;
     if (err == EAGAIN) return Status(Code::kBusy, fmt::format("busy: {} backlog is full", e.path));
     if (err == EPROTOTYPE) {
       return Status(Code::kNotFound,

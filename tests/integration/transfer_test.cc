@@ -55,6 +55,14 @@ void CatFromFifoExport(TempDir& dir, GatewayFixture& gw, const std::string& sour
   ASSERT_EQ(cat.Wait(Duration(60000)), 0) << cat.Describe();
 }
 
+// Waits until the `pipegate mount` @p mount has made its socket @p local (fails if it ended).
+void AwaitMountSocket(Bridge& mount, const std::string& local) {
+  ASSERT_TRUE(mount.started());
+  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
+      << mount.Describe();
+  ASSERT_TRUE(mount.Running()) << mount.Describe();
+}
+
 // Local writer -> FIFO -> gateway -> TLS -> `pipegate cat` -> file.
 TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
   TempDir dir;
@@ -286,10 +294,7 @@ TEST(Transfer, MountedUnixExportCarriesEightConcurrentStreamsOnOneConnection) {
 
   const std::string local = dir.Join("m.sock");
   Bridge mount(dir, {"mount", gw.Address("echo"), local});
-  ASSERT_TRUE(mount.started());
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
-      << mount.Describe();
-  ASSERT_TRUE(mount.Running()) << mount.Describe();
+  ASSERT_NO_FATAL_FAILURE(AwaitMountSocket(mount, local));
 
   constexpr int kStreams = 8;
   const size_t size = DataSize(4 * kMiB, 1 * kMiB);
@@ -341,6 +346,39 @@ TEST(Transfer, MountedUnixExportCarriesEightConcurrentStreamsOnOneConnection) {
   mount.process().Signal(SIGTERM);
   EXPECT_EQ(mount.Wait(Duration(10000)), 128 + SIGTERM) << mount.Describe();
   EXPECT_FALSE(PathExists(local)) << "mount left " << local << " behind";
+}
+
+// The gateway connects to a socket export through /proc/self/fd (what it connects to is the
+// file it checked). Where it has no /proc (a container or chroot without one), the connect
+// through it fails and the gateway connects by path after its lstat() check instead. The
+// gateway runs in its own mount namespace with an empty tmpfs on /proc; a byte stream must
+// still pass both ways, checked by SHA-256.
+TEST(Transfer, ASocketExportIsReachedByAGatewayWithoutProc) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a mount namespace";
+  ProcessOptions probe_options = ProcessOptions::Of({"unshare", "-m", "true"});
+  Process probe(std::move(probe_options));
+  if (!probe.started() || probe.Wait(Duration(10000)) != 0) {
+    GTEST_SKIP() << "unshare -m does not work here: " << probe.error();
+  }
+  TempDir dir;
+  const std::string server_path = dir.Join("echo.sock");
+  UnixEchoServer server(server_path, UnixEchoServer::Mode::kEcho);
+  ASSERT_TRUE(server.ok()) << server.error();
+  GatewayOptions options = WithExports({ExportSpec::Unix("echo", server_path)});
+  // The gateway starts only if /proc/self is really gone in its namespace.
+  options.launcher = {"unshare", "-m", "sh", "-c",
+                      "mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$0\" \"$@\""};
+  GatewayFixture gw(dir, options);
+  ASSERT_TRUE(gw.Start());
+
+  const std::string local = dir.Join("m.sock");
+  Bridge mount(dir, {"mount", gw.Address("echo"), local});
+  ASSERT_NO_FATAL_FAILURE(AwaitMountSocket(mount, local));
+  const std::string payload = RandomStream(77).Next(256 * 1024);
+  const ExchangeResult result = UnixExchange(local, payload, Duration(30000));
+  EXPECT_TRUE(result.ok) << result.error << "; " << mount.Describe();
+  EXPECT_EQ(Sha256HexOf(result.received), Sha256HexOf(payload));
+  EXPECT_EQ(server.accepted(), 1);
 }
 
 // A remote writer faster than the local reader is slowed down, and the gateway's memory stays
