@@ -149,8 +149,7 @@ TEST(BridgeOps, MountPresentsARenewedClientCertificateOnItsNextFreshSession) {
       dir,
       {"mount", "-v", "--log-format", "json", relay.BaseAddress() + "/app", local, "--as", "unix"},
       StdioSpec::Null(), "", renewable);
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
-      << mount.Describe();
+  ASSERT_TRUE(StartMount(mount, local));
   auto round_trip = [&](const std::string& word) {
     CommandResult r = RunCommand(
         {"sh", "-c", "printf '%s' \"$0\" | socat -t 2 - UNIX-CONNECT:\"$1\"", word, local},

@@ -137,10 +137,7 @@ ExportSpec Seqpacket(const std::string& name, const std::string& path, uint32_t 
 
 // Starts a mount of @p address at @p local and waits for the socket to appear.
 ::testing::AssertionResult Mounted(Bridge& mount, const std::string& local) {
-  const bool up = WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000));
-  if (!up || !mount.Running()) {
-    return ::testing::AssertionFailure() << local << " did not appear: " << mount.Describe();
-  }
+  if (::testing::AssertionResult up = StartMount(mount, local); !up) return up;
   int type = 0;
   socklen_t len = sizeof type;
   int probe = ConnectSeqpacket(local, Duration(5000));

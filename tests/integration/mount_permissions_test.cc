@@ -126,30 +126,6 @@ std::optional<Perms> PermsOf(const std::string& path) {
   return Perms{st.st_mode & S_IFMT, st.st_mode & 07777, st.st_uid, st.st_gid};
 }
 
-// Starts `pipegate mount ... LOCAL` and waits for LOCAL to appear as a FIFO or socket.
-::testing::AssertionResult StartMount(Bridge& mount, const std::string& local, bool want_fifo) {
-  const bool up =
-      WaitFor([&] { return (want_fifo ? IsFifo(local) : IsSocket(local)) || !mount.Running(); },
-              Duration(10000));
-  if (!up || !mount.Running()) {
-    return ::testing::AssertionFailure() << local << " did not appear: " << mount.Describe();
-  }
-  return ::testing::AssertionSuccess();
-}
-
-// Stops the mount with SIGTERM and checks that it exited 143 by itself (SPEC §7, 128 + SIGTERM;
-// not killed by the signal) and removed LOCAL.
-::testing::AssertionResult StopMount(Bridge& mount, const std::string& local) {
-  mount.process().Signal(SIGTERM);
-  if (mount.Wait(Duration(10000)) != 128 + SIGTERM || mount.process().signaled()) {
-    return ::testing::AssertionFailure() << "after SIGTERM: " << mount.Describe();
-  }
-  if (PathExists(local)) {
-    return ::testing::AssertionFailure() << "the mount left " << local << " behind";
-  }
-  return ::testing::AssertionSuccess();
-}
-
 // A temp dir that other users may pass through (mkdtemp makes it 0700).
 ::testing::AssertionResult OpenToOthers(const TempDir& dir) {
   if (::chmod(dir.path().c_str(), 0711) != 0) {

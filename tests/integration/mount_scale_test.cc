@@ -106,9 +106,7 @@ TEST(MountScale, TenThousandConcurrentLocalConnectionsThroughOneMount) {
   ASSERT_TRUE(gw.Start());
   const std::string local = dir.Join("mnt.sock");
   Bridge mount(dir, {"mount", gw.Address("svc"), local});
-  ASSERT_TRUE(mount.started()) << mount.Describe();
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)));
-  ASSERT_TRUE(mount.Running()) << mount.Describe();
+  ASSERT_TRUE(StartMount(mount, local));
 
   // One exchange first, so that the baseline has the mount's connection and a stream's code
   // paths warmed.

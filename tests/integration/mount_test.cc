@@ -28,36 +28,6 @@ namespace {
 
 int Cycles() { return static_cast<int>(DataSize(20, 8)); }
 
-// Starts `pipegate mount ADDRESS LOCAL [extra...]` and waits for LOCAL to appear.
-::testing::AssertionResult StartMount(Bridge& mount, const std::string& local, bool want_fifo) {
-  if (!mount.started()) {
-    return ::testing::AssertionFailure() << mount.Describe();
-  }
-  const bool up =
-      WaitFor([&] { return (want_fifo ? IsFifo(local) : IsSocket(local)) || !mount.Running(); },
-              Duration(10000));
-  if (!up || !mount.Running()) {
-    return ::testing::AssertionFailure()
-           << local << " did not appear as a " << (want_fifo ? "FIFO" : "socket") << ": "
-           << mount.Describe();
-  }
-  return ::testing::AssertionSuccess();
-}
-
-// Stops a mount with SIGTERM: it exits 143 (SPEC §7, 128 + SIGTERM) by itself, not killed by the
-// signal, and removes what it made.
-::testing::AssertionResult StopMount(Bridge& mount, const std::string& local) {
-  mount.process().Signal(SIGTERM);
-  const std::optional<int> status = mount.Wait(Duration(10000));
-  if (status != 128 + SIGTERM || mount.process().signaled()) {
-    return ::testing::AssertionFailure() << "after SIGTERM: " << mount.Describe();
-  }
-  if (PathExists(local)) {
-    return ::testing::AssertionFailure() << "mount left " << local << " behind";
-  }
-  return ::testing::AssertionSuccess();
-}
-
 // Makes the socket file a crashed run leaves behind: bound, then closed, nobody listening.
 ::testing::AssertionResult LeaveStaleSocket(const std::string& path) {
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -337,9 +337,7 @@ TEST(ResumeFaults, MountedUnixExportToAnEchoServerThroughCutsAndStalls) {
   const std::string local = dir.Join("local.sock");
   const Clock::time_point start = Clock::now();
   Bridge mount(dir, Fast({"mount", relay.BaseAddress() + "/echo", local}));
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
-      << mount.Describe();
-  ASSERT_TRUE(mount.Running()) << mount.Describe();
+  ASSERT_TRUE(StartMount(mount, local));
   // Every byte crosses the relay twice (there and back).
   relay.StartSchedule(FaultsOver(2 * size, 303));
   std::vector<std::unique_ptr<EchoClient>> clients;
@@ -584,8 +582,7 @@ TEST(ResumeFaults, AMountServesALocalClientThatConnectsWhileDisconnected) {
   FaultRelay relay(gw.port());
   const std::string local = dir.Join("local.sock");
   Bridge mount(dir, Fast({"mount", relay.BaseAddress() + "/echo", local}));
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
-      << mount.Describe();
+  ASSERT_TRUE(StartMount(mount, local));
   const ExchangeResult before = UnixExchange(local, "first", Duration(10000));
   ASSERT_TRUE(before.ok) << before.error;
 
@@ -633,8 +630,7 @@ TEST(ResumeFaults, AMountStartsFreshStreamsAfterTheGatewayRestarts) {
   FaultRelay relay(gw.port());
   const std::string local = dir.Join("local.sock");
   Bridge mount(dir, Fast({"mount", relay.BaseAddress() + "/echo", local}));
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
-      << mount.Describe();
+  ASSERT_TRUE(StartMount(mount, local));
   // A stream open across the restart is lost (reset), not silently truncated.
   const int held = ConnectUnix(local, Duration(5000));
   ASSERT_GE(held, 0);

@@ -55,14 +55,6 @@ void CatFromFifoExport(TempDir& dir, GatewayFixture& gw, const std::string& sour
   ASSERT_EQ(cat.Wait(Duration(60000)), 0) << cat.Describe();
 }
 
-// Waits until the `pipegate mount` @p mount has made its socket @p local (fails if it ended).
-void AwaitMountSocket(Bridge& mount, const std::string& local) {
-  ASSERT_TRUE(mount.started());
-  ASSERT_TRUE(WaitFor([&] { return IsSocket(local) || !mount.Running(); }, Duration(10000)))
-      << mount.Describe();
-  ASSERT_TRUE(mount.Running()) << mount.Describe();
-}
-
 // Local writer -> FIFO -> gateway -> TLS -> `pipegate cat` -> file.
 TEST(Transfer, FifoReadExportDelivers64MiBToCat) {
   TempDir dir;
@@ -294,7 +286,7 @@ TEST(Transfer, MountedUnixExportCarriesEightConcurrentStreamsOnOneConnection) {
 
   const std::string local = dir.Join("m.sock");
   Bridge mount(dir, {"mount", gw.Address("echo"), local});
-  ASSERT_NO_FATAL_FAILURE(AwaitMountSocket(mount, local));
+  ASSERT_TRUE(StartMount(mount, local));
 
   constexpr int kStreams = 8;
   const size_t size = DataSize(4 * kMiB, 1 * kMiB);
@@ -343,9 +335,7 @@ TEST(Transfer, MountedUnixExportCarriesEightConcurrentStreamsOnOneConnection) {
   EXPECT_LE(max_connections, 1) << "the mount opened " << max_connections << " TCP connections for "
                                 << kStreams << " streams";
 
-  mount.process().Signal(SIGTERM);
-  EXPECT_EQ(mount.Wait(Duration(10000)), 128 + SIGTERM) << mount.Describe();
-  EXPECT_FALSE(PathExists(local)) << "mount left " << local << " behind";
+  EXPECT_TRUE(StopMount(mount, local));
 }
 
 // The gateway connects to a socket export through /proc/self/fd (what it connects to is the
@@ -366,14 +356,14 @@ TEST(Transfer, ASocketExportIsReachedByAGatewayWithoutProc) {
   ASSERT_TRUE(server.ok()) << server.error();
   GatewayOptions options = WithExports({ExportSpec::Unix("echo", server_path)});
   // The gateway starts only if /proc/self is really gone in its namespace.
-  options.launcher = {"unshare", "-m", "sh", "-c",
-                      "mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$0\" \"$@\""};
+  options.wrapper = {"unshare", "-m", "sh", "-c",
+                     "mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$0\" \"$@\""};
   GatewayFixture gw(dir, options);
   ASSERT_TRUE(gw.Start());
 
   const std::string local = dir.Join("m.sock");
   Bridge mount(dir, {"mount", gw.Address("echo"), local});
-  ASSERT_NO_FATAL_FAILURE(AwaitMountSocket(mount, local));
+  ASSERT_TRUE(StartMount(mount, local));
   const std::string payload = RandomStream(77).Next(256 * 1024);
   const ExchangeResult result = UnixExchange(local, payload, Duration(30000));
   EXPECT_TRUE(result.ok) << result.error << "; " << mount.Describe();

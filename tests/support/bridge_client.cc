@@ -169,4 +169,31 @@ std::vector<std::string> SplitLines(const std::string& text) {
   return lines;
 }
 
+::testing::AssertionResult StartMount(Bridge& mount, const std::string& local, bool want_fifo) {
+  if (!mount.started()) {
+    return ::testing::AssertionFailure() << mount.Describe();
+  }
+  const bool up =
+      WaitFor([&] { return (want_fifo ? IsFifo(local) : IsSocket(local)) || !mount.Running(); },
+              Duration(10000));
+  if (!up || !mount.Running()) {
+    return ::testing::AssertionFailure()
+           << local << " did not appear as a " << (want_fifo ? "FIFO" : "socket") << ": "
+           << mount.Describe();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult StopMount(Bridge& mount, const std::string& local) {
+  mount.process().Signal(SIGTERM);
+  const std::optional<int> status = mount.Wait(Duration(10000));
+  if (status != 128 + SIGTERM || mount.process().signaled()) {
+    return ::testing::AssertionFailure() << "after SIGTERM: " << mount.Describe();
+  }
+  if (PathExists(local)) {
+    return ::testing::AssertionFailure() << "the mount left " << local << " behind";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace pipegate::testing

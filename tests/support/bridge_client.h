@@ -112,6 +112,15 @@ class Bridge {
 /// @brief Reads a file written by a child (stdout or stderr) and strips one trailing newline.
 std::string ReadOutput(const std::string& path);
 
+/// @brief Waits (up to 10 s) until the `pipegate mount` @p mount has made @p local, as a FIFO
+/// (@p want_fifo) or a Unix socket; fails with the mount's description if it did not start or
+/// ended first.
+::testing::AssertionResult StartMount(Bridge& mount, const std::string& local,
+                                      bool want_fifo = false);
+/// @brief Stops @p mount with SIGTERM and checks that it exited 143 by itself (SPEC §7, 128 +
+/// SIGTERM; not killed by the signal) and removed @p local.
+::testing::AssertionResult StopMount(Bridge& mount, const std::string& local);
+
 /// @brief Splits text into lines (no trailing empty line).
 std::vector<std::string> SplitLines(const std::string& text);
 

@@ -170,7 +170,7 @@ std::string GatewayFixture::ConfigToml() const {
     return ::testing::AssertionFailure() << "cannot write " << config_path_;
   }
   ProcessOptions options;
-  options.argv = options_.launcher;
+  options.argv = options_.wrapper;
   options.argv.insert(options.argv.end(), {binary, "--config", config_path_});
   options.stdout_spec = StdioSpec::AppendFile(log_path_);
   options.stderr_spec = StdioSpec::AppendFile(log_path_);

@@ -59,10 +59,9 @@ struct GatewayOptions {
   std::string extra_gateway_toml;  ///< Raw lines appended to the [gateway] table.
   /// Environment changes for the gateway process (ProcessOptions::env).
   std::vector<std::pair<std::string, std::optional<std::string>>> env;
-  /// Words run in front of `pipegated --config FILE` (e.g. `unshare` to give the gateway its own
-  /// mounts). The launcher must end by exec'ing its arguments, so that the gateway keeps its pid
-  /// and its signals.
-  std::vector<std::string> launcher;
+  /// Argv run in front of `pipegated --config FILE`, which it must exec (e.g. `unshare ... sh
+  /// -c`), so that the gateway keeps its pid and its signals (as ClientOptions::wrapper).
+  std::vector<std::string> wrapper;
 };
 
 /// @brief GatewayOptions with the test PKI's gateway certificate and these exports.

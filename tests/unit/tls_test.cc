@@ -12,6 +12,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
@@ -283,6 +284,52 @@ TEST_F(TlsTest, CiphertextMayArriveOneByteAtATime) {
   EXPECT_EQ(Text(p.server_plain), msg);
   p.server.FeedCiphertext(nullptr, 0);  // Nothing: harmless.
   EXPECT_TRUE(p.server.Advance(p.server_plain).ok());
+}
+
+// Every complete record fed is decrypted by one Advance(), however many arrived together, and a
+// record still incomplete waits for the rest: Advance() stops reading only when nothing is left.
+TEST_F(TlsTest, OneAdvanceDecryptsEveryCompleteRecordFed) {
+  TlsPair p(Client(), Server(), "localhost");
+  p.Run();
+  ASSERT_TRUE(p.client.established() && p.server.established());
+  for (const std::string word : {"one", "two", "three"}) {  // One record each.
+    ASSERT_TRUE(
+        p.client.WritePlaintext(reinterpret_cast<const uint8_t*>(word.data()), word.size()).ok());
+  }
+  Buffer wire;
+  p.client.DrainCiphertext(wire);
+  ASSERT_GT(wire.size(), 10u);
+  const size_t held_back = 5;  // Part of the third record.
+  p.server.FeedCiphertext(wire.data(), wire.size() - held_back);
+  ASSERT_TRUE(p.server.Advance(p.server_plain).ok());
+  EXPECT_EQ(Text(p.server_plain), "onetwo");
+  p.server.FeedCiphertext(wire.data() + wire.size() - held_back, held_back);
+  ASSERT_TRUE(p.server.Advance(p.server_plain).ok());
+  EXPECT_EQ(Text(p.server_plain), "onetwothree");
+}
+
+// An error some other code left in this thread's OpenSSL error queue is not taken for a failure
+// of the session's next read or write (SSL_get_error reads that queue).
+TEST_F(TlsTest, AStaleErrorInTheThreadsQueueDoesNotFailTheSession) {
+  TlsPair p(Client(), Server(), "localhost");
+  p.Run();
+  ASSERT_TRUE(p.client.established() && p.server.established());
+  const std::string msg = "after a stale error";
+  ERR_raise(ERR_LIB_USER, 1);
+  ASSERT_TRUE(
+      p.client.WritePlaintext(reinterpret_cast<const uint8_t*>(msg.data()), msg.size()).ok());
+  Buffer wire;
+  p.client.DrainCiphertext(wire);
+  ERR_raise(ERR_LIB_USER, 1);
+  p.server.FeedCiphertext(wire.data(), wire.size() - 1);  // Incomplete: the read wants more.
+  Status st = p.server.Advance(p.server_plain);
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(p.server_plain.empty());
+  p.server.FeedCiphertext(wire.data() + wire.size() - 1, 1);
+  st = p.server.Advance(p.server_plain);
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(Text(p.server_plain), msg);
+  ERR_clear_error();
 }
 
 TEST_F(TlsTest, WritingBeforeTheHandshakeIsRefused) {
