@@ -89,7 +89,7 @@ class Session final : public uvglue::ConnectionHandler, public uvglue::StreamLin
   void OnTlsEstablished(const PeerIdentity& peer) override;
   void OnInputYielded() override;
   void OnConnectionWritable() override;
-  // The worker's own timer trims the thread's Buffer cache (Worker::OnTrimTimer).
+  // The worker's own tick trims the thread's Buffer cache (Worker::OnTick).
   void OnHousekeeping(uint64_t /*now_ms*/) override {
     for (auto& [id, stream] : streams_) {
       if (uvglue::LocalPipe* out = stream->output()) out->ReleaseIdleMemory();

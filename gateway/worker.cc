@@ -20,16 +20,11 @@ Worker::Worker(Gateway* gateway, int index)
       index_(index),
       async_(loop_, [this] { OnAsync(); }),
       grace_(loop_, [this] { OnGrace(); }),
-      lag_(loop_, [this] { OnLagTimer(); }),
-      trim_(loop_, [this] { OnTrimTimer(); }) {}
+      ticks_(loop_, [this](uint64_t) { OnTick(); }) {}
 
 Worker::~Worker() = default;
 
 namespace {
-
-constexpr uint64_t kLagIntervalMs = 1000;
-// Buffer::TrimCache frees the cache one idle second after it first looks: within ~2 s.
-constexpr uint64_t kTrimIntervalMs = 1000;
 
 uint64_t SteadyMicros() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -40,11 +35,8 @@ uint64_t SteadyMicros() {
 }  // namespace
 
 void Worker::Start(const std::vector<int>& listen_fds, bool measure_lag) {
-  trim_.Start(kTrimIntervalMs, kTrimIntervalMs);
-  if (measure_lag) {
-    lag_due_us_ = SteadyMicros() + kLagIntervalMs * 1000;
-    lag_.Start(kLagIntervalMs);
-  }
+  measure_lag_ = measure_lag;
+  ticks_.Start();
   for (int fd : listen_fds) {
     const size_t slot = listeners_.size();  // Only opened listeners are kept: slot is its index.
     Result<std::unique_ptr<uvglue::Listener>> listener = uvglue::Listener::Open(
@@ -73,7 +65,11 @@ void Worker::Forget(Session* s) {
   MaybeFinish();
 }
 
-void Worker::OnTrimTimer() { Buffer::TrimCache(SteadyMicros() / 1000); }
+// Buffer::TrimCache frees the cache one idle tick after it first looks: within ~2 s.
+void Worker::OnTick() {
+  Buffer::TrimCache(SteadyMicros() / 1000);
+  if (measure_lag_) loop_lag_us_.store(ticks_.lateness_us(), std::memory_order_relaxed);
+}
 
 std::vector<Session*> Worker::SessionList() const {
   std::vector<Session*> list;
@@ -180,8 +176,7 @@ void Worker::OnAsync() {
 void Worker::Stop() {
   stopping_ = true;
   listeners_.clear();  // Closes them.
-  lag_.Close();
-  trim_.Close();
+  ticks_.Stop();
   std::vector<Handoff> unadopted;
   // From now on Post() is refused: the resumes that came too late are refused here.
   async_.CloseWith([&] {
@@ -192,13 +187,6 @@ void Worker::Stop() {
   grace_.Start(kDrainGraceMs);
   for (Session* s : SessionList()) s->Goaway();
   MaybeFinish();
-}
-
-void Worker::OnLagTimer() {
-  const uint64_t now = SteadyMicros();
-  loop_lag_us_.store(now > lag_due_us_ ? now - lag_due_us_ : 0, std::memory_order_relaxed);
-  lag_due_us_ = now + kLagIntervalMs * 1000;
-  lag_.Start(kLagIntervalMs);
 }
 
 void Worker::OnGrace() {

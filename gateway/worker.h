@@ -15,6 +15,7 @@
 #include "connection_limits.h"
 #include "uv/connection.h"
 #include "uv/handles.h"
+#include "uv/ticker.h"
 
 namespace pipegate::gateway {
 
@@ -38,9 +39,9 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   /// @brief Listens on duplicates of @p listen_fds and starts the thread. With
-  /// @p measure_lag, a timer measures how late the loop runs (loop_lag_us()) once a second.
+  /// @p measure_lag, the loop's once-a-second tick records how late it runs (loop_lag_us()).
   void Start(const std::vector<int>& listen_fds, bool measure_lag = false);
-  /// @return How late the loop ran its last lag timer, in microseconds: how long a callback
+  /// @return How late the loop ran its last tick, in microseconds: how long a callback
   /// waited behind other work. 0 unless measured. Thread-safe.
   uint64_t loop_lag_us() const noexcept { return loop_lag_us_.load(std::memory_order_relaxed); }
   int index() const noexcept { return index_; }
@@ -88,8 +89,7 @@ class Worker {
              const std::shared_ptr<AdmissionSlot>& slot);
   void OnAsync();
   void OnGrace();
-  void OnLagTimer();
-  void OnTrimTimer();
+  void OnTick();
   void Stop();
   void MaybeFinish();
   std::vector<Session*> SessionList() const;
@@ -100,11 +100,12 @@ class Worker {
   uvglue::Loop loop_;
   uvglue::Async async_;
   uvglue::Timer grace_;
-  uvglue::Timer lag_;  ///< Started by Start(…, true); closed by Stop().
-  /// Trims this thread's Buffer cache once a second (Buffer::TrimCache), whether or not a
-  /// connection is left whose timer would. Started by Start(); closed by Stop().
-  uvglue::Timer trim_;
-  uint64_t lag_due_us_ = 0;  ///< When lag_ should fire (steady clock, microseconds).
+  /// Once a second (the loop's shared tick, uvglue::Ticker): trims this thread's Buffer cache
+  /// (Buffer::TrimCache), whether or not a connection is left whose tick would, and with
+  /// measure_lag_ records how late the tick ran (loop_lag_us()). Started by Start(); stopped
+  /// by Stop().
+  uvglue::Ticks ticks_;
+  bool measure_lag_ = false;
   std::atomic<uint64_t> loop_lag_us_{0};
   std::vector<std::unique_ptr<uvglue::Listener>> listeners_;
   std::thread thread_;

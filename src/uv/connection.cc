@@ -30,12 +30,10 @@ Connection::Connection(uv_loop_t* loop, std::unique_ptr<TlsSession> tls, const s
   uv_tcp_init(loop_, &tcp_);
   uv_check_init(loop_, &check_);
   uv_idle_init(loop_, &idle_);
-  uv_timer_init(loop_, &timer_);
-  tcp_.data = check_.data = idle_.data = timer_.data = this;
+  tcp_.data = check_.data = idle_.data = this;
   resolve_req_.data = connect_req_.data = write_req_.data = this;
   started_ms_ = last_recv_ms_ = uv_now(loop_);
-  // One timer drives the handshake deadline, keepalive and the close linger.
-  uv_timer_start(&timer_, &Connection::OnTimer, 1000, 1000);
+  Ticker::Subscribe(loop_, this);
 }
 
 Connection::~Connection() = default;
@@ -287,48 +285,45 @@ void Connection::OnWrite(uv_write_t* req, int status) noexcept {
   self->StartWrite();
 }
 
-void Connection::OnTimer(uv_timer_t* handle) noexcept {
-  auto* self = static_cast<Connection*>(handle->data);
-  uint64_t now = uv_now(self->loop_);
-  if (self->state_ == State::kClosing) {
-    if (now >= self->close_deadline_ms_) self->CloseHandles();
+void Connection::OnTick(uint64_t now) {
+  if (state_ == State::kClosing) {
+    if (now >= close_deadline_ms_) CloseHandles();
     return;
   }
-  if (self->state_ == State::kClosed) return;
-  if (!self->ever_ready_ && !self->mux_->ready()) {
-    self->CheckHandshakeDeadline(now);
+  if (state_ == State::kClosed) return;
+  if (!ever_ready_ && !mux_->ready()) {
+    CheckHandshakeDeadline(now);
     return;
   }
   // An established connection with no stream for idle_timeout_ms is closed.
-  if (self->options_.idle_timeout_ms != 0 && self->mux_->stream_count() == 0) {
-    if (self->idle_since_ms_ == 0) {
-      self->idle_since_ms_ = now;
-    } else if (now - self->idle_since_ms_ >= self->options_.idle_timeout_ms) {
-      self->mux_->Goaway(ErrorCode::kNoError, "idle timeout");
-      self->Close(Status(Code::kLimit, fmt::format("idle: no stream for {} s",
-                                                   self->options_.idle_timeout_ms / 1000)));
+  if (options_.idle_timeout_ms != 0 && mux_->stream_count() == 0) {
+    if (idle_since_ms_ == 0) {
+      idle_since_ms_ = now;
+    } else if (now - idle_since_ms_ >= options_.idle_timeout_ms) {
+      mux_->Goaway(ErrorCode::kNoError, "idle timeout");
+      Close(Status(Code::kLimit,
+                   fmt::format("idle: no stream for {} s", options_.idle_timeout_ms / 1000)));
       return;
     }
   } else {
-    self->idle_since_ms_ = 0;
+    idle_since_ms_ = 0;
   }
-  self->mux_->ReleaseIdleMemory();
-  self->tls_->ReleaseIdleBuffers();
-  self->handler_->OnHousekeeping(now);
-  uint64_t silent = now - self->last_recv_ms_;
-  if (silent >= self->options_.keepalive_timeout_ms) {
+  mux_->ReleaseIdleMemory();
+  tls_->ReleaseIdleBuffers();
+  handler_->OnHousekeeping(now);
+  uint64_t silent = now - last_recv_ms_;
+  if (silent >= options_.keepalive_timeout_ms) {
     // While reads are paused for the write backlog, the silence is the peer not reading.
-    self->Abort(
-        Status(Code::kStreamLost,
-               self->reading_paused_
-                   ? fmt::format("connection lost: the peer read nothing for {} s", silent / 1000)
-                   : fmt::format("connection lost: nothing received for {} s", silent / 1000)));
+    Abort(Status(Code::kStreamLost,
+                 reading_paused_
+                     ? fmt::format("connection lost: the peer read nothing for {} s", silent / 1000)
+                     : fmt::format("connection lost: nothing received for {} s", silent / 1000)));
     return;
   }
-  if (silent >= self->options_.keepalive_interval_ms && !self->ping_outstanding_) {
-    self->ping_outstanding_ = true;
-    self->mux_->Ping(now);
-    self->Flush();
+  if (silent >= options_.keepalive_interval_ms && !ping_outstanding_) {
+    ping_outstanding_ = true;
+    mux_->Ping(now);
+    Flush();
   }
 }
 
@@ -394,14 +389,15 @@ void Connection::CloseHandles() {
     return;
   }
   state_ = State::kClosed;
+  Ticker::Unsubscribe(loop_, this);
   if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_req_));
   if (redialing_) {  // tcp_ is closing already; OnRedialClosed() waits for it.
     uvglue::CloseHandles<Connection, &Connection::closes_, &Connection::MaybeFree>(
-        this, {AsHandle(&check_), AsHandle(&idle_), AsHandle(&timer_)});
+        this, {AsHandle(&check_), AsHandle(&idle_)});
     return;
   }
   uvglue::CloseHandles<Connection, &Connection::closes_, &Connection::MaybeFree>(
-      this, {AsHandle(&tcp_), AsHandle(&check_), AsHandle(&idle_), AsHandle(&timer_)});
+      this, {AsHandle(&tcp_), AsHandle(&check_), AsHandle(&idle_)});
 }
 
 void Connection::MaybeFree() {

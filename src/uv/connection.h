@@ -13,6 +13,7 @@
 #include "pipegate/tls.h"
 
 #include "uv/handles.h"
+#include "uv/ticker.h"
 
 namespace pipegate::uvglue {
 
@@ -65,7 +66,7 @@ class ConnectionHandler : public MuxCallbacks {
 /// Re-entrancy: handler callbacks may call Close(); the connection re-checks its state.
 /// Output produced by mux() calls is flushed once per loop turn (Flush()), so frames coalesce
 /// into full TLS records.
-class Connection {
+class Connection final : private TickSubscriber {
  public:
   /// @brief Accepts a pending connection from @p server.
   static Result<Connection*> Accept(uv_loop_t* loop, uv_stream_t* server,
@@ -184,13 +185,13 @@ class Connection {
   static void OnWrite(uv_write_t* req, int status) noexcept;
   static void OnCheck(uv_check_t* handle) noexcept;
   static void OnIdle(uv_idle_t* handle) noexcept;
-  static void OnTimer(uv_timer_t* handle) noexcept;
+  /// Handshake deadline, idle timeout, keepalive, idle memory and the close linger.
+  void OnTick(uint64_t now_ms) override;
 
   uv_loop_t* loop_;
   uv_tcp_t tcp_{};
   uv_check_t check_{};
   uv_idle_t idle_{};
-  uv_timer_t timer_{};
   uv_getaddrinfo_t resolve_req_{};
   /// Connect() of a numeric address (ParseNumericAddress): what DialDeferred() dials.
   sockaddr_storage literal_address_{};
