@@ -39,6 +39,15 @@ LoopTicker* Find(uv_loop_t* loop) { return static_cast<LoopTicker*>(loop->data);
 
 uint64_t NowUs() { return uv_hrtime() / 1000; }
 
+void Stop(LoopTicker* t) {
+  t->loop->data = nullptr;
+  uv_close(&t->h.handle, [](uv_handle_t* handle) {
+    auto* closed = static_cast<LoopTicker*>(handle->data);
+    if (closed->tfd >= 0) ::close(closed->tfd);
+    delete closed;
+  });
+}
+
 void Dispatch(LoopTicker* t, uint64_t lateness_us) {
   t->lateness_us = lateness_us;
   t->dispatching = true;
@@ -51,7 +60,7 @@ void Dispatch(LoopTicker* t, uint64_t lateness_us) {
   t->dispatching = false;
   t->lateness_us = 0;
   std::erase(t->subscribers, nullptr);
-  if (t->subscribers.empty()) Ticker::Unsubscribe(t->loop, nullptr);
+  if (t->subscribers.empty()) Stop(t);
 }
 
 void OnTimerfd(uv_poll_t* handle, int status, int events) {
@@ -104,15 +113,6 @@ LoopTicker* Start(uv_loop_t* loop) {
   return t;
 }
 
-void Stop(LoopTicker* t) {
-  t->loop->data = nullptr;
-  uv_close(&t->h.handle, [](uv_handle_t* handle) {
-    auto* closed = static_cast<LoopTicker*>(handle->data);
-    if (closed->tfd >= 0) ::close(closed->tfd);
-    delete closed;
-  });
-}
-
 }  // namespace
 
 void Ticker::Subscribe(uv_loop_t* loop, TickSubscriber* subscriber) {
@@ -121,20 +121,17 @@ void Ticker::Subscribe(uv_loop_t* loop, TickSubscriber* subscriber) {
   t->subscribers.push_back(subscriber);
 }
 
-// With a null @p subscriber (from Dispatch): closes the ticker if nobody is left.
 void Ticker::Unsubscribe(uv_loop_t* loop, TickSubscriber* subscriber) {
   LoopTicker* t = Find(loop);
   if (t == nullptr) return;
-  if (subscriber != nullptr) {
-    auto it = std::find(t->subscribers.begin(), t->subscribers.end(), subscriber);
-    if (it == t->subscribers.end()) return;
-    if (t->dispatching) {
-      *it = nullptr;  // Dispatch() compacts, and closes the ticker if it was the last.
-      return;
-    }
-    t->subscribers.erase(it);
+  auto it = std::find(t->subscribers.begin(), t->subscribers.end(), subscriber);
+  if (it == t->subscribers.end()) return;
+  if (t->dispatching) {
+    *it = nullptr;  // Dispatch() compacts, and closes the ticker if it was the last.
+    return;
   }
-  if (!t->dispatching && t->subscribers.empty()) Stop(t);
+  t->subscribers.erase(it);
+  if (t->subscribers.empty()) Stop(t);
 }
 
 uint64_t Ticker::LatenessUs(uv_loop_t* loop) {
