@@ -316,17 +316,16 @@ void LocalPipe::FlushQueue() {
     }
   }
   ArmHoldTimer();
+  // The write side ends before the last bytes are reported: that report may end the stream
+  // and free this pipe from inside it, and the peer must still read EOF from a shutdown.
+  const bool ends_now = finishing_ && queue_.empty() && !write_ended_;
+  if (ends_now) ShutWriteSide();
   if (reported > 0 && events_ != nullptr) {
     events_->OnLocalWritten(reported);
     if (closing_) return;
   }
-  if (queue_.empty()) {
-    if (finishing_) {
-      EndWriteSide();
-      return;
-    }
-  }
   UpdatePoll();
+  if (ends_now && events_ != nullptr) events_->OnLocalWriteDone();
 }
 
 void LocalPipe::ReleaseIdleMemory() noexcept {
@@ -356,9 +355,13 @@ void LocalPipe::AbortWriting() {
   EndWriteSide();
 }
 
-void LocalPipe::EndWriteSide() {
+void LocalPipe::ShutWriteSide() {
   write_ended_ = true;
   if (is_socket_) ::shutdown(fd_, SHUT_WR);
+}
+
+void LocalPipe::EndWriteSide() {
+  ShutWriteSide();
   UpdatePoll();
   if (events_ != nullptr) events_->OnLocalWriteDone();
 }

@@ -129,6 +129,10 @@ class LocalPipe {
 
   int fd() const noexcept { return fd_; }
   bool is_socket() const noexcept { return is_socket_; }
+  /// True once the write side has ended (FinishWriting() drained, AbortWriting(), or a write
+  /// error). When the queue drains after FinishWriting(), it is already true inside the
+  /// OnLocalWritten() of the last bytes, which comes before OnLocalWriteDone().
+  bool write_ended() const noexcept { return write_ended_; }
 
  private:
   LocalPipe(uv_loop_t* loop, int fd, unsigned directions, bool owns_fd, LocalPipeEvents* events);
@@ -146,6 +150,9 @@ class LocalPipe {
   ssize_t WriteSome(const uint8_t* p, size_t n, bool final);
   void FlushQueue();
   void UpdatePoll();
+  /// @brief Marks the write side ended and, on a socket, shuts it down; reports nothing.
+  void ShutWriteSide();
+  /// @brief ShutWriteSide(), then OnLocalWriteDone().
   void EndWriteSide();
 
   uv_loop_t* loop_;

@@ -210,6 +210,8 @@ void StreamLink::OnPeerReset() {
 void StreamLink::OnLocalWritten(size_t n) {
   StreamLinkOwner* owner = owner_;
   Mux* mux = owner->stream_mux();
+  // Consumed() below may end the stream and free this link before OnLocalWriteDone() comes.
+  if (out_ != nullptr && out_->write_ended()) local_write_done_ = true;
   if (mux == nullptr) return;
   if (message_mode()) {
     CountWritten(n);

@@ -116,6 +116,8 @@ class StreamLink : public LocalPipeEvents {
   /// outlive the stream.
   void set_byte_totals(StreamByteTotals* totals) noexcept { totals_ = totals; }
   uint64_t bytes_received() const noexcept { return bytes_received_; }
+  /// True once the local output holds every byte and its write side has ended (or the stream
+  /// has no output). Already true when the last bytes' Consumed() ends the stream.
   bool local_write_done() const noexcept { return local_write_done_; }
   bool local_eof() const noexcept { return local_eof_; }
   LocalPipe* output() const noexcept { return out_; }

@@ -308,6 +308,32 @@ class StreamLinkLoopTest : public ::pipegate::testing::ConnectionPairTest<Side> 
     });
     ASSERT_NE(0u, stream->id);
   }
+  // A duplex stream between two socketpairs: the test drives `client_end` and `server_end`;
+  // the client and server links own the other ends.
+  struct SocketStream {
+    uint32_t id = 0;
+    Endpoint* client_end = nullptr;
+    Endpoint* server_end = nullptr;
+    LocalPipe* server_pipe = nullptr;  // The server link's pipe, once the OPEN arrived.
+  };
+  void OpenSocketStream(const std::string& name, SocketStream* stream) {
+    constexpr unsigned kBoth = LocalPipe::kRead | LocalPipe::kWrite;
+    int client_fds[2];
+    int server_fds[2];
+    ASSERT_NO_FATAL_FAILURE(SocketPair(client_fds));
+    ASSERT_NO_FATAL_FAILURE(SocketPair(server_fds));
+    stream->client_end = AddEndpoint(client_fds[1], kBoth);
+    stream->server_end = AddEndpoint(server_fds[1], kBoth);
+    server_->on_open = [this, stream, fd = server_fds[0]](StreamLink* link) {
+      LocalPipePtr pipe = LinkPipe(fd, kBoth, link);
+      stream->server_pipe = pipe.get();  // Owned by the link from here on.
+      return StreamPipes::Duplex(std::move(pipe));
+    };
+    stream->id = client_->Open(name, Access::kDuplex, [this, fd = client_fds[0]](StreamLink* link) {
+      return StreamPipes::Duplex(LinkPipe(fd, kBoth, link));
+    });
+    ASSERT_NE(0u, stream->id);
+  }
   Endpoint* AddEndpoint(int fd, unsigned directions) {
     endpoints_.push_back(std::make_unique<Endpoint>(&loop_, fd, directions));
     return endpoints_.back().get();
@@ -325,19 +351,11 @@ std::string Payload(size_t size, uint64_t seed) {
 // (shutdown) each way, then both sides close the stream and free its link.
 TEST_F(StreamLinkLoopTest, DuplexBytesAndEofCrossBetweenSocketsBothWays) {
   ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
-  int client_fds[2];
-  int server_fds[2];
-  ASSERT_NO_FATAL_FAILURE(SocketPair(client_fds));
-  ASSERT_NO_FATAL_FAILURE(SocketPair(server_fds));
-  Endpoint* client_end = AddEndpoint(client_fds[1], LocalPipe::kRead | LocalPipe::kWrite);
-  Endpoint* server_end = AddEndpoint(server_fds[1], LocalPipe::kRead | LocalPipe::kWrite);
-  server_->on_open = [&](StreamLink* link) {
-    return StreamPipes::Duplex(LinkPipe(server_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link));
-  };
-  const uint32_t id = client_->Open("duplex", Access::kDuplex, [&](StreamLink* link) {
-    return StreamPipes::Duplex(LinkPipe(client_fds[0], LocalPipe::kRead | LocalPipe::kWrite, link));
-  });
-  ASSERT_NE(0u, id);
+  SocketStream stream;
+  ASSERT_NO_FATAL_FAILURE(OpenSocketStream("duplex", &stream));
+  const uint32_t id = stream.id;
+  Endpoint* client_end = stream.client_end;
+  Endpoint* server_end = stream.server_end;
 
   const std::string up = Payload(3 << 20, 11);    // Client to server.
   const std::string down = Payload(2 << 20, 12);  // Server to client.
@@ -371,6 +389,47 @@ TEST_F(StreamLinkLoopTest, DuplexBytesAndEofCrossBetweenSocketsBothWays) {
   EXPECT_EQ(1, server_->fins);
   EXPECT_EQ(up.size(), client_end->written);
   EXPECT_EQ(down.size(), server_end->written);
+}
+
+// The stream ends inside the write that empties a link's queue: the server has sent its
+// direction and holds the client's last bytes and FIN, unwritten, because its local reader does
+// not read. When the reader reads, the write that drains the queue completes the stream, and
+// the link is freed from inside it. The socket's write side is still shut down first, and the
+// link reports it done.
+TEST_F(StreamLinkLoopTest, TheWriteThatEndsTheStreamStillShutsTheSocketDown) {
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
+  SocketStream stream;
+  ASSERT_NO_FATAL_FAILURE(OpenSocketStream("last-write", &stream));
+
+  // Up is more than a socketpair holds and less than a stream window, so all of it and the FIN
+  // reach the server while its reader sleeps.
+  const std::string up = Payload(768 << 10, 13);
+  const std::string down = Payload(64 << 10, 14);
+  stream.client_end->StartReading();
+  ASSERT_NO_FATAL_FAILURE(stream.client_end->Send(up, /*close_when_done=*/false));
+  ASSERT_NO_FATAL_FAILURE(stream.server_end->Send(down, /*close_when_done=*/false));
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        return stream.client_end->eof && server_->fins == 1 && stream.server_pipe != nullptr &&
+               stream.server_pipe->queued() > 0;
+      },
+      Duration(10000)))
+      << "client end got " << stream.client_end->got.size() << " of " << down.size() << " (eof "
+      << stream.client_end->eof << "); server FINs " << server_->fins;
+  EXPECT_EQ(0, server_->streams_closed) << "the stream ended with bytes still queued";
+
+  stream.server_end->StartReading();
+  ASSERT_TRUE(RunUntil([&] { return stream.server_end->eof && server_->streams_closed == 1; },
+                       Duration(10000)))
+      << "server end got " << stream.server_end->got.size() << " of " << up.size() << " (eof "
+      << stream.server_end->eof << ")";
+  EXPECT_TRUE(stream.server_end->got == up) << "the bytes to the server arrived altered";
+  EXPECT_TRUE(stream.client_end->got == down) << "the bytes to the client arrived altered";
+  const LinkResult& s = server_->results[stream.id];
+  EXPECT_EQ(up.size(), s.bytes_received);
+  EXPECT_TRUE(s.local_write_done) << "the link was freed before it ended its write side";
+  EXPECT_TRUE(s.local_error.ok()) << s.local_error.message();
+  EXPECT_EQ(0, client_->resets + server_->resets + client_->stops + server_->stops);
 }
 
 // FIFO to FIFO, one way: the client reads a FIFO the test writes and closes; the server writes
