@@ -316,12 +316,19 @@ class StreamLinkLoopTest : public ::pipegate::testing::ConnectionPairTest<Side> 
     Endpoint* server_end = nullptr;
     LocalPipe* server_pipe = nullptr;  // The server link's pipe, once the OPEN arrived.
   };
-  void OpenSocketStream(const std::string& name, SocketStream* stream) {
+  // @p server_sndbuf (0: the system's default) sets SO_SNDBUF on the server link's socket: how
+  // much it can write before its reader reads.
+  void OpenSocketStream(const std::string& name, SocketStream* stream, int server_sndbuf = 0) {
     constexpr unsigned kBoth = LocalPipe::kRead | LocalPipe::kWrite;
     int client_fds[2];
     int server_fds[2];
     ASSERT_NO_FATAL_FAILURE(SocketPair(client_fds));
     ASSERT_NO_FATAL_FAILURE(SocketPair(server_fds));
+    if (server_sndbuf > 0) {
+      ASSERT_EQ(0, ::setsockopt(server_fds[0], SOL_SOCKET, SO_SNDBUF, &server_sndbuf,
+                                sizeof server_sndbuf))
+          << std::strerror(errno);
+    }
     stream->client_end = AddEndpoint(client_fds[1], kBoth);
     stream->server_end = AddEndpoint(server_fds[1], kBoth);
     server_->on_open = [this, stream, fd = server_fds[0]](StreamLink* link) {
@@ -399,10 +406,11 @@ TEST_F(StreamLinkLoopTest, DuplexBytesAndEofCrossBetweenSocketsBothWays) {
 TEST_F(StreamLinkLoopTest, TheWriteThatEndsTheStreamStillShutsTheSocketDown) {
   ASSERT_NO_FATAL_FAILURE(ConnectPair(MuxOptions{}));
   SocketStream stream;
-  ASSERT_NO_FATAL_FAILURE(OpenSocketStream("last-write", &stream));
+  // The server's socket takes 64 KiB (doubled by the kernel) before its reader reads; up is
+  // far more than that and less than a stream window, so all of it and the FIN reach the
+  // server, and most of it waits in the link's queue, while its reader sleeps.
+  ASSERT_NO_FATAL_FAILURE(OpenSocketStream("last-write", &stream, 64 << 10));
 
-  // Up is more than a socketpair holds and less than a stream window, so all of it and the FIN
-  // reach the server while its reader sleeps.
   const std::string up = Payload(768 << 10, 13);
   const std::string down = Payload(64 << 10, 14);
   stream.client_end->StartReading();
